@@ -1,0 +1,77 @@
+"""Reduction rules, decided once for the whole library.
+
+* ``'none'``: the per-element loss.
+* ``'sum'``: its sum.
+* ``'mean'``: class-index cross-entropy and NLL divide by the total target weight ``W = sum_n w[y_n]``
+  over kept positions; probability-target cross-entropy divides by the number of positions; BCE,
+  BCE-with-logits and KL divide by the number of elements.
+* ``'batchmean'`` (``kl_div`` only): divides by ``input.size(0)``.
+
+Legacy ``size_average`` / ``reduce`` override ``reduction`` exactly as in ``torch.nn._reduction``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import torch
+
+Reduction = Literal["none", "mean", "sum"]
+_VALID = ("none", "mean", "sum")
+
+
+def legacy_reduction(size_average: bool | None, reduce: bool | None, emit_warning: bool = True) -> str:
+    """The reduction string that legacy ``size_average`` / ``reduce`` stand for (``None`` counts as True)."""
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    if not reduce:
+        ret = "none"
+    elif size_average:
+        ret = "mean"
+    else:
+        ret = "sum"
+    if emit_warning:
+        warnings.warn(
+            f"size_average and reduce args will be deprecated, please use reduction='{ret}' instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return ret
+
+
+def resolve(
+    reduction: object,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    *,
+    allow_batchmean: bool = False,
+) -> str:
+    """Validate ``reduction`` (after applying legacy arguments) and return the canonical string."""
+    if size_average is not None or reduce is not None:
+        return legacy_reduction(size_average, reduce)
+    if reduction == "elementwise_mean":
+        warnings.warn(
+            "reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return "mean"
+    if reduction in _VALID or (allow_batchmean and reduction == "batchmean"):
+        return str(reduction)
+    raise ValueError(f"{reduction} is not a valid value for reduction")
+
+
+def reduce(loss: torch.Tensor, reduction: str, divisor: torch.Tensor | float | None = None) -> torch.Tensor:
+    """Apply ``reduction`` to the per-element ``loss``; ``'mean'`` divides the sum by ``divisor``.
+
+    ``divisor`` defaults to ``loss.numel()``. An empty ``'mean'`` is ``0/0 = nan``, as in torch.
+    """
+    if reduction == "none":
+        return loss
+    total = loss.sum()
+    if reduction == "sum":
+        return total
+    if divisor is None:
+        divisor = loss.numel()
+    return total / divisor

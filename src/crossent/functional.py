@@ -1,0 +1,545 @@
+"""The functional API: torch.nn.functional's cross-entropy family, keyword for keyword.
+
+Each function validates its arguments (``crossent._checks``), resolves the reduction
+(``crossent._reduction``), picks an implementation (``crossent._dispatch``) and makes one call into
+an autograd Function with a hand-written backward (``crossent.ops``) or a Triton kernel.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any
+
+import torch
+
+from crossent import _checks, _dispatch
+from crossent._reduction import resolve as resolve_reduction
+from crossent.ops.binary import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
+from crossent.ops.cross_entropy import ClassIndexCrossEntropy, CrossEntropyOptions, ProbabilityCrossEntropy
+from crossent.ops.kl_div import KLDiv
+from crossent.ops.nll_loss import NLLLoss, NLLOptions
+from crossent.ops.softmax import LogSoftmax, Softmax
+
+__all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "kl_div",
+    "log_softmax",
+    "nll_loss",
+    "softmax",
+]
+
+
+def _triton() -> Any:
+    """The Triton backend, imported only once the dispatcher has chosen it."""
+    return importlib.import_module("crossent.triton")
+
+
+def _softmax_kernel_name(x: torch.Tensor, dim: int) -> str:
+    last = x.dim() == 0 or dim in (-1, x.dim() - 1)
+    return "log_softmax_lastdim_kernel_impl" if last else "log_softmax_kernel_impl"
+
+
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    inplace_backward: bool = False,
+    impl: str = "auto",
+) -> torch.Tensor:
+    r"""Cross-entropy between logits and class indices or class probabilities.
+
+    With class indices ``y`` (``m_n = [y_n != ignore_index]``, ``eps = label_smoothing``)::
+
+        l_n = m_n * [(1 - eps) * w[y_n] * (lse_n - x[n, y_n]) + (eps / C) * sum_c w[c] * (lse_n - x[n, c])]
+
+    where ``lse_n = log sum_c exp(x[n, c])``. With class probabilities ``t`` (same shape as ``input``)::
+
+        l_n = -sum_c w[c] * q[n, c] * log_softmax(x)[n, c],    q = (1 - eps) * t + eps / C
+
+    Reductions: ``'none'`` returns ``l``; ``'sum'`` returns ``sum_n l_n``; ``'mean'`` divides that
+    sum by ``W = sum_n m_n * w[y_n]`` for class indices (0/0 = nan when every target is ignored) and
+    by the number of positions ``N * d1 * ... * dK`` for probabilities (weights do not enter).
+
+    Args:
+        input: logits.
+        target: class indices (int64, or uint8 for inputs of at most 2 dims) or probabilities.
+        weight: per-class rescaling ``w``, shape ``(C,)``; all ones when None.
+        size_average, reduce: deprecated; when either is given it overrides ``reduction``.
+        ignore_index: class-index targets equal to it contribute nothing (probabilities need it < 0).
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        label_smoothing: ``eps`` in ``[0, 1]``; negative values and NaN count as 0.
+        inplace_backward: write the gradient into ``input``'s own storage instead of a new buffer
+            (saves one logits-sized allocation). ``input`` is overwritten by the backward pass: use it
+            only when nothing reads the logits afterwards. Refused for leaf tensors that require grad;
+            autograd's version counter catches any other saved use of ``input``. Ignored (a fresh
+            buffer is used) for non-contiguous inputs.
+        impl: ``'auto'`` | ``'torch'`` | ``'triton'`` (see ``crossent._dispatch``).
+
+    Shape:
+        ============  ====================  ==========================================
+        input         target                output (``'none'``)
+        ============  ====================  ==========================================
+        ``(C,)``      ``()`` or ``(C,)``    ``()``
+        ``(N, C)``    ``(N,)`` or ``(N, C)``  ``(N,)``
+        ``(N, C, d1, ..., dK)``  ``(N, d1, ..., dK)`` or same as input  ``(N, d1, ..., dK)``
+        ============  ====================  ==========================================
+
+    Note:
+        Sums and the ``'mean'`` denominator are accumulated in float32 for float16/bfloat16 inputs
+        (float64 for float64). torch's CPU kernel accumulates them in the input dtype, so for
+        half-precision inputs with more than 256 (bfloat16) or 2048 (float16) positions crossent is
+        closer to the float64 result than torch is.
+
+    Example:
+        >>> import torch, crossent
+        >>> x = torch.tensor([[1.0, 2.0], [1.0, 3.0], [1.0, 3.0]])
+        >>> crossent.cross_entropy(x, torch.tensor([0, 1, 1]), reduction="none")
+        tensor([1.3133, 0.1269, 0.1269])
+    """
+    reduction = resolve_reduction(reduction, size_average, reduce)
+    _checks.check_tensor(input, "cross_entropy_loss", "input", 1)
+    _checks.check_tensor(target, "cross_entropy_loss", "target", 2)
+    ignore_index = _checks.check_int(ignore_index, "cross_entropy_loss", "ignore_index", 5)
+    cd = 0 if input.dim() == 1 else 1
+    prob_target = input.shape == target.shape
+    if prob_target:
+        if not target.is_floating_point():
+            raise RuntimeError(
+                "Expected floating point type for target with class probabilities, "
+                f"got {_checks.dtype_name(target.dtype)}"
+            )
+        if ignore_index >= 0:
+            raise RuntimeError("ignore_index is not supported for floating point target")
+        if input.dim() == 0:
+            raise IndexError("Dimension specified as 1 but tensor has no dimensions")
+        num_classes = input.shape[cd]
+        if weight is not None and (weight.dim() != 1 or weight.numel() != num_classes):
+            raise RuntimeError(
+                f"cross_entropy: weight tensor should be defined either for all {num_classes} classes or no "
+                f"classes but got weight tensor of shape: [{', '.join(str(s) for s in weight.shape)}]"
+            )
+        eps = _checks.smoothing(label_smoothing)
+        _checks.check_floating(input, _softmax_kernel_name(input, cd))
+    else:
+        eps = _checks.smoothing(label_smoothing)
+        if input.dim() > 0:
+            _checks.check_floating(input, _softmax_kernel_name(input, cd))
+        _checks.class_index_shapes(input, target)
+        if eps > 0 and input.dim() == 1 and target.dim() == 1:
+            raise RuntimeError("output with shape [] doesn't match the broadcast shape [1]")
+        num_classes = input.shape[cd]
+        _checks.class_weight(weight, input, num_classes)
+        _checks.class_index_dtypes(input, target, weight, "nll_loss_out_frame")
+        _checks.class_targets(target, num_classes, ignore_index)
+    if inplace_backward and input.requires_grad and input.is_leaf:
+        raise RuntimeError(
+            "cross_entropy(inplace_backward=True) would overwrite a leaf tensor that requires grad; "
+            "pass logits computed by an operation (e.g. hidden @ W.T), or inplace_backward=False"
+        )
+
+    options = {
+        "prob_target": prob_target,
+        "weight": weight is not None,
+        "label_smoothing": eps,
+        "reduction": reduction,
+        "inplace_backward": inplace_backward,
+        "ndim": input.dim(),
+        "dtype": input.dtype,
+    }
+    if _dispatch.resolve("cross_entropy", impl, input.device, options) == "triton":
+        return _triton().cross_entropy(input, target, weight, ignore_index, reduction, eps, inplace_backward)
+    opts = CrossEntropyOptions(reduction, ignore_index, eps, inplace_backward)
+    function = ProbabilityCrossEntropy if prob_target else ClassIndexCrossEntropy
+    return function.apply(input, target, weight, opts)
+
+
+def nll_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    *,
+    impl: str = "auto",
+) -> torch.Tensor:
+    r"""Negative log-likelihood of class indices under log-probabilities ``z``.
+
+    ::
+
+        l_n = -w[y_n] * z[n, y_n] * m_n,    m_n = [y_n != ignore_index]
+
+    Reductions: ``'none'`` returns ``l``; ``'sum'`` returns ``sum_n l_n``; ``'mean'`` divides it by
+    ``W = sum_n m_n * w[y_n]`` (a weighted mean; 0/0 = nan when every target is ignored).
+
+    Args:
+        input: log-probabilities (nothing checks that they are).
+        target: class indices in ``[0, C)`` (int64; uint8 for inputs of at most 2 dims).
+        weight: per-class rescaling, shape ``(C,)``, same dtype as ``input``.
+        size_average, reduce: deprecated; when either is given it overrides ``reduction``.
+        ignore_index: targets equal to it contribute nothing.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        impl: ``'auto'`` | ``'torch'`` | ``'triton'``.
+
+    Shape:
+        ========================  ======================  ======================
+        input                     target                  output (``'none'``)
+        ========================  ======================  ======================
+        ``(C,)``                  ``()`` or ``(1,)``      ``()``
+        ``(N, C)``                ``(N,)``                ``(N,)``
+        ``(N, C, d1, ..., dK)``   ``(N, d1, ..., dK)``    ``(N, d1, ..., dK)``
+        ========================  ======================  ======================
+
+    Example:
+        >>> import torch, crossent
+        >>> z = torch.log(torch.tensor([[0.6, 0.2, 0.2]]))
+        >>> crossent.nll_loss(z, torch.tensor([0]))
+        tensor(0.5108)
+    """
+    reduction = resolve_reduction(reduction, size_average, reduce)
+    _checks.check_tensor(input, "nll_loss_nd", "input", 1)
+    _checks.check_tensor(target, "nll_loss_nd", "target", 2)
+    ignore_index = _checks.check_int(ignore_index, "nll_loss_nd", "ignore_index", 5)
+    _checks.class_index_shapes(input, target)
+    num_classes = input.shape[0 if input.dim() == 1 else 1]
+    _checks.class_weight(weight, input, num_classes)
+    _checks.class_index_dtypes(input, target, weight, "nll_loss_out_frame")
+    _checks.class_targets(target, num_classes, ignore_index)
+    options = {"weight": weight is not None, "reduction": reduction, "ndim": input.dim(), "dtype": input.dtype}
+    if _dispatch.resolve("nll_loss", impl, input.device, options) == "triton":
+        return _triton().nll_loss(input, target, weight, ignore_index, reduction)
+    return NLLLoss.apply(input, target, weight, NLLOptions(reduction, ignore_index))
+
+
+def _softmax_dim(name: str, x: torch.Tensor, dim: int | None, stacklevel: int) -> int:
+    if dim is None:
+        warnings.warn(
+            f"Implicit dimension choice for {name} has been deprecated. "
+            "Change the call to include dim=X as an argument.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+        dim = 0 if x.dim() in (0, 1, 3) else 1
+    dim = _checks.check_int(dim, name, "dim", 1)
+    low, high = (-1, 0) if x.dim() == 0 else (-x.dim(), x.dim() - 1)
+    if not low <= dim <= high:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{low}, {high}], but got {dim})")
+    return dim % max(x.dim(), 1)
+
+
+def _softmax_input(
+    name: str, x: torch.Tensor, dim: int | None, stacklevel: int, dtype: torch.dtype | None
+) -> tuple[torch.Tensor, int]:
+    _checks.check_tensor(x, name, "input", 0)
+    d = _softmax_dim(name, x, dim, stacklevel)
+    if dtype is not None:
+        x = x.to(dtype)
+    kernel = _softmax_kernel_name(x, d)
+    _checks.check_floating(x, kernel if name == "log_softmax" else kernel.replace("log_softmax", "softmax"))
+    return x, d
+
+
+def log_softmax(
+    input: torch.Tensor,
+    dim: int | None = None,
+    _stacklevel: int = 3,
+    dtype: torch.dtype | None = None,
+    *,
+    impl: str = "auto",
+) -> torch.Tensor:
+    r"""Log of the softmax along ``dim``: ``y_i = x_i - log sum_j exp(x_j)``.
+
+    Computed as ``(x_i - m) - log sum_j exp(x_j - m)`` with ``m = max_j x_j``, so large logits are
+    exact (``[1000, 0, -1000] -> [0, -1000, -2000]``). A slice with ``+inf`` or NaN, or with only
+    ``-inf``, is all NaN, as in torch.
+
+    Args:
+        input: any floating tensor (any dtype with ``dtype=``).
+        dim: the dimension to normalise; ``None`` warns and picks 0 for 0-, 1- and 3-dim inputs, else 1.
+        dtype: cast ``input`` to this dtype first; the output has it.
+        impl: ``'auto'`` | ``'torch'`` | ``'triton'``.
+
+    Shape:
+        ======  =====================
+        input   ``(*)``
+        output  ``(*)``, same as input
+        ======  =====================
+
+    Example:
+        >>> import torch, crossent
+        >>> crossent.log_softmax(torch.tensor([1.0, 2.0]), dim=0)
+        tensor([-1.3133, -0.3133])
+    """
+    x, d = _softmax_input("log_softmax", input, dim, _stacklevel + 1, dtype)
+    if _dispatch.resolve("log_softmax", impl, x.device, {"dtype": x.dtype, "ndim": x.dim()}) == "triton":
+        return _triton().log_softmax(x, d)
+    return LogSoftmax.apply(x, d)
+
+
+def softmax(
+    input: torch.Tensor,
+    dim: int | None = None,
+    _stacklevel: int = 3,
+    dtype: torch.dtype | None = None,
+    *,
+    impl: str = "auto",
+) -> torch.Tensor:
+    r"""Softmax along ``dim``: ``y_i = exp(x_i - m) / sum_j exp(x_j - m)``, ``m = max_j x_j``.
+
+    Args:
+        input: any floating tensor (any dtype with ``dtype=``).
+        dim: the dimension to normalise; ``None`` warns and picks 0 for 0-, 1- and 3-dim inputs, else 1.
+        dtype: cast ``input`` to this dtype first; the output has it.
+        impl: ``'auto'`` | ``'torch'`` (softmax has no Triton kernel).
+
+    Shape:
+        ======  =====================
+        input   ``(*)``
+        output  ``(*)``, same as input
+        ======  =====================
+
+    Example:
+        >>> import torch, crossent
+        >>> crossent.softmax(torch.tensor([1.0, 3.0]), dim=0)
+        tensor([0.1192, 0.8808])
+    """
+    x, d = _softmax_input("softmax", input, dim, _stacklevel + 1, dtype)
+    _dispatch.resolve("softmax", "torch" if impl == "auto" else impl, x.device, {"dtype": x.dtype})
+    return Softmax.apply(x, d)
+
+
+def binary_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Binary cross-entropy between probabilities ``x`` and targets ``y`` in ``[0, 1]``.
+
+    ::
+
+        l = -w * [y * max(log x, -100) + (1 - y) * max(log(1 - x), -100)]
+
+    Each log is clamped at -100 before it is multiplied, so the loss is finite (at most ``100 w``)
+    and ``0 * log 0`` is 0. The gradient ``w (x - y) / max(x (1 - x), 1e-12)`` is not clamped the same
+    way (it is -1e12 at ``x = 0, y = 1``), as in torch.
+
+    Reductions: ``'none'``, ``'sum'``, and ``'mean'`` = sum / number of elements (weights are not
+    normalised).
+
+    Args:
+        input: probabilities in ``[0, 1]`` (checked; NaN fails).
+        target: same shape and dtype as ``input``, values in ``[0, 1]`` (checked).
+        weight: rescaling broadcast to ``input``'s shape (it may not enlarge it).
+        size_average, reduce: deprecated; when either is given it overrides ``reduction``.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+
+    Shape:
+        ======  ================================
+        input   ``(*)``
+        target  ``(*)``, same as input
+        output  scalar, or ``(*)`` for ``'none'``
+        ======  ================================
+
+    Example:
+        >>> import torch, crossent
+        >>> crossent.binary_cross_entropy(torch.tensor([0.9, 0.2]), torch.tensor([1.0, 0.0]))
+        tensor(0.1643)
+    """
+    reduction = resolve_reduction(reduction, size_average, reduce)
+    _checks.check_tensor(input, "binary_cross_entropy", "input", 1)
+    _checks.check_tensor(target, "binary_cross_entropy", "target", 2)
+    if target.shape != input.shape:
+        raise ValueError(
+            f"Using a target size ({target.size()}) that is different to the input size ({input.size()}) "
+            "is deprecated. Please ensure they have the same size."
+        )
+    if weight is not None:
+        try:
+            torch.broadcast_shapes(target.shape, weight.shape)
+        except RuntimeError as exc:
+            raise RuntimeError(str(exc)) from None
+        _checks.in_place_broadcast(input.shape, weight.shape)
+    _checks.check_floating(input, "binary_cross_entropy")
+    if target.dtype != input.dtype:
+        raise RuntimeError(
+            f"Found dtype {_checks.dtype_name(target.dtype)} but expected {_checks.dtype_name(input.dtype)}"
+        )
+    if weight is not None and weight.requires_grad:
+        raise RuntimeError(
+            "The function 'binary_cross_entropy' is not differentiable with respect to argument 'weight'. "
+            "This input cannot have requires_grad True."
+        )
+    _checks.unit_interval(input, "input")
+    _checks.unit_interval(target, "target")
+    return BinaryCrossEntropy.apply(input, target, weight, reduction)
+
+
+def binary_cross_entropy_with_logits(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    pos_weight: torch.Tensor | None = None,
+    *,
+    impl: str = "auto",
+) -> torch.Tensor:
+    r"""Binary cross-entropy on logits, stable for any ``x``.
+
+    ::
+
+        l = w * [(1 - y) * x - (1 + (pw - 1) * y) * log_sigmoid(x)]
+          = -w * [pw * y * log sigmoid(x) + (1 - y) * log sigmoid(-x)]
+
+    with ``log_sigmoid(x) = min(x, 0) - log1p(exp(-|x|))``. ``pw`` (``pos_weight``) weighs the
+    positive term: ``pw > 1`` raises recall, ``pw < 1`` precision. Targets are not range-checked
+    (soft labels are fine).
+
+    Reductions: ``'none'``, ``'sum'``, and ``'mean'`` = sum / number of elements.
+
+    Args:
+        input: logits.
+        target: same shape as ``input``; floating. The result has the target's dtype, as in torch.
+        weight: rescaling broadcast to ``input``'s shape (it may not enlarge it).
+        size_average, reduce: deprecated; when either is given it overrides ``reduction``.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        pos_weight: positive-class weight broadcast against ``target``, typically ``(C,)`` for ``(N, C)``.
+        impl: ``'auto'`` | ``'torch'`` | ``'triton'``.
+
+    Shape:
+        ==========  ================================
+        input       ``(*)``
+        target      ``(*)``, same as input
+        pos_weight  broadcastable to ``(*)``, e.g. ``(C,)`` or ``(C, 1, 1)``
+        output      scalar, or ``(*)`` for ``'none'``
+        ==========  ================================
+
+    Example:
+        >>> import torch, crossent
+        >>> x = torch.tensor([[2.0, -1.0]]); y = torch.tensor([[1.0, 0.0]])
+        >>> crossent.binary_cross_entropy_with_logits(x, y, pos_weight=torch.tensor([3.0, 1.0]))
+        tensor(0.3539)
+    """
+    reduction = resolve_reduction(reduction, size_average, reduce)
+    fn = "binary_cross_entropy_with_logits"
+    _checks.check_tensor(input, fn, "input", 1)
+    _checks.check_tensor(target, fn, "target", 2)
+    if pos_weight is not None:
+        _checks.check_tensor(pos_weight, fn, "pos_weight", 4)
+    if target.shape != input.shape:
+        raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
+    if not input.is_floating_point():
+        raise NotImplementedError(f"\"log_sigmoid_cpu\" not implemented for '{_checks.dtype_name(input.dtype)}'")
+    if target.dtype == torch.bool:
+        raise RuntimeError(
+            "Subtraction, the `-` operator, with two bool tensors is not supported. "
+            "Use the `^` or `logical_xor()` operator instead."
+        )
+    if not target.is_floating_point():
+        raise RuntimeError(
+            f"result type Float can't be cast to the desired output type {_checks.dtype_name(target.dtype)}"
+        )
+    if pos_weight is not None:
+        _checks.in_place_broadcast(target.shape, pos_weight.shape, other_is_a=True)
+    if weight is not None:
+        _checks.in_place_broadcast(target.shape, weight.shape)
+    for name, extra in (("weight", weight), ("pos_weight", pos_weight)):
+        if extra is not None and extra.requires_grad:
+            raise RuntimeError(
+                f"The function '{fn}' is not differentiable with respect to argument '{name}'. "
+                "This input cannot have requires_grad True."
+            )
+    options = {"weight": weight is not None, "pos_weight": pos_weight is not None, "reduction": reduction}
+    if _dispatch.resolve(fn, impl, input.device, options) == "triton":
+        return _triton().binary_cross_entropy_with_logits(input, target, weight, reduction, pos_weight)
+    return BinaryCrossEntropyWithLogits.apply(input, target, weight, pos_weight, reduction)
+
+
+def kl_div(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    log_target: bool = False,
+    *,
+    impl: str = "auto",
+) -> torch.Tensor:
+    r"""Kullback-Leibler divergence ``KL(P || Q)`` with ``input = log Q`` and ``target = P``.
+
+    ::
+
+        l = target * (log target - input)             (xlogy: 0 where target = 0)
+        l = exp(target) * (target - input)            with log_target=True
+
+    ``input`` and ``target`` broadcast against each other.
+
+    Reductions: ``'none'``; ``'sum'``; ``'batchmean'`` = sum / ``input.size(0)`` (the mathematical
+    KL per sample); ``'mean'`` = sum / number of elements, which also divides by the support size
+    and warns, as torch does.
+
+    Args:
+        input: log-probabilities of the model.
+        target: probabilities (or log-probabilities with ``log_target=True``).
+        size_average, reduce: deprecated; when either is given it overrides ``reduction``.
+        reduction: ``'none'`` | ``'batchmean'`` | ``'sum'`` | ``'mean'``.
+        log_target: whether ``target`` is given in log space.
+        impl: ``'auto'`` | ``'torch'`` | ``'triton'``.
+
+    Shape:
+        ======  ==============================================
+        input   ``(*)``
+        target  broadcastable with input
+        output  scalar, or the broadcast shape for ``'none'``
+        ======  ==============================================
+
+    Example:
+        >>> import torch, crossent
+        >>> q = torch.log(torch.tensor([[0.5, 0.5]])); p = torch.tensor([[0.9, 0.1]])
+        >>> crossent.kl_div(q, p, reduction="batchmean")
+        tensor(0.3681)
+    """
+    legacy = size_average is not None or reduce is not None
+    batchmean_quirk = legacy and reduction == "batchmean"
+    reduction = resolve_reduction(reduction, size_average, reduce, allow_batchmean=True)
+    if reduction == "mean" and not legacy:
+        warnings.warn(
+            "reduction: 'mean' divides the total loss by both the batch size and the support size."
+            "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+            "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
+            UserWarning,
+            stacklevel=2,
+        )
+    _checks.check_tensor(input, "kl_div", "input", 1)
+    _checks.check_tensor(target, "kl_div", "target", 2)
+    if not isinstance(log_target, bool):
+        raise TypeError(f"kl_div(): argument 'log_target' must be bool, not {type(log_target).__name__}")
+    for t in (input, target):
+        if t.is_complex():
+            raise RuntimeError("kl_div: Complex inputs not supported.")
+        if not t.is_floating_point():
+            raise RuntimeError("kl_div: Integral inputs not supported.")
+    _checks.broadcast_shape(target.shape, input.shape)
+    options = {"reduction": reduction, "log_target": log_target}
+    if _dispatch.resolve("kl_div", impl, input.device, options) == "triton":
+        out = _triton().kl_div(input, target, reduction, log_target)
+    else:
+        out = KLDiv.apply(input, target, reduction, log_target)
+    if batchmean_quirk and input.dim() != 0:
+        # torch computes the legacy reduction, then still divides by the batch size
+        out = out / input.size(0)
+    return out
