@@ -1,0 +1,258 @@
+"""The benchmark run: every selected op on every shape and dtype, torch and crossent side by side."""
+
+from __future__ import annotations
+
+import functools
+import gc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .accuracy import ground_truth, max_abs_errors
+from .memory import cuda_peak_growth
+from .memory_probe import ProbeSpec, cpu_peak_growth_in_fresh_process
+from .ops import Loss, Op, Unavailable, ops_named
+from .shapes import DEFAULT_SHAPE_SETS, Shape, shape_to_dict, shapes_of
+from .steps import MODES, Mode, Steps
+from .timing import median_ms
+
+DEFAULT_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+MIB = 2**20
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One implementation on one case (op, shape, dtype).
+
+    Times are medians in milliseconds of forward+backward (``full``) and of the no-grad forward.
+    A speedup is the reference's median divided by this implementation's: above 1 is faster than
+    torch. Peaks are the extra memory in MiB above the inputs at the height of one call. Errors are
+    the largest absolute differences from the float64 ground truth, of the value and of every
+    gradient. ``status`` is "ok", "not available: <why>" or "error (<stage>): <exception>"; what could
+    not be measured is None.
+    """
+
+    op: str
+    shape: str
+    dtype: str
+    device: str
+    impl: str
+    status: str
+    full_ms: float | None = None
+    full_speedup: float | None = None
+    forward_ms: float | None = None
+    forward_speedup: float | None = None
+    full_peak_mib: float | None = None
+    forward_peak_mib: float | None = None
+    value_error: float | None = None
+    grad_error: float | None = None
+    rounds: int = 0
+
+
+@dataclass(frozen=True)
+class Case:
+    op: Op
+    shape: Shape
+    dtype: torch.dtype
+
+    @property
+    def label(self) -> str:
+        return f"{self.op.name} {self.shape.label} {_dtype_name(self.dtype)}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: torch.device
+    rounds: int
+    warmup: int
+    compiled: bool
+    memory: bool
+    seed: int
+
+
+def plan(
+    ops: Sequence[str] | None = None,
+    shape_sets: Sequence[str] = DEFAULT_SHAPE_SETS,
+    dtypes: Sequence[str | torch.dtype] = DEFAULT_DTYPES,
+) -> list[Case]:
+    """The cases of a run, grouped by shape: each op on the shapes of its kind, in every dtype."""
+    selected = ops_named(tuple(ops) if ops is not None else None)
+    shapes = shapes_of(shape_sets)
+    resolved = [_resolve_dtype(dtype) for dtype in dtypes]
+    cases = [
+        Case(op, shape, dtype)
+        for shape in shapes
+        for op in selected
+        if isinstance(shape, op.shape_type)
+        for dtype in resolved
+    ]
+    if not cases:
+        raise ValueError(
+            f"no selected op takes the shapes of {', '.join(shape_sets)}: linear_cross_entropy takes "
+            "the lce sets, every other op the logits sets"
+        )
+    return cases
+
+
+def run(
+    ops: Sequence[str] | None = None,
+    shape_sets: Sequence[str] = DEFAULT_SHAPE_SETS,
+    dtypes: Sequence[str | torch.dtype] = DEFAULT_DTYPES,
+    *,
+    device: str | torch.device = "cpu",
+    rounds: int = 10,
+    warmup: int = 1,
+    compiled: bool = False,
+    memory: bool = True,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> list[Row]:
+    """Benchmark ``ops`` (names from ``benchmarks.OPS``, all by default) on the named shape sets.
+
+    For each case, every implementation is first checked against the float64 ground truth, then
+    timed ``rounds`` times (after ``warmup`` untimed rounds) in alternation with the others, for
+    forward+backward and for the no-grad forward; with ``memory``, its peak extra memory is measured
+    (on CPU in a fresh process per implementation). ``compiled`` adds torch.compile'd torch as a
+    baseline. ``progress(index, total, label)`` is called before each case. An implementation that
+    does not exist yet, or fails, gets a row that says so; the run goes on.
+    """
+    if rounds < 1 or warmup < 0:
+        raise ValueError(f"need rounds >= 1 and warmup >= 0, got rounds={rounds}, warmup={warmup}")
+    settings = Settings(_resolve_device(device), rounds, warmup, compiled, memory, seed)
+    cases = plan(ops, shape_sets, dtypes)
+    rows: list[Row] = []
+    for index, case in enumerate(cases):
+        if progress is not None:
+            progress(index, len(cases), case.label)
+        rows += _run_case(case, settings)
+        gc.collect()
+    return rows
+
+
+def _run_case(case: Case, settings: Settings) -> list[Row]:
+    op = case.op
+    if settings.compiled:
+        torch._dynamo.reset()  # each case compiles afresh, far from the recompilation limit
+    problem = op.make_problem(case.shape, case.dtype, settings.device, settings.seed)
+    subjects = op.subjects(settings.compiled)
+    status = {subject.name: "ok" for subject in subjects}
+    functions: dict[str, Loss] = {}
+    for subject in subjects:
+        try:
+            functions[subject.name] = subject.load()
+        except Unavailable as exc:
+            status[subject.name] = f"not available: {exc}"
+        except Exception as exc:
+            status[subject.name] = _error("load", exc)
+    steps = {
+        name: Steps(function, op.call, problem, intermediate_inputs=op.intermediate_inputs)
+        for name, function in functions.items()
+    }
+
+    def fail(name: str, stage: str, exc: Exception) -> None:
+        status[name] = _error(stage, exc)
+        steps.pop(name, None)
+
+    errors: dict[str, tuple[float, float]] = {}
+    truth = ground_truth(op.reference.load(), op.call, problem)
+    for name in list(steps):
+        try:
+            errors[name] = max_abs_errors(steps[name], truth)
+        except Exception as exc:
+            fail(name, "check", exc)
+    del truth
+
+    medians: dict[Mode, dict[str, float]] = {}
+    for mode in MODES:
+        medians[mode], failures = median_ms(
+            steps, mode, rounds=settings.rounds, warmup=settings.warmup, device=settings.device
+        )
+        for name, exc in failures.items():
+            fail(name, mode, exc)
+
+    peaks: dict[Mode, dict[str, float]] = {mode: {} for mode in MODES}
+    if settings.memory:
+        for name in list(steps):
+            try:
+                for mode, peak_bytes in _peak_bytes(case, name, steps[name], settings).items():
+                    peaks[mode][name] = peak_bytes / MIB
+            except Exception as exc:
+                fail(name, "memory", exc)
+
+    reference = op.reference.name
+
+    def speedup(mode: Mode, name: str) -> float | None:
+        times = medians.get(mode, {})
+        return times[reference] / times[name] if reference in times and name in times else None
+
+    return [
+        Row(
+            op=op.name,
+            shape=case.shape.label,
+            dtype=_dtype_name(case.dtype),
+            device=str(settings.device),
+            impl=subject.name,
+            status=status[subject.name],
+            full_ms=medians["full"].get(subject.name),
+            full_speedup=speedup("full", subject.name),
+            forward_ms=medians["forward"].get(subject.name),
+            forward_speedup=speedup("forward", subject.name),
+            full_peak_mib=peaks["full"].get(subject.name),
+            forward_peak_mib=peaks["forward"].get(subject.name),
+            value_error=errors[subject.name][0] if subject.name in errors else None,
+            grad_error=errors[subject.name][1] if subject.name in errors else None,
+            rounds=settings.rounds if subject.name in medians["full"] else 0,
+        )
+        for subject in subjects
+    ]
+
+
+def _peak_bytes(case: Case, name: str, steps: Steps, settings: Settings) -> dict[Mode, int]:
+    if settings.device.type == "cuda":
+        # The caching allocator counts exactly what is allocated, so the run's own process will do;
+        # the timing rounds were the warm-up.
+        peaks: dict[Mode, int] = {}
+        for mode in MODES:
+            steps.reset()
+            peaks[mode] = cuda_peak_growth(functools.partial(steps.run, mode), settings.device)
+        return peaks
+    spec = ProbeSpec(
+        op=case.op.name,
+        shape=shape_to_dict(case.shape),
+        dtype=_dtype_name(case.dtype),
+        subject=name,
+        compiled=settings.compiled,
+        seed=settings.seed,
+        threads=torch.get_num_threads(),
+    )
+    return cpu_peak_growth_in_fresh_process(spec)
+
+
+def _error(stage: str, exc: Exception) -> str:
+    message = (str(exc).strip().splitlines() or [""])[0]
+    if len(message) > 200:
+        message = message[:197] + "..."
+    return f"error ({stage}): {type(exc).__name__}: {message}"
+
+
+def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ValueError(f"dtype must name a floating-point torch dtype such as float32, got {dtype!r}")
+    return resolved
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda, got {resolved.type!r}")
+    return resolved
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
