@@ -9,6 +9,7 @@ small enough for the working set (block, its exponentials, the gradient) to stay
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -28,7 +29,7 @@ def as_ncs(x: torch.Tensor) -> torch.Tensor:
     """View ``(C,)``, ``(N, C)`` or ``(N, C, d1..dK)`` as ``(N, C, S)``."""
     if x.dim() == 1:
         return x.reshape(1, x.shape[0], 1)
-    return x.reshape(x.shape[0], x.shape[1], -1)
+    return x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
 
 
 def as_ns(t: torch.Tensor, n: int, s: int) -> torch.Tensor:
@@ -36,10 +37,9 @@ def as_ns(t: torch.Tensor, n: int, s: int) -> torch.Tensor:
     return t.reshape(n, s)
 
 
-def blocks(n: int, c: int, s: int, block_elements: int = BLOCK_ELEMENTS) -> Iterator[Block]:
-    """Row-major blocks over ``(N, S)`` covering about ``block_elements`` values of ``(N, C, S)`` each."""
-    per_position = max(c, 1)
-    positions = max(block_elements // per_position, 1)
+def blocks(n: int, c: int, s: int) -> Iterator[Block]:
+    """Row-major blocks over ``(N, S)`` covering about ``BLOCK_ELEMENTS`` values of ``(N, C, S)`` each."""
+    positions = max(BLOCK_ELEMENTS // max(c, 1), 1)
     if s >= positions:
         for n0 in range(n):
             for s0 in range(0, s, positions):

@@ -193,7 +193,7 @@ class ProbabilityCrossEntropy(torch.autograd.Function):
             return neg_loss.neg().to(out_dtype).reshape(() if x.dim() == 1 else (n, *x.shape[2:]))
         total = neg_loss.sum().neg()
         if opts.reduction == "mean":
-            total = total / (n * s)
+            total = total / _positions(n, c, s)
         return total.to(out_dtype)
 
     @staticmethod
@@ -212,27 +212,28 @@ class ProbabilityCrossEntropy(torch.autograd.Function):
         if opts.reduction == "none":
             g = g.reshape(n, s)
         elif opts.reduction == "mean":
-            g = g / (n * s)
+            g = g / _positions(n, c, s)
         g = g.expand(n, s)
         w = weight.to(acc).view(1, c, 1) if weight is not None else None
         need_x, need_t, need_w = ctx.needs_input_grad[:3]
         grad_x = _grad_buffer(x, opts.inplace_backward) if need_x else None
         grad_t = torch.empty_like(target) if need_t else None
         grad_w = torch.zeros(c, dtype=acc, device=x.device) if need_w else None
+        grad_x3 = as_ncs(grad_x) if grad_x is not None else None
+        grad_t3 = as_ncs(grad_t) if grad_t is not None else None
         for bn, bs in blocks(n, c, s):
             gb = g[bn, bs].unsqueeze(1)
             lp = x3[bn, :, bs].to(acc) - lse[bn, bs].unsqueeze(1)
             q = _smoothed(t3[bn, :, bs].to(acc), eps, c)
             wq = q * w if w is not None else q
-            if grad_t is not None:
+            if grad_t3 is not None:
                 scale = -(1 - eps) * gb
-                grad_t[bn, :, bs] = lp * (scale * w if w is not None else scale)
+                grad_t3[bn, :, bs] = lp * (scale * w if w is not None else scale)
             if grad_w is not None:
                 grad_w -= (q * lp * gb).sum((0, 2))
-            if grad_x is not None:
+            if grad_x3 is not None:
                 p = lp.exp_()
-                grad_x_b = p.mul_(wq.sum(1, keepdim=True)).sub_(wq).mul_(gb)
-                as_ncs(grad_x)[bn, :, bs] = grad_x_b
+                grad_x3[bn, :, bs] = p.mul_(wq.sum(1, keepdim=True)).sub_(wq).mul_(gb)
         return (
             grad_x,
             grad_t,
@@ -241,5 +242,10 @@ class ProbabilityCrossEntropy(torch.autograd.Function):
         )
 
 
+def _positions(n: int, c: int, s: int) -> int:
+    """torch's probability-target 'mean' divisor ``numel / C``: 0 (so 0/0 = nan) when there are no classes."""
+    return n * s if c > 0 else 0
+
+
 def _smoothed(t: torch.Tensor, eps: float, c: int) -> torch.Tensor:
-    return t * (1 - eps) + eps / c if eps > 0 else t
+    return t * (1 - eps) + eps / c if eps > 0 and c > 0 else t

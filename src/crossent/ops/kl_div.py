@@ -46,12 +46,13 @@ class KLDiv(torch.autograd.Function):
             g = g / torch.broadcast_shapes(x.shape, t.shape).numel()
         elif ctx.reduction == "batchmean":
             g = g / ctx.batch
+        shape = torch.broadcast_shapes(x.shape, t.shape)
         grad_x = grad_t = None
         if ctx.needs_input_grad[0]:
             d = ta.exp().neg_() if ctx.log_target else ta.neg()
-            grad_x = (g * d).sum_to_size(x.shape).to(x.dtype)
+            grad_x = (g * d).expand(shape).sum_to_size(x.shape).to(x.dtype)
         if ctx.needs_input_grad[1]:
             # t / t is 1 for t > 0 and NaN at t = 0, where torch's gradient is NaN too
             d = ta.exp() * (ta - xa + 1) if ctx.log_target else ta.log() + ta / ta - xa
-            grad_t = (g * d).sum_to_size(t.shape).to(t.dtype)
+            grad_t = (g * d).expand(shape).sum_to_size(t.shape).to(t.dtype)
         return grad_x, grad_t, None, None

@@ -16,7 +16,7 @@ def around_dim(x: torch.Tensor, dim: int) -> torch.Tensor:
     if x.dim() == 0:
         return x.reshape(1, 1, 1)
     before = math.prod(x.shape[:dim])
-    return x.reshape(before, x.shape[dim], -1)
+    return x.reshape(before, x.shape[dim], math.prod(x.shape[dim + 1 :]))
 
 
 def _each_block(*tensors: torch.Tensor) -> Any:
