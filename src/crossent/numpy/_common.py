@@ -31,6 +31,11 @@ def ieee_arithmetic(fn: F) -> F:
     return quiet  # type: ignore[return-value]
 
 
+def xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``x·log y`` with ``0·log y = 0`` for every non-NaN ``y`` (0 included), as ``torch.xlogy``."""
+    return np.where((x == 0) & ~np.isnan(y), 0, x * np.log(y))
+
+
 def shape_str(shape: tuple[int, ...]) -> str:
     """A shape the way torch prints one: ``[2, 3]``."""
     return "[" + ", ".join(str(size) for size in shape) + "]"

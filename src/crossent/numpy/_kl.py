@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import ieee_arithmetic, require_array, shape_str
+from ._common import ieee_arithmetic, require_array, shape_str, xlogy
 from ._reduction import apply_reduction, reduction_grad, resolve_kl_reduction
-
-
-def xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``x·log y`` with ``0·log y = 0`` for every non-NaN ``y`` (0 included), as ``torch.xlogy``."""
-    return np.where((x == 0) & ~np.isnan(y), 0, x * np.log(y))
 
 
 def _operands(input: object, target: object, log_target: object) -> tuple[np.ndarray, np.ndarray, bool]:

@@ -1,6 +1,6 @@
 """Run a torch loss (torch.nn.functional or crossent.functional) on NumPy arguments, and compare results.
 
-A helper module for tests/numpy (not collected by pytest: its name does not start with ``test_``).
+A helper module for tests/crossent_numpy (not collected by pytest: its name does not start with ``test_``).
 """
 
 from __future__ import annotations
