@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
+from crossent.ops._autograd import first_order
 from crossent.ops._layout import accumulation_dtype
 
 # torch clamps BCE's gradient denominator at 1e-12 stored as a float32 (9.999999960041972e-13 in float64)
@@ -53,7 +53,7 @@ class BinaryCrossEntropy(torch.autograd.Function):
         return _reduce(loss, reduction, x.dtype)
 
     @staticmethod
-    @once_differentiable
+    @first_order
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         # d/dx l = w (x - y) / max(x (1 - x), eps);  d/dy l = w (log(1 - x) - log x), unclamped
         x, y, weight = ctx.saved_tensors
@@ -96,8 +96,10 @@ class BinaryCrossEntropyWithLogits(torch.autograd.Function):
         return _reduce(loss, reduction, y.dtype)
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
+    @first_order
+    def backward(
+        ctx: Any, grad_output: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
         # d/dx l = w [(1 + (pw - 1) y) sigmoid(x) - pw y];  d/dy l = w [-x - (pw - 1) log sigmoid(x)]
         x, y, weight, pos_weight = ctx.saved_tensors
         acc = accumulation_dtype(x.dtype, y.dtype)

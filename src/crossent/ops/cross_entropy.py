@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
+from crossent.ops._autograd import first_order
 from crossent.ops._layout import accumulation_dtype, as_ncs, blocks
 
 
@@ -129,7 +129,7 @@ class ClassIndexCrossEntropy(torch.autograd.Function):
         return total.to(x.dtype)
 
     @staticmethod
-    @once_differentiable
+    @first_order
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         # d/dx_c l_n = m_n G_n [(1-eps) w_y (p_c - [c=y]) + (eps/C)(p_c sum_k w_k - w_c)],  p = softmax(x)
         x, t_safe, keep, lse, w, total_weight = ctx.saved_tensors
@@ -197,7 +197,7 @@ class ProbabilityCrossEntropy(torch.autograd.Function):
         return total.to(out_dtype)
 
     @staticmethod
-    @once_differentiable
+    @first_order
     def backward(
         ctx: Any, grad_output: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
+from crossent.ops._autograd import first_order
 from crossent.ops._layout import accumulation_dtype
 
 
@@ -35,7 +35,7 @@ class KLDiv(torch.autograd.Function):
         return total.to(out_dtype)
 
     @staticmethod
-    @once_differentiable
+    @first_order
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         # d/dx l = -t (or -exp(t));  d/dt l = log t + 1 - x (or exp(t) (t - x + 1))
         x, t = ctx.saved_tensors

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
+from crossent.ops._autograd import first_order
 from crossent.ops._layout import accumulation_dtype, class_dim
 
 
@@ -52,7 +52,7 @@ class NLLLoss(torch.autograd.Function):
         return total.to(z.dtype)
 
     @staticmethod
-    @once_differentiable
+    @first_order
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         # d/dz_{n,c} l = -w_c [c = y_n] m_n G_n: one nonzero per kept position
         t_safe, keep, w_target, total_weight = ctx.saved_tensors

@@ -6,8 +6,8 @@ import math
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
+from crossent.ops._autograd import first_order
 from crossent.ops._layout import accumulation_dtype, blocks
 
 
@@ -43,7 +43,7 @@ class LogSoftmax(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
+    @first_order
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         # d/dx (x_i - lse) contracted with g: g_i - softmax_i sum_j g_j,  softmax = exp(y)
         (out,) = ctx.saved_tensors
@@ -52,7 +52,7 @@ class LogSoftmax(torch.autograd.Function):
         blocks3 = tuple(around_dim(t, ctx.dim) for t in (grad_output.contiguous(), out, grad))
         for gb, yb, rb in _each_block(*blocks3):
             g = gb.to(acc)
-            rb.copy_(g - yb.to(acc).exp_().mul_(g.sum(1, keepdim=True)))
+            rb.copy_(g - torch.exp(yb.to(acc)).mul_(g.sum(1, keepdim=True)))
         return grad, None
 
 
@@ -71,7 +71,7 @@ class Softmax(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
+    @first_order
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         # d/dx softmax contracted with g: y_i (g_i - sum_j y_j g_j)
         (out,) = ctx.saved_tensors
