@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -128,7 +127,6 @@ def run(
         if progress is not None:
             progress(index, len(cases), case.label)
         rows += _run_case(case, settings)
-        gc.collect()
     return rows
 
 
