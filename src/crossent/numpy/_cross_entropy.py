@@ -56,6 +56,11 @@ def _check_smoothable(input: np.ndarray, target: np.ndarray) -> None:
         raise RuntimeError("output with shape [] doesn't match the broadcast shape [1]")
 
 
+def _per_class(epsilon: float, num_classes: int) -> float:
+    """``ε / C``; with no classes it is ``inf``, as torch's floating-point division gives."""
+    return epsilon / num_classes if num_classes else float("inf")
+
+
 @dataclass(frozen=True)
 class _ProbTargets:
     """Class-probability targets, smoothed, with the input's log-probabilities (input layout)."""
@@ -91,7 +96,7 @@ def _prob_targets(
     epsilon = _label_smoothing(label_smoothing)
     require_floating(input, "log_softmax")
     # Smoothing mixes the raw target with the uniform distribution; nothing is renormalised.
-    smoothed = target if epsilon == 0.0 else target * (1 - epsilon) + epsilon / num_classes
+    smoothed = target if epsilon == 0.0 else target * (1 - epsilon) + _per_class(epsilon, num_classes)
     along_classes = [1] * input.ndim
     along_classes[class_dim] = num_classes
     class_weight = np.ones(num_classes, input.dtype) if w is None else w
@@ -101,11 +106,6 @@ def _prob_targets(
         weight=class_weight.reshape(along_classes),
         class_dim=class_dim,
     )
-
-
-def _per_class(epsilon: float, num_classes: int) -> float:
-    """``ε / C``; with no classes it is ``inf``, as torch's floating-point division gives."""
-    return epsilon / num_classes if num_classes else float("inf")
 
 
 def _smoothing_loss(index: _IndexTargets) -> np.ndarray:

@@ -34,6 +34,7 @@ class ClassIndexBatch:
 
     @property
     def num_classes(self) -> int:
+        """``C``, the length of the class axis."""
         return self.scores.shape[-1]
 
     @property
