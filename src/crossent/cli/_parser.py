@@ -1,0 +1,174 @@
+"""Every command, option and default of the ``crossent`` command line, in one place.
+
+Only argparse lives here, so ``crossent --help`` works, and the parser can be built, without the
+optional ``cli`` extra (rich, matplotlib) installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+EXPLAIN_EPILOG = """\
+examples:
+  crossent explain                                   the seeds' example: logits [[1,2],[1,3],[1,3]], targets [0,1,1]
+  crossent explain --weight '[1,2]' --reduction sum
+  crossent explain --targets '[[0.9,0.1],[0.2,0.8],[0,1]]'       probability targets
+  crossent explain --label-smoothing 0.1 --ignore-index 1
+  crossent explain --binary --logits '[0.8,-1.2,0.1]' --targets '[1,0,1]' --pos-weight 3
+  crossent explain --binary probabilities --logits '[0.7,0.2,0.6]' --targets '[1,0,1]'
+"""
+
+EVAL_EPILOG = """\
+files: .npy / .npz / .csv / .pt. Pick one array of an .npz or of a saved dict with FILE:NAME
+(e.g. outputs.npz:logits). Nothing pickled is ever loaded: np.load(allow_pickle=False),
+torch.load(weights_only=True).
+
+examples:
+  crossent eval logits.npy labels.npy
+  crossent eval outputs.npz:probs outputs.npz:labels --topk 1 5 --plot reliability.png
+  crossent eval scores.csv tags.csv --multilabel --json
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_explain(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "explain",
+        help="compute a loss step by step, as you would by hand",
+        description="Compute cross-entropy (or binary cross-entropy) step by step: softmax, log-softmax, "
+        "the picked target term, each sample's loss and the reduction, then confirm the number "
+        "with torch.nn.",
+        epilog=EXPLAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--logits",
+        "--input",
+        dest="input",
+        metavar="JSON|FILE",
+        help="model outputs: logits, or probabilities with --binary probabilities (JSON or a file)",
+    )
+    p.add_argument(
+        "--targets",
+        metavar="JSON|FILE",
+        help="class indices, or one probability row per sample (same shape as the logits)",
+    )
+    p.add_argument("--weight", metavar="JSON", help="class weights (length C); elementwise weights with --binary")
+    p.add_argument("--ignore-index", type=int, help="target value that is skipped (default -100)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS", help="in [0, 1] (default 0)")
+    p.add_argument("--reduction", choices=("mean", "sum", "none"), default="mean", help="(default mean)")
+    p.add_argument(
+        "--binary",
+        nargs="?",
+        const="logits",
+        choices=("logits", "probabilities"),
+        help="binary cross-entropy: BCEWithLogitsLoss on logits (default) or BCELoss on probabilities",
+    )
+    p.add_argument("--pos-weight", metavar="JSON", help="weight of the positive term, with --binary logits")
+
+
+def _add_eval(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "eval",
+        help="score saved predictions: cross-entropy, perplexity, accuracy, calibration",
+        description="Evaluate saved model outputs against labels: cross-entropy, perplexity, accuracy, "
+        "top-k accuracy, expected calibration error and a per-class breakdown.",
+        epilog=EVAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("predictions", metavar="PREDICTIONS", help="(N, C) logits or probabilities")
+    p.add_argument("labels", metavar="LABELS", help="(N,) class indices; (N, C) 0/1 labels with --multilabel")
+    p.add_argument(
+        "--kind",
+        choices=("auto", "logits", "probabilities"),
+        default="auto",
+        help="what the predictions are (default: auto, probabilities when every row is a distribution)",
+    )
+    p.add_argument(
+        "--multilabel",
+        action="store_true",
+        help="independent binary labels per column, scored with binary cross-entropy",
+    )
+    p.add_argument(
+        "--topk",
+        type=_positive_int,
+        nargs="+",
+        metavar="K",
+        help="top-k accuracies to report (default: 5, when there are more than 5 classes)",
+    )
+    p.add_argument("--bins", type=_positive_int, default=15, help="calibration bins (default 15)")
+    p.add_argument("--ignore-index", type=int, metavar="LABEL", help="skip samples with this label (e.g. -100)")
+    p.add_argument("--plot", metavar="FILE.png", help="write a reliability diagram")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
+    p.add_argument(
+        "--chunk-rows",
+        type=_positive_int,
+        metavar="ROWS",
+        help="rows read at a time (default: about 64 MiB of predictions per chunk)",
+    )
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "demo",
+        help="train a small language model twice: fused linear_cross_entropy vs naive torch",
+        description="Train a small next-token language model twice, identically seeded: once with "
+        "crossent.linear_cross_entropy(h, W, y) and once with torch's cross_entropy(h @ W.T, y). "
+        "Prints final losses, tokens/s, peak memory of the loss step and how far the loss curves "
+        "ever differ, and writes a plot of both curves.",
+    )
+    p.add_argument("--steps", type=_positive_int, default=300, help="training steps of each run (default 300)")
+    p.add_argument(
+        "--text",
+        metavar="FILE",
+        help="train on this UTF-8 text (default: Python's own pydoc_data.topics, no download)",
+    )
+    p.add_argument("--out", metavar="FILE.png", default="crossent-demo.png", help="plot (default crossent-demo.png)")
+    p.add_argument("--vocab", type=_positive_int, default=4096, help="vocabulary size (default 4096)")
+    p.add_argument("--batch", type=_positive_int, default=1024, help="tokens per step (default 1024)")
+    p.add_argument("--seed", type=int, default=0, help="(default 0)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    commands.add_parser(
+        "bench",
+        help="run the benchmark suite of a crossent source checkout (options: crossent bench --help)",
+        description="Run the benchmark harness (python -m benchmarks); every option is the harness's.",
+        add_help=False,  # --help, like every other option, goes to the harness
+    )
+
+
+def _add_env(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "env",
+        help="versions, devices, Triton, and what impl='auto' picks",
+        description="Show versions, devices, whether Triton is importable, and which implementation "
+        "impl='auto' resolves to for each op on each device.",
+    )
+    p.add_argument("--json", action="store_true", help="print as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``crossent`` parser; each subcommand's name is stored in ``args.command``.
+
+    ``bench`` takes the benchmark harness's options, which this parser does not know: parse with
+    ``parse_known_args`` and hand the rest to the harness.
+    """
+    parser = argparse.ArgumentParser(
+        prog="crossent",
+        description="crossent: the cross-entropy loss family for PyTorch, from the command line.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_demo(commands)
+    _add_explain(commands)
+    _add_eval(commands)
+    _add_bench(commands)
+    _add_env(commands)
+    return parser

@@ -1,0 +1,101 @@
+"""``crossent env``: versions, devices, Triton, and what ``impl="auto"`` picks for each op on each device.
+
+Paste its output into a bug report. The implementation choice comes from ``crossent._dispatch``, the
+one place where crossent chooses, so this shows exactly what a call would run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass
+
+import torch
+
+from crossent import _dispatch
+from crossent.cli import _console
+
+PACKAGES = ("torch", "numpy", "triton", "crossent", "rich", "matplotlib")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _devices() -> list[tuple[torch.device, str]]:
+    """Each device torch can use here, with a short description."""
+    found = [(torch.device("cpu"), f"{platform.machine() or 'cpu'}, {torch.get_num_threads()} threads")]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            found.append(
+                (
+                    torch.device("cuda", index),
+                    f"{props.name}, {props.total_memory / 2**30:.0f} GiB, "
+                    f"compute capability {props.major}.{props.minor}",
+                )
+            )
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append((torch.device("mps"), "Apple Metal"))
+    return found
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Everything ``crossent env`` shows."""
+
+    python: str
+    platform: str
+    versions: dict[str, str | None]  # None: not installed
+    cuda: str | None  # the CUDA version torch was built with
+    devices: dict[str, str]  # device -> description
+    triton_importable: bool
+    triton_reason: str | None  # why crossent.triton does not import
+    triton_interpret: str | None  # the TRITON_INTERPRET environment variable
+    auto: dict[str, dict[str, str]]  # device -> op -> what impl="auto" resolves to, and why
+
+
+def report() -> Environment:
+    devices = _devices()
+    triton_reason = _dispatch.triton_status()
+    return Environment(
+        python=platform.python_version(),
+        platform=platform.platform(),
+        versions={package: _version(package) for package in PACKAGES},
+        cuda=torch.version.cuda,
+        devices={str(device): about for device, about in devices},
+        triton_importable=triton_reason is None,
+        triton_reason=triton_reason,
+        triton_interpret=os.environ.get("TRITON_INTERPRET"),
+        auto={str(device): _dispatch.explain(device) for device, _ in devices},
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    info = report()
+    if args.json:
+        print(json.dumps(asdict(info), indent=2))
+        return 0
+    out = _console.stdout()
+    versions = [["python", info.python], *([name, v or "not installed"] for name, v in info.versions.items())]
+    versions += [["platform", info.platform], ["CUDA (torch built with)", info.cuda or "none"]]
+    out.print(_console.table("Versions", ["", "version"], versions, numeric_from=2))
+    devices = [[device, about] for device, about in info.devices.items()]
+    out.print(_console.table("Devices", ["device", "about"], devices, numeric_from=2))
+    state = "yes" if info.triton_importable else f"no: {info.triton_reason}"
+    out.print(
+        f"crossent.triton importable: {state}  (TRITON_INTERPRET={info.triton_interpret or 'unset'})",
+        soft_wrap=True,
+        markup=False,
+    )
+    names = list(info.auto)
+    rows = [[op, *(info.auto[name][op] for name in names)] for op in _dispatch.OPS]
+    out.print(_console.table('impl="auto" resolves to', ["op", *names], rows, numeric_from=len(names) + 1))
+    return 0

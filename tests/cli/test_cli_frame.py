@@ -1,0 +1,57 @@
+"""The command frame: parsing, exit codes, the missing-extra message, and ``python -m crossent``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from crossent import _dispatch
+
+
+def test_help_exits_zero(cli) -> None:
+    result = cli("--help")
+    assert result.code == 0
+    for command in ("demo", "explain", "eval", "bench", "env"):
+        assert command in result.out
+
+
+@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["eval"], ["eval", "--bins", "0", "a.npy", "b.npy"]])
+def test_usage_errors_exit_two(cli, argv: list[str]) -> None:
+    result = cli(*argv)
+    assert result.code == 2
+    assert "usage: crossent" in result.err
+
+
+def test_missing_cli_extra_is_one_line_and_exit_two(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "rich", None)  # importlib.util.find_spec now reports it absent
+    line = cli("env").one_line_error()
+    assert "pip install crossent[cli]" in line
+    assert "rich" in line
+
+
+def test_library_import_does_not_need_the_cli_extra() -> None:
+    code = "import sys, crossent, crossent.cli; print(sorted(m for m in ('rich', 'matplotlib') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_env_table_names_every_op(cli) -> None:
+    result = cli("env")
+    assert result.code == 0
+    for op in _dispatch.OPS:
+        assert op in result.out
+    assert torch.__version__ in result.out
+
+
+def test_env_json_matches_dispatch(cli) -> None:
+    result = cli("env", "--json")
+    assert result.code == 0
+    info = json.loads(result.out)
+    assert info["versions"]["torch"] == torch.__version__
+    assert "cpu" in info["devices"]
+    assert info["auto"]["cpu"] == _dispatch.explain(torch.device("cpu"))
+    assert info["triton_importable"] == (_dispatch.triton_status() is None)
