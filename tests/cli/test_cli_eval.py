@@ -235,6 +235,7 @@ def _write_bad_inputs(tmp_path) -> dict[str, tuple[list[str], str]]:
         "npz with a wrong name": ([f"{t}/two.npz:c", y], "has no array 'c'"),
         "CSV with a word": ([f"{t}/bad.csv", y], "line 3 is not a row of numbers"),
         "ragged CSV": ([f"{t}/ragged.csv", y, "--chunk-rows", "1"], "line 2 has 3 values"),
+        "top-k with multilabel": ([p, y, "--multilabel", "--topk", "2"], "not to --multilabel"),
         "plot not PNG": ([p, y, "--plot", f"{t}/plot.pdf"], "ending in .png"),
         "plot in missing folder": ([p, y, "--plot", f"{t}/nowhere/plot.png"], "cannot write"),
     }
@@ -252,3 +253,12 @@ def test_console_script_refuses_a_pickle_in_one_line(script_cli, tmp_path) -> No
     np.save(tmp_path / "labels.npy", np.array([0, 1]))
     refused = script_cli("eval", str(tmp_path / "objects.pt"), str(tmp_path / "labels.npy"))
     assert "pickled Python objects" in refused.one_line_error()
+
+
+def test_rows_pair_up_across_blank_lines_and_chunk_sizes(cli, tmp_path, data) -> None:
+    logits, labels = data
+    np.save(tmp_path / "logits.npy", logits.numpy())
+    lines = [f"{int(y)}\n" + ("\n" if i % 3 == 0 else "") for i, y in enumerate(labels)]
+    (tmp_path / "labels.csv").write_text("label\n" + "".join(lines))
+    result = _eval_json(cli, str(tmp_path / "logits.npy"), str(tmp_path / "labels.csv"), "--chunk-rows", "4")
+    _check_multiclass(result, logits, labels, [5])

@@ -7,7 +7,14 @@ from collections.abc import Sequence
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -17,18 +24,19 @@ def stdout() -> Console:
     return Console(highlight=False)
 
 
-def progress(*fields: str, transient: bool = False) -> Progress:
+def progress(*fields: str, transient: bool = False, counter: bool = True) -> Progress:
     """A progress bar on stderr, so stdout stays clean for results and ``--json``.
 
     ``fields`` name task fields shown, as they are, after the counter: ``progress("loss")`` shows
     ``task.fields["loss"]``, which the caller formats (e.g. ``"loss 4.1234"``). The bar is hidden when
-    stderr is not a terminal (logs, tests, pipes), and a ``transient`` bar is erased once done.
+    stderr is not a terminal (logs, tests, pipes), and a ``transient`` bar is erased once done. With
+    ``counter`` the bar shows "done/total" (steps), else a percentage (bytes or rows of a file).
     """
     console = Console(stderr=True)
     columns = [
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        MofNCompleteColumn() if counter else TaskProgressColumn(),
         *(TextColumn(f"{{task.fields[{name}]}}") for name in fields),
         TimeElapsedColumn(),
     ]

@@ -86,11 +86,11 @@ class CsvRows:
                 file.seek(0)
             while block := list(islice(file, rows)):
                 self.position += sum(len(line) for line in block)
-                values = self._parse_block(block, line_number, columns)
-                line_number += len(block)
-                if values.shape[0]:
+                if any(line.strip() for line in block):
+                    values = self._parse_block(block, line_number, columns)
                     columns = values.shape[1]
                     yield values
+                line_number += len(block)
 
     def _parse_block(self, block: list[bytes], lines_before: int, columns: int | None) -> np.ndarray:
         text = [line.decode("utf-8", errors="replace") for line in block if line.strip()]

@@ -83,22 +83,21 @@ class MulticlassTally:
 
     def add(self, scores: torch.Tensor, labels: torch.Tensor, logits: bool) -> None:
         """``scores``: (n, C) float64 logits or probabilities; ``labels``: (n,) int64 in [0, C)."""
-        if logits:
-            losses = crossent_functional.cross_entropy(scores, labels, reduction="none")
-            probabilities = crossent_functional.softmax(scores, dim=1)
-        else:
-            probabilities = scores
-            losses = crossent_functional.nll_loss(torch.log(scores), labels, reduction="none")
+        log_probabilities = crossent_functional.log_softmax(scores, dim=1) if logits else torch.log(scores)
+        losses = crossent_functional.nll_loss(log_probabilities, labels, reduction="none")  # −log p[n, y_n]
         # softmax is monotone, so ranking the scores ranks the probabilities; the first maximum wins ties
         predicted = scores.argmax(dim=1)
         hit = predicted == labels
         self.samples += labels.numel()
         self.loss_sum += float(losses.sum())
         self.correct += int(hit.sum())
-        for k in self.topk:
-            top = scores.topk(min(k, self.n_classes), dim=1).indices
-            self.topk_hits[k] += int((top == labels[:, None]).any(dim=1).sum())
-        self.calibration.add(probabilities.gather(1, predicted[:, None])[:, 0], hit)
+        if self.topk:
+            top = scores.topk(min(max(self.topk), self.n_classes), dim=1).indices == labels[:, None]
+            for k in self.topk:
+                self.topk_hits[k] += int(top[:, :k].any(dim=1).sum())
+        first = predicted[:, None]
+        confidence = log_probabilities.gather(1, first).exp() if logits else scores.gather(1, first)
+        self.calibration.add(confidence[:, 0], hit)
         self.support += torch.bincount(labels, minlength=self.n_classes)
         self.predicted += torch.bincount(predicted, minlength=self.n_classes)
         self.class_correct += torch.bincount(labels, weights=hit.to(torch.float64), minlength=self.n_classes)

@@ -103,17 +103,21 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
     loss_step_bytes = _loss_step_bytes(model, batches[0], loss_step)
     losses: list[float] = []
-    tokens = 0
-    start = time.perf_counter()
+    rate = 0.0
+    clock = time.perf_counter()
     for step, batch in enumerate(batches, start=1):
         loss = loss_step(model(batch[:, :CONTEXT]), model.head, batch[:, CONTEXT])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())  # the curve is the output: one sync per step is the point
-        tokens += batch.shape[0]
-        report(step, losses[-1], tokens / (time.perf_counter() - start))
-    return RunResult(losses, tokens / (time.perf_counter() - start), loss_step_bytes)
+        now = time.perf_counter()
+        if step == 1:  # the first step pays one-off costs (lazy imports, first allocations): not timed
+            rate, clock = batch.shape[0] / (now - clock), now
+        else:
+            rate = (step - 1) * batch.shape[0] / (now - clock)
+        report(step, losses[-1], rate)
+    return RunResult(losses, rate, loss_step_bytes)
 
 
 def _corpus(args: argparse.Namespace) -> Corpus:

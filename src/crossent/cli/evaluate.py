@@ -12,7 +12,6 @@ import argparse
 import json
 import math
 from collections.abc import Iterator
-from itertools import zip_longest
 
 import numpy as np
 import torch
@@ -107,14 +106,28 @@ def _binary_labels(raw: np.ndarray, first_row: int, columns: int) -> np.ndarray:
 def _paired_chunks(
     predictions: ArraySource, labels: ArraySource, rows: int
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(first row, predictions chunk, labels chunk), checking that both files have the same number of rows."""
+    """(first row, predictions rows, the same rows' labels), until both files end together.
+
+    The two files may come in chunks of different sizes (a CSV's blank lines), so rows are paired
+    one by one, not chunk by chunk.
+    """
+    pending_scores, pending_labels = iter(predictions.chunks(rows)), iter(labels.chunks(rows))
+    scores: np.ndarray | None = None
+    raw: np.ndarray | None = None
     first_row = 0
-    for scores, raw in zip_longest(predictions.chunks(rows), labels.chunks(rows)):
-        if scores is None or raw is None or len(scores) != len(raw):
-            shorter = "predictions" if scores is None or (raw is not None and len(scores) < len(raw)) else "labels"
-            raise CLIError(f"predictions and labels have different numbers of rows ({shorter} run out first)")
-        yield first_row, scores, raw
-        first_row += len(scores)
+    while True:
+        if scores is None or not len(scores):
+            scores = next(pending_scores, None)
+        if raw is None or not len(raw):
+            raw = next(pending_labels, None)
+        if scores is None or raw is None:
+            if scores is None and raw is None:
+                return
+            shorter = "predictions" if scores is None else "labels"
+            raise CLIError(f"predictions and labels have different numbers of rows ({shorter} end after {first_row})")
+        paired = min(len(scores), len(raw))
+        yield first_row, scores[:paired], raw[:paired]
+        scores, raw, first_row = scores[paired:], raw[paired:], first_row + paired
 
 
 def _check_shapes(predictions: ArraySource, labels: ArraySource, multilabel: bool) -> int:
@@ -148,8 +161,8 @@ def _tally(args: argparse.Namespace) -> tuple[dict[str, object], str]:
         tally = MulticlassTally(columns, sorted(set(topk)), args.bins)
     kind = None if args.kind == "auto" else args.kind
     ignored = 0
-    with _console.progress(transient=True) as bar:
-        task = bar.add_task("reading", total=predictions.extent)
+    with _console.progress(transient=True, counter=False) as bar:
+        task = bar.add_task(f"scoring {predictions.name}", total=predictions.extent)
         for first_row, raw_scores, raw_labels in _paired_chunks(predictions, labels, rows):
             scores = raw_scores.astype(np.float64).reshape(len(raw_scores), -1)
             if kind is None:
@@ -233,6 +246,8 @@ def _print_tables(result: dict, kind_words: str, bins: int) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.plot is not None and not args.plot.lower().endswith(".png"):
         raise CLIError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot!r}")
+    if args.multilabel and (args.topk is not None or args.ignore_index is not None):
+        raise CLIError("--topk and --ignore-index apply to one label per sample, not to --multilabel")
     result, kind_words = _tally(args)
     if args.plot is not None:
         from crossent.cli._plots import reliability_diagram

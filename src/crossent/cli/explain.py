@@ -392,13 +392,6 @@ def _values(value: torch.Tensor | np.ndarray, digits: int = 10) -> str:
     return ", ".join(_fmt(np.asarray(value, dtype=np.float64), digits))
 
 
-TORCH_MODULES = {
-    "cross_entropy": "CrossEntropyLoss",
-    "binary_cross_entropy": "BCELoss",
-    "binary_cross_entropy_with_logits": "BCEWithLogitsLoss",
-}
-
-
 def run(args: argparse.Namespace) -> int:
     problem = problem_from_args(args)
     explanation, ours, theirs = explain(problem)
@@ -424,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
         ("the steps above", explanation.by_hand),
         (f"crossent.numpy.{name}", explanation.reference),
         (f"crossent.functional.{name}", ours.detach().numpy()),
-        (f"torch.nn.{TORCH_MODULES[name]}", theirs.detach().numpy()),
+        (f"torch.nn.{type(problem.torch_module()).__name__}", theirs.detach().numpy()),
     ]
     torch_value = results[-1][1]
     agree = all(np.allclose(value, torch_value, rtol=1e-9, atol=1e-12, equal_nan=True) for _, value in results)
