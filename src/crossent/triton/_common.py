@@ -14,12 +14,11 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-
-import numpy as np
 
 FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -121,9 +120,13 @@ class RowSplit:
     segment_len: int
 
 
-def split_rows(rows: int, cols: int, tune: Tuning) -> RowSplit:
-    """Choose the row layout: fused single block when it fits, else streamed, split when rows are few."""
-    if cols <= tune.fused_max_cols:
+def split_rows(rows: int, cols: int, tune: Tuning, values_per_col: int = 1) -> RowSplit:
+    """Choose the row layout: fused single block when it fits, else streamed, split when rows are few.
+
+    ``values_per_col`` is how many values a column keeps on chip (2 for probability targets: the
+    logit and the target coefficient), which divides the widest row that fits.
+    """
+    if cols <= tune.fused_max_cols // values_per_col:
         return RowSplit(max(triton.next_power_of_2(max(cols, 1)), 16), True, 1, cols)
     block = tune.stream_block
     blocks = triton.cdiv(cols, block)
@@ -172,9 +175,14 @@ def record_launches(execute: bool = True) -> Iterator[list[tuple[Any, tuple[int,
             _dry_run.pop()
 
 
-def is_tracing() -> bool:
-    """True under torch.compile / export tracing, where in-place fast paths give way to pure ones."""
-    return torch.compiler.is_compiling()
+def is_tracing(*tensors: Tensor) -> bool:
+    """True under torch.compile / export / fake-tensor tracing: in-place fast paths give way to pure ones.
+
+    A traced graph runs its backward from saved tensors only, with no Python state between calls.
+    """
+    from torch._subclasses.fake_tensor import is_fake
+
+    return torch.compiler.is_compiling() or any(is_fake(t) for t in tensors)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -370,7 +370,7 @@ def row_statistics(
     eps = torch.full((1,), max(opts.label_smoothing, 0.0), dtype=acc, device=device)
     if scale is None:
         scale = torch.ones((), dtype=acc, device=device)
-    lay = split_rows(rows, C, tuning(device))
+    lay = split_rows(rows, C, tuning(device), _values_per_col(opts, acc))
     target_3d = target if opts.prob else None
     index_target = target if not opts.prob else loss_rows
     flags = dict(
@@ -429,9 +429,10 @@ def gradient_from_statistics(
     rows = N * S
     acc = stats.dtype
     eps = torch.full((1,), max(opts.label_smoothing, 0.0), dtype=acc, device=x.device)
-    lay = split_rows(rows, C, tuning(x.device))
-    # The gradient kernel always streams; segments keep few-row calls parallel.
-    block = min(lay.block, tuning(x.device).stream_block) if not lay.single_block else lay.block
+    lay = split_rows(rows, C, tuning(x.device), _values_per_col(opts, acc))
+    # The gradient kernel streams (read x, write dx: nothing to keep on chip); segments keep
+    # few-row calls parallel.
+    block = min(lay.block, tuning(x.device).stream_block)
     seg_len = lay.segment_len if lay.segments > 1 else C
     segments = triton.cdiv(C, seg_len) if C > 0 else 1
     target_3d = target if opts.prob else None
@@ -453,6 +454,11 @@ def gradient_from_statistics(
         BLOCK=block, ACC=tl_dtype(acc),
         num_warps=_warps(block, False),
     )  # fmt: skip
+
+
+def _values_per_col(opts: CrossEntropyOptions, acc: torch.dtype) -> int:
+    """Registers' worth of values a column keeps on chip: logit (+ target coefficient), x2 for float64."""
+    return (2 if opts.prob else 1) * (2 if acc == torch.float64 else 1)
 
 
 def _warps(block: int, single_block: bool) -> int:

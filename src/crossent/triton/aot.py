@@ -118,9 +118,12 @@ def _exercise() -> None:
         w = torch.ones(C, dtype=bf16)
         ct.cross_entropy(x, y, None, -100, "mean", 0.0, False).backward()
         ct.cross_entropy(x, y, w, -100, "none", 0.1, False).sum().backward()
-        ct.cross_entropy(x, torch.zeros_like(x), None, -100, "sum", 0.1, False).backward()
+        ct.cross_entropy(x, torch.zeros_like(x), w, -100, "sum", 0.1, False).backward()
         ct.log_softmax(x, 1).sum().backward()
         ct.softmax(x, 1).sum().backward()
+        x64 = x.detach().double().requires_grad_()
+        ct.cross_entropy(x64, y, None, -100, "mean", 0.0, False).backward()
+        ct.log_softmax(x64, 1).sum().backward()
         logits = torch.zeros(4, C, dtype=bf16)
         ct.linear_cross_entropy_chunk(logits, y, None, -100, 0.0, torch.ones(()), logits)
     z = torch.zeros(2, 300, 3, requires_grad=True)
@@ -148,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crossent.triton.aot", description=__doc__)
     parser.add_argument("--arch", type=int, default=90, help="SM architecture, e.g. 80 (A100), 90 (H100)")
     args = parser.parse_args(argv)
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # FMA contraction, Triton's default so far
     builds = compile_launches(representative_launches(), args.arch)
     print(f"{'kernel':<28} {'warps':>5} {'regs':>5} {'stack':>6} {'s':>5}  constexprs")
     for b in builds:

@@ -210,7 +210,7 @@ def _setup_context(ctx, inputs, output, *, inplace: bool) -> None:
     ctx.opts = _options(ignore_index, label_smoothing, reduction, x, target)
     ctx.inplace = inplace or (not with_grad and bool(inputs[7]))
     ctx.fused = with_grad
-    ctx.traced = is_tracing()
+    ctx.traced = is_tracing(x, loss)
     ctx.mark_non_differentiable(*output[1:])
     ctx.grad_buffer = fused.detach() if with_grad and not ctx.traced else None
     saved_x = None if inplace else x
@@ -339,7 +339,7 @@ def cross_entropy(
     # In place needs a non-leaf input whose logits are not needed again by this op (target grad).
     in_place = (
         inplace_backward
-        and not is_tracing()
+        and not is_tracing(input)
         and input.requires_grad
         and input.grad_fn is not None
         and not (prob and target.requires_grad)

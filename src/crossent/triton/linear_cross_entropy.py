@@ -1,9 +1,9 @@
-"""Per-chunk loss and logits gradient for the fused linear cross-entropy.
+"""Per-chunk loss and logits gradient for the fused linear cross-entropy (``crossent.fused``).
 
-The fused linear loss (``crossent.fused``) computes ``logits = h_chunk @ W.T`` one row chunk at a
-time. For each chunk this kernel reads the logits once and, when the chunk's vocabulary fits on
-chip, writes d(loss)/d(logits) once (in place into the logits buffer if asked), so the chunk's
-logits never need a second pass before the dX and dW matmuls consume the gradient.
+The fused loss computes ``logits = h_chunk @ W.T (+ b)`` one row chunk at a time. For each chunk
+this reads the logits once and, when a row fits on chip, writes d(loss)/d(logits) once (into the
+logits buffer itself if asked), so the chunk needs no second pass before the dX and dW matmuls.
+It is a plain function (no autograd): the fused loss owns the autograd and the reduction.
 """
 
 from __future__ import annotations
@@ -26,23 +26,26 @@ def linear_cross_entropy_chunk(
 ) -> tuple[Tensor, Tensor]:
     """Unreduced cross-entropy of one chunk of logits, and optionally its gradient.
 
-    Per row n (same formula as ``cross_entropy`` with class-index targets):
-    l_n = (1 - eps) w_{y_n} (lse_n - x_{n,y_n}) + (eps / C) sum_c w_c (lse_n - x_{n,c}), and
-    l_n = 0 where y_n == ignore_index. No reduction: the caller sums rows and divides by its
-    global normaliser (sum of kept target weights for 'mean'), which it passes back through
-    ``grad_scale`` so the gradient is final when written.
+    Per position n (the formulas of ``cross_entropy``):
+        index targets: l_n = (1 - eps) w_{y_n} (lse_n - x_{n,y_n}) + (eps / C) sum_c w_c (lse_n - x_{n,c}),
+                       and l_n = 0 where y_n == ignore_index;
+        prob targets (``target.shape == logits.shape``): l_n = sum_c w_c q_{n,c} (lse_n - x_{n,c}),
+                       q = (1 - eps) t + eps / C.
+    No reduction: the caller adds the rows and divides by its global normaliser ('mean': the sum
+    of kept target weights, or the number of positions), and folds that and the upstream gradient
+    into ``grad_scale``, so the gradient is final when written.
 
-    When ``grad_out`` is given it receives d(sum_n s_n l_n)/d(logits) in its own dtype, with
-    s = ``grad_scale`` (0-d: one factor for all rows; (rows,): one per row). ``grad_out`` may be
-    ``logits`` itself (then the logits are overwritten). Nothing is allocated besides O(rows).
+    ``grad_out``, when given, receives d(sum_n s_n l_n)/d(logits) in its own dtype with
+    s = ``grad_scale`` (0-d: one factor; else one per position). It may be ``logits`` itself.
+    Besides O(positions) statistics nothing is allocated.
 
     Shape:
-        - logits: (rows, C), any strides, float16/bfloat16/float32/float64
-        - target: (rows,), int64, already range-checked
+        - logits: (rows, C) or (rows, C, S), any strides, float16/bfloat16/float32/float64
+        - target: (rows,) / (rows, S) int64, already range-checked; or the logits' shape (floating)
         - weight: (C,) or None
-        - grad_scale: () or (rows,), floating (required with ``grad_out``)
-        - grad_out: (rows, C) or None
-        - returns: (loss, lse), both (rows,) in float32 (float64 for float64 logits)
+        - grad_scale: () or the positions' shape, floating (required with ``grad_out``)
+        - grad_out: the logits' shape, or None
+        - returns: (loss, lse), both with the positions' shape, float32 (float64 for float64 logits)
 
     Example:
         >>> logits = hidden[:4096] @ lm_head.T
@@ -51,17 +54,22 @@ def linear_cross_entropy_chunk(
     """
     if grad_out is not None and grad_scale is None:
         raise ValueError("linear_cross_entropy_chunk: grad_out needs grad_scale")
-    rows, C = logits.shape
-    opts = CrossEntropyOptions(ignore_index, max(label_smoothing, 0.0), "none", prob=False)
-    x = logits.unsqueeze(-1)
-    if rows == 0 or C == 0:
+    prob = target.shape == logits.shape
+    x = logits if logits.dim() == 3 else logits.unsqueeze(-1)
+    rows, C, S = x.shape
+    positions = (rows, S) if logits.dim() == 3 else (rows,)
+    t = target.reshape(rows, C, S) if prob else target.reshape(rows * S)
+    opts = CrossEntropyOptions(ignore_index, max(label_smoothing, 0.0), "none", prob=prob)
+    grad = None if grad_out is None else (grad_out if grad_out.dim() == 3 else grad_out.unsqueeze(-1))
+    if rows * S == 0 or C == 0:
+        if grad is not None:
+            grad.zero_()
         acc = acc_dtype(logits.dtype)
-        if grad_out is not None:
-            grad_out.zero_()
-        empty = torch.zeros(rows, dtype=acc, device=logits.device)
-        return empty, empty.clone()
-    scale = grad_scale.to(acc_dtype(logits.dtype)).contiguous() if grad_scale is not None else None
-    loss, stats = row_statistics(
-        x, target, weight, opts, grad=grad_out.unsqueeze(-1) if grad_out is not None else None, scale=scale
-    )
-    return loss, stats[:, 0] + stats[:, 1]
+        empty = torch.full(positions, -0.0 if prob else 0.0, dtype=acc, device=logits.device)
+        return empty, torch.full(positions, float("-inf"), dtype=acc, device=logits.device)
+    scale = None
+    if grad_scale is not None:
+        scale = grad_scale.reshape(-1).contiguous() if grad_scale.dim() > 0 else grad_scale.reshape(())
+    loss, stats = row_statistics(x, t, weight, opts, grad=grad, scale=scale)
+    lse = stats[:, 0] + stats[:, 1]  # r + log s
+    return loss.reshape(positions), lse.reshape(positions)

@@ -123,7 +123,7 @@ def _as_rows(t: Tensor, dim: int) -> Tensor:
 
 def _layout(x3: Tensor) -> tuple[int, int, bool]:
     outer, C, inner = x3.shape
-    lay = split_rows(outer * inner, C, tuning(x3.device))
+    lay = split_rows(outer * inner, C, tuning(x3.device), 2 if x3.dtype == torch.float64 else 1)
     return lay.block, num_warps_for(lay.block), lay.single_block
 
 
