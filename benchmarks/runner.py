@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .accuracy import ground_truth, max_abs_errors
 from .memory import cuda_peak_growth
 from .memory_probe import ProbeSpec, cpu_peak_growth_in_fresh_process
-from .ops import Loss, Op, Unavailable, ops_named
+from .ops import Op, Unavailable, ops_named
 from .shapes import DEFAULT_SHAPE_SETS, Shape, shape_to_dict, shapes_of
 from .steps import MODES, Mode, Steps
-from .timing import median_ms
+from .timing import time_in_alternation
 
 DEFAULT_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 MIB = 2**20
@@ -130,82 +130,91 @@ def run(
     return rows
 
 
+@dataclass
+class _Outcome:
+    """What the run learnt about one implementation on one case, stage by stage."""
+
+    status: str = "ok"
+    errors: tuple[float, float] | None = None
+    median_ms: dict[Mode, float] = field(default_factory=dict)
+    peak_mib: dict[Mode, float] = field(default_factory=dict)
+
+
 def _run_case(case: Case, settings: Settings) -> list[Row]:
     op = case.op
     if settings.compiled:
         torch._dynamo.reset()  # each case compiles afresh, far from the recompilation limit
     problem = op.make_problem(case.shape, case.dtype, settings.device, settings.seed)
     subjects = op.subjects(settings.compiled)
-    status = {subject.name: "ok" for subject in subjects}
-    functions: dict[str, Loss] = {}
+    outcomes = {subject.name: _Outcome() for subject in subjects}
+    steps: dict[str, Steps] = {}
     for subject in subjects:
         try:
-            functions[subject.name] = subject.load()
+            function = subject.load()
         except Unavailable as exc:
-            status[subject.name] = f"not available: {exc}"
+            outcomes[subject.name].status = f"not available: {exc}"
+            continue
         except Exception as exc:
-            status[subject.name] = _error("load", exc)
-    steps = {
-        name: Steps(function, op.call, problem, intermediate_inputs=op.intermediate_inputs)
-        for name, function in functions.items()
-    }
+            outcomes[subject.name].status = _error("load", exc)
+            continue
+        steps[subject.name] = Steps(function, op.call, problem, intermediate_inputs=op.intermediate_inputs)
 
     def fail(name: str, stage: str, exc: Exception) -> None:
-        status[name] = _error(stage, exc)
-        steps.pop(name, None)
+        outcomes[name].status = _error(stage, exc)
+        del steps[name]
 
-    errors: dict[str, tuple[float, float]] = {}
     truth = ground_truth(op.reference.load(), op.call, problem)
     for name in list(steps):
         try:
-            errors[name] = max_abs_errors(steps[name], truth)
+            outcomes[name].errors = max_abs_errors(steps[name], truth)
         except Exception as exc:
             fail(name, "check", exc)
     del truth
 
-    medians: dict[Mode, dict[str, float]] = {}
     for mode in MODES:
-        medians[mode], failures = median_ms(
+        medians, failures = time_in_alternation(
             steps, mode, rounds=settings.rounds, warmup=settings.warmup, device=settings.device
         )
-        for name, exc in failures.items():
-            fail(name, mode, exc)
+        for name, median in medians.items():
+            outcomes[name].median_ms[mode] = median
+        for name, failure in failures.items():
+            fail(name, mode, failure)
 
-    peaks: dict[Mode, dict[str, float]] = {mode: {} for mode in MODES}
     if settings.memory:
         for name in list(steps):
             try:
                 for mode, peak_bytes in _peak_bytes(case, name, steps[name], settings).items():
-                    peaks[mode][name] = peak_bytes / MIB
+                    outcomes[name].peak_mib[mode] = peak_bytes / MIB
             except Exception as exc:
                 fail(name, "memory", exc)
 
-    reference = op.reference.name
+    reference = outcomes[op.reference.name].median_ms
+    return [_row(case, settings, name, outcome, reference) for name, outcome in outcomes.items()]
 
-    def speedup(mode: Mode, name: str) -> float | None:
-        times = medians.get(mode, {})
-        return times[reference] / times[name] if reference in times and name in times else None
 
-    return [
-        Row(
-            op=op.name,
-            shape=case.shape.label,
-            dtype=_dtype_name(case.dtype),
-            device=str(settings.device),
-            impl=subject.name,
-            status=status[subject.name],
-            full_ms=medians["full"].get(subject.name),
-            full_speedup=speedup("full", subject.name),
-            forward_ms=medians["forward"].get(subject.name),
-            forward_speedup=speedup("forward", subject.name),
-            full_peak_mib=peaks["full"].get(subject.name),
-            forward_peak_mib=peaks["forward"].get(subject.name),
-            value_error=errors[subject.name][0] if subject.name in errors else None,
-            grad_error=errors[subject.name][1] if subject.name in errors else None,
-            rounds=settings.rounds if subject.name in medians["full"] else 0,
-        )
-        for subject in subjects
-    ]
+def _row(case: Case, settings: Settings, impl: str, outcome: _Outcome, reference_ms: dict[Mode, float]) -> Row:
+    def speedup(mode: Mode) -> float | None:
+        if mode not in reference_ms or mode not in outcome.median_ms:
+            return None
+        return reference_ms[mode] / outcome.median_ms[mode]
+
+    return Row(
+        op=case.op.name,
+        shape=case.shape.label,
+        dtype=_dtype_name(case.dtype),
+        device=str(settings.device),
+        impl=impl,
+        status=outcome.status,
+        full_ms=outcome.median_ms.get("full"),
+        full_speedup=speedup("full"),
+        forward_ms=outcome.median_ms.get("forward"),
+        forward_speedup=speedup("forward"),
+        full_peak_mib=outcome.peak_mib.get("full"),
+        forward_peak_mib=outcome.peak_mib.get("forward"),
+        value_error=outcome.errors[0] if outcome.errors is not None else None,
+        grad_error=outcome.errors[1] if outcome.errors is not None else None,
+        rounds=settings.rounds if "full" in outcome.median_ms else 0,
+    )
 
 
 def _peak_bytes(case: Case, name: str, steps: Steps, settings: Settings) -> dict[Mode, int]:

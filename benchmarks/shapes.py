@@ -72,4 +72,4 @@ def shape_to_dict(shape: Shape) -> dict[str, object]:
 def shape_from_dict(description: dict[str, object]) -> Shape:
     fields = dict(description)
     shape_type = {"LogitsShape": LogitsShape, "LinearShape": LinearShape}[str(fields.pop("type"))]
-    return shape_type(**fields)  # type: ignore[arg-type]
+    return shape_type(**fields)

@@ -16,7 +16,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_ms(
+def time_in_alternation(
     steps: dict[str, Steps], mode: Mode, *, rounds: int, warmup: int, device: torch.device
 ) -> tuple[dict[str, float], dict[str, Exception]]:
     """Median milliseconds per call of each implementation, and the failures of those that raised.
