@@ -2,8 +2,8 @@
 
 A fresh process holds nothing but the case's inputs: no other implementation's freed memory, no
 earlier case's tensors. Each probe is a child forked from a fork server that has imported torch and
-every implementation once (and has run no tensor op, so forking it is safe): a new process at the
-cost of a fork instead of seconds of imports. The child rebuilds the case from its seed.
+every implementation once, and is still single-threaded, so forking it is safe: a new process at
+the cost of a fork instead of seconds of imports. The child rebuilds the case from its seed.
 """
 
 from __future__ import annotations
