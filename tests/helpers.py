@@ -48,7 +48,7 @@ def check_against(
         inputs_b = [b_args[i] for i in grad_args]
         grads_a = torch.autograd.grad(out_a, inputs_a, g, allow_unused=True)
         grads_b = torch.autograd.grad(out_b, inputs_b, g, allow_unused=True)
-        for i, ga, gb in zip(grad_args, grads_a, grads_b):
+        for i, ga, gb in zip(grad_args, grads_a, grads_b, strict=True):
             assert (ga is None) == (gb is None), f"grad of arg {i}: one side is None"
             if gb is not None:
                 assert_close(ga, gb, f"grad of arg {i}", atol, rtol)

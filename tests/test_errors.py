@@ -30,8 +30,9 @@ CASES = {
     "weight-size": lambda F: F.cross_entropy(x35, t3, weight=torch.ones(4)),
     "weight-2d": lambda F: F.nll_loss(torch.randn(10, 3), torch.zeros(10, dtype=torch.long), weight=torch.ones(1, 3)),
     "prob-weight-size": lambda F: F.cross_entropy(x35, P35, weight=torch.ones(4)),
-    "weight-size-kdim": lambda F: F.cross_entropy(torch.randn(2, 3, 4), torch.zeros(2, 4, dtype=torch.long),
-                                                  weight=torch.ones(4)),
+    "weight-size-kdim": lambda F: F.cross_entropy(
+        torch.randn(2, 3, 4), torch.zeros(2, 4, dtype=torch.long), weight=torch.ones(4)
+    ),
     "weight-dtype": lambda F: F.cross_entropy(x35, t3, weight=torch.ones(5, dtype=torch.float64)),
     "weight-requires-grad": lambda F: F.cross_entropy(x35, t3, weight=torch.ones(5, requires_grad=True)),
     "label-smoothing-above-one": lambda F: F.cross_entropy(x35, t3, label_smoothing=1.5),
@@ -66,13 +67,16 @@ CASES = {
     "bce-target-dtype": lambda F: F.binary_cross_entropy(torch.rand(3), torch.rand(3, dtype=torch.float64)),
     "bce-long": lambda F: F.binary_cross_entropy(torch.ones(3, dtype=torch.long), torch.ones(3, dtype=torch.long)),
     "bcewl-size": lambda F: F.binary_cross_entropy_with_logits(torch.rand(3, 1), torch.rand(3)),
-    "bcewl-pos-weight": lambda F: F.binary_cross_entropy_with_logits(torch.rand(3, 2), torch.rand(3, 2),
-                                                                    pos_weight=torch.rand(3)),
+    "bcewl-pos-weight": lambda F: F.binary_cross_entropy_with_logits(
+        torch.rand(3, 2), torch.rand(3, 2), pos_weight=torch.rand(3)
+    ),
     "bcewl-weight": lambda F: F.binary_cross_entropy_with_logits(torch.rand(3, 2), torch.rand(3, 2), torch.rand(3)),
     "bcewl-pos-weight-enlarges": lambda F: F.binary_cross_entropy_with_logits(
         torch.rand(3, 2), torch.rand(3, 2), pos_weight=torch.rand(4, 3, 2)
     ),
-    "bcewl-pos-weight-float": lambda F: F.binary_cross_entropy_with_logits(torch.rand(3), torch.rand(3), pos_weight=2.0),
+    "bcewl-pos-weight-float": lambda F: F.binary_cross_entropy_with_logits(
+        torch.rand(3), torch.rand(3), pos_weight=2.0
+    ),
     "bcewl-long-target": lambda F: F.binary_cross_entropy_with_logits(torch.rand(3), torch.ones(3, dtype=torch.long)),
     "bcewl-bool-target": lambda F: F.binary_cross_entropy_with_logits(torch.rand(3), torch.ones(3, dtype=torch.bool)),
     "kl-broadcast": lambda F: F.kl_div(torch.randn(3, 4), torch.rand(3, 5), reduction="sum"),

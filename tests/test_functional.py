@@ -116,7 +116,9 @@ def test_nll_loss(shape, weighted, ignore, reduction):
     t, ignore_index = class_targets(shape, ignore)
     c = shape[0] if len(shape) == 1 else shape[1]
     w = torch.rand(c, dtype=F64) if weighted else None
-    check_against(crossent.nll_loss, TF.nll_loss, (z, t), dict(weight=w, ignore_index=ignore_index, reduction=reduction))
+    check_against(
+        crossent.nll_loss, TF.nll_loss, (z, t), dict(weight=w, ignore_index=ignore_index, reduction=reduction)
+    )
 
 
 def test_nll_loss_uint8_targets_and_unbatched_one_element_target():
@@ -158,12 +160,17 @@ def test_softmax_family_dtype_argument_and_implicit_dim(op):
 @pytest.mark.parametrize("shape", [(6,), (4, 3), (2, 3, 4), (0, 3)], ids=str)
 @pytest.mark.parametrize("weight_shape", [None, (), "last", "rows"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_binary_cross_entropy(shape, weight_shape, reduction):
+def test_binary_cross_entropy(shape, weight_shape, reduction, block_size):
     x = torch.rand(shape, dtype=F64).clamp(0.01, 0.99)
     y = torch.rand(shape, dtype=F64)
     w = _broadcast_weight(shape, weight_shape)
-    check_against(crossent.binary_cross_entropy, TF.binary_cross_entropy, (x, y), dict(weight=w, reduction=reduction),
-                  grad_args=(0, 1))
+    check_against(
+        crossent.binary_cross_entropy,
+        TF.binary_cross_entropy,
+        (x, y),
+        dict(weight=w, reduction=reduction),
+        grad_args=(0, 1),
+    )
 
 
 def test_binary_cross_entropy_clamps_and_gradient_eps():
@@ -187,7 +194,7 @@ def _broadcast_weight(shape, weight_shape):
 @pytest.mark.parametrize("weight_shape", [None, "last", "rows"])
 @pytest.mark.parametrize("pos_weight_shape", [None, (), "last"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_binary_cross_entropy_with_logits(shape, weight_shape, pos_weight_shape, reduction):
+def test_binary_cross_entropy_with_logits(shape, weight_shape, pos_weight_shape, reduction, block_size):
     x = torch.randn(shape, dtype=F64) * 4
     y = torch.rand(shape, dtype=F64)
     w = _broadcast_weight(shape, weight_shape)
@@ -204,8 +211,13 @@ def test_binary_cross_entropy_with_logits(shape, weight_shape, pos_weight_shape,
 def test_binary_cross_entropy_with_logits_extremes_and_target_dtype():
     x = torch.tensor([100.0, -100.0, 0.0, math.inf, -math.inf, math.inf, -math.inf], dtype=F64)
     y = torch.tensor([0.0, 1.0, 0.5, 1.0, 0.0, 0.0, 1.0], dtype=F64)
-    check_against(crossent.binary_cross_entropy_with_logits, TF.binary_cross_entropy_with_logits, (x, y),
-                  dict(reduction="none"), grad_args=(0, 1))
+    check_against(
+        crossent.binary_cross_entropy_with_logits,
+        TF.binary_cross_entropy_with_logits,
+        (x, y),
+        dict(reduction="none"),
+        grad_args=(0, 1),
+    )
     # the result takes the target's dtype
     for xd, yd in [(torch.float32, F64), (F64, torch.float32), (torch.float32, torch.float16)]:
         xs, ys = torch.randn(5, dtype=xd), torch.rand(5, dtype=yd)
@@ -218,12 +230,17 @@ def test_binary_cross_entropy_with_logits_extremes_and_target_dtype():
 @pytest.mark.parametrize("shapes", [((4, 3), (4, 3)), ((4, 3), (3,)), ((3,), (4, 3)), ((5,), (5,)), ((2, 0), (2, 0))])
 @pytest.mark.parametrize("log_target", [False, True])
 @pytest.mark.parametrize("reduction", ["none", "sum", "batchmean"])
-def test_kl_div(shapes, log_target, reduction):
+def test_kl_div(shapes, log_target, reduction, block_size):
     x = torch.randn(shapes[0], dtype=F64).log_softmax(-1) if shapes[0][-1] else torch.randn(shapes[0], dtype=F64)
     t = torch.rand(shapes[1], dtype=F64)
     t = t.log() if log_target else t
-    check_against(crossent.kl_div, _kl_div_broadcasting_oracle, (x, t), dict(reduction=reduction, log_target=log_target),
-                  grad_args=(0, 1))
+    check_against(
+        crossent.kl_div,
+        _kl_div_broadcasting_oracle,
+        (x, t),
+        dict(reduction=reduction, log_target=log_target),
+        grad_args=(0, 1),
+    )
 
 
 def _kl_div_broadcasting_oracle(x, t, reduction, log_target):

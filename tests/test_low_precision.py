@@ -32,7 +32,6 @@ def _errors(dtype, fn_ours, fn_torch, x64, *rest):
     return err(ours, truth), err(theirs, truth), err(g_ours, g_truth), err(g_theirs, g_truth)
 
 
-
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("eps", [0.0, 0.1])
@@ -53,8 +52,7 @@ def test_cross_entropy_no_worse_than_torch(dtype, reduction, eps, block_size):
 def test_softmax_family_no_worse_than_torch(dtype, op):
     x = torch.randn(64, 33, dtype=torch.float64) * 4
     e_ours, e_torch, ge_ours, ge_torch = _errors(
-        dtype,
-        lambda x: getattr(crossent, op)(x, 1), lambda x: getattr(TF, op)(x, 1), x
+        dtype, lambda x: getattr(crossent, op)(x, 1), lambda x: getattr(TF, op)(x, 1), x
     )
     assert e_ours <= e_torch + 1e-6
     assert ge_ours <= ge_torch * 1.01 + 1e-6

@@ -87,7 +87,9 @@ def test_every_module_matches_torch():
         ("Softmax", {"dim": 0}, (x,)),
     ]
     for name, kwargs, args in cases:
-        torch.testing.assert_close(getattr(crossent.nn, name)(**kwargs)(*args), getattr(torch.nn, name)(**kwargs)(*args))
+        torch.testing.assert_close(
+            getattr(crossent.nn, name)(**kwargs)(*args), getattr(torch.nn, name)(**kwargs)(*args)
+        )
 
 
 def test_legacy_arguments_map_once_at_construction():

@@ -95,5 +95,10 @@ def test_binary_with_logits_matches_torch(shape, reduction):
     x = torch.randn(shape, dtype=F64) * 10
     y = torch.rand(shape, dtype=F64)
     pw = torch.rand(shape[-1:], dtype=F64) * 3
-    check_against(crossent.binary_cross_entropy_with_logits, TF.binary_cross_entropy_with_logits, (x, y),
-                  dict(reduction=reduction, pos_weight=pw), grad_args=(0, 1))
+    check_against(
+        crossent.binary_cross_entropy_with_logits,
+        TF.binary_cross_entropy_with_logits,
+        (x, y),
+        dict(reduction=reduction, pos_weight=pw),
+        grad_args=(0, 1),
+    )

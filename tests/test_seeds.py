@@ -11,9 +11,7 @@ import crossent
 
 def test_seed_003_x_input_with_targets_1_2_0_gives_2_3185():
     # seed 003_097d806fe62eab93: nn.CrossEntropyLoss on its printed 3x3 x_input
-    x_input = torch.tensor(
-        [[2.8883, 0.1760, 1.0774], [1.1216, -0.0562, 0.0660], [-1.3939, -0.0967, 0.5853]]
-    )
+    x_input = torch.tensor([[2.8883, 0.1760, 1.0774], [1.1216, -0.0562, 0.0660], [-1.3939, -0.0967, 0.5853]])
     loss = crossent.nn.CrossEntropyLoss()(x_input, torch.tensor([1, 2, 0]))
     assert round(loss.item(), 4) == 2.3185
 

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -23,15 +22,6 @@ REFERENCES: dict[str, Any] = {"torch": F, "crossent": crossent_functional}
 # float64 results may differ from torch's only by summation order.
 F64_TOL = {"rtol": 1e-12, "atol": 1e-12}
 F32_TOL = {"rtol": 2e-6, "atol": 1e-6}
-
-
-def mark_crossent_gap(request: pytest.FixtureRequest, reference: str, reason: str) -> None:
-    """Expect this test to fail against crossent.functional (a known gap, reported to its owner).
-
-    strict: once crossent.functional is fixed the test passes, fails as XPASS, and the mark goes.
-    """
-    if reference == "crossent":
-        request.applymarker(pytest.mark.xfail(reason=f"crossent.functional: {reason}", strict=True))
 
 
 def to_torch(value: Any) -> Any:

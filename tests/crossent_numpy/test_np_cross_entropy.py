@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
-from np_oracle import F32_TOL, REFERENCES, assert_same, check_against, mark_crossent_gap, to_torch
+from np_oracle import F32_TOL, REFERENCES, assert_same, check_against, to_torch
 
 import crossent.numpy as cnp
 
@@ -148,7 +148,6 @@ def test_uint8_targets_for_two_dimensional_input(reference: str) -> None:
         )
 
 
-HUGE_LOGITS_GAP = "logits near 1e9: max + log(sum) - x_y loses digits torch keeps (ln 2 comes out 0.69314718246)"
 
 NONFINITE_ROWS = {
     "minus_inf_logit": np.array([[0.0, -np.inf, 1.0], [0.5, 0.1, -0.2]]),
@@ -163,11 +162,9 @@ NONFINITE_ROWS = {
 @pytest.mark.parametrize("rows", NONFINITE_ROWS, ids=str)
 @pytest.mark.parametrize("target", [[0, 1], [1, 0], [-100, 0], [2, -100]], ids=str)
 def test_cross_entropy_non_finite_logits(
-    request: pytest.FixtureRequest, reference: str, rows: str, target: list[int]
+    reference: str, rows: str, target: list[int]
 ) -> None:
     """inf/nan logits give torch's inf/nan pattern in the loss and gradient, ignored rows included."""
-    if rows == "huge" and target != [2, -100]:
-        mark_crossent_gap(request, reference, HUGE_LOGITS_GAP)
     for reduction, smoothing in itertools.product(REDUCTIONS, [0.0, 0.1, 1.0]):
         check_against(
             REFERENCES[reference],
@@ -182,11 +179,7 @@ def test_cross_entropy_non_finite_logits(
 
 @pytest.mark.parametrize("reference", REFERENCES)
 @pytest.mark.parametrize("rows", NONFINITE_ROWS, ids=str)
-def test_cross_entropy_probability_targets_non_finite(
-    request: pytest.FixtureRequest, reference: str, rows: str
-) -> None:
-    if rows == "huge":
-        mark_crossent_gap(request, reference, HUGE_LOGITS_GAP)
+def test_cross_entropy_probability_targets_non_finite(reference: str, rows: str) -> None:
     target = np.array([[0.5, 0.0, 0.5], [0.2, 0.3, 0.5]])
     for reduction in REDUCTIONS:
         check_against(
@@ -226,9 +219,8 @@ def test_zero_total_weight(reference: str, name: str) -> None:
 
 
 @pytest.mark.parametrize("reference", REFERENCES)
-def test_no_classes(request: pytest.FixtureRequest, reference: str) -> None:
+def test_no_classes(reference: str) -> None:
     """C = 0: every class-index target must be ignored; probability targets are empty rows."""
-    mark_crossent_gap(request, reference, "amax() fails on C = 0")
     logits = np.zeros((2, 0))
     for target, reduction, smoothing in itertools.product(
         [np.array([-100, -100]), np.zeros((2, 0))], REDUCTIONS, [0.0, 0.5]

@@ -53,3 +53,12 @@ def blocks(n: int, c: int, s: int) -> Iterator[Block]:
 def accumulation_dtype(*dtypes: torch.dtype) -> torch.dtype:
     """float64 when any input is float64, else float32: half precisions accumulate in float32."""
     return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def row_blocks(shape: torch.Size) -> Iterator[slice]:
+    """Slices along dim 0 of a tensor of ``shape`` (at least 1-d) covering about ``BLOCK_ELEMENTS`` each."""
+    rows = shape[0]
+    per_row = max(math.prod(shape[1:]), 1)
+    step = max(BLOCK_ELEMENTS // per_row, 1)
+    for r0 in range(0, rows, step):
+        yield slice(r0, min(r0 + step, rows))

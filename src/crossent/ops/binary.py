@@ -1,4 +1,4 @@
-"""Binary cross-entropy on probabilities and on logits, element by element."""
+"""Binary cross-entropy on probabilities and on logits, element by element, in cache-sized blocks."""
 
 from __future__ import annotations
 
@@ -7,25 +7,17 @@ from typing import Any
 import torch
 
 from crossent.ops._autograd import first_order
+from crossent.ops._elementwise import grad_blocks, reduce_blocks
 from crossent.ops._layout import accumulation_dtype
 
 # torch clamps BCE's gradient denominator at 1e-12 stored as a float32 (9.999999960041972e-13 in float64)
 _BCE_GRAD_EPS = float(torch.tensor(1e-12, dtype=torch.float32).item())
 
 
-def _scale(reduction: str, grad_output: torch.Tensor, numel: int, acc: torch.dtype) -> torch.Tensor:
-    """The upstream gradient per element: g, or g / numel for 'mean'."""
+def _upstream(grad_output: torch.Tensor, reduction: str, numel: int, acc: torch.dtype) -> torch.Tensor:
+    """The upstream gradient per element: ``g``, or ``g / numel`` for 'mean'."""
     g = grad_output.to(acc)
     return g / numel if reduction == "mean" else g
-
-
-def _reduce(loss: torch.Tensor, reduction: str, dtype: torch.dtype) -> torch.Tensor:
-    if reduction == "none":
-        return loss.to(dtype)
-    total = loss.sum()
-    if reduction == "mean":
-        total = total / loss.numel()
-    return total.to(dtype)
 
 
 def log_sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -41,32 +33,39 @@ class BinaryCrossEntropy(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, reduction: str
     ) -> torch.Tensor:
         acc = accumulation_dtype(x.dtype)
-        xa, ya = x.to(acc), y.to(acc)
-        # each log is clamped before it is multiplied, so 0 * log(0) never makes a NaN
-        log_x = xa.log().clamp_(min=-100)
-        log_1mx = xa.neg().log1p_().clamp_(min=-100)
-        loss = (ya * log_x).add_((1 - ya) * log_1mx).neg_()
-        if weight is not None:
-            loss.mul_(weight.to(acc))
+
+        def loss(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+            xa, ya = x.to(acc), y.to(acc)
+            # each log is clamped before it is multiplied, so 0 * log(0) never makes a NaN
+            log_x = xa.log().clamp_(min=-100)
+            log_1mx = xa.neg().log1p_().clamp_(min=-100)
+            out = (ya * log_x).add_((1 - ya) * log_1mx).neg_()
+            return out.mul_(w.to(acc)) if w is not None else out
+
         ctx.reduction = reduction
         ctx.save_for_backward(x, y, weight)
-        return _reduce(loss, reduction, x.dtype)
+        return reduce_blocks(x.shape, reduction, x.dtype, acc, loss, x, y, weight)
 
     @staticmethod
     @first_order
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
-        # d/dx l = w (x - y) / max(x (1 - x), eps);  d/dy l = w (log(1 - x) - log x), unclamped
         x, y, weight = ctx.saved_tensors
         acc = accumulation_dtype(x.dtype)
-        xa, ya = x.to(acc), y.to(acc)
-        g = _scale(ctx.reduction, grad_output, x.numel(), acc)
-        if weight is not None:
-            g = g * weight.to(acc)
-        grad_x = grad_y = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (g * (xa - ya) / (xa * (1 - xa)).clamp_(min=_BCE_GRAD_EPS)).to(x.dtype).expand(x.shape)
-        if ctx.needs_input_grad[1]:
-            grad_y = (g * (xa.neg().log1p_() - xa.log())).to(y.dtype).expand(y.shape)
+        need_x, need_y = ctx.needs_input_grad[:2]
+
+        def grads(
+            g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None
+        ) -> list[torch.Tensor | None]:
+            # d/dx l = w (x - y) / max(x (1 - x), eps);  d/dy l = w (log(1 - x) - log x), unclamped
+            xa, ya = x.to(acc), y.to(acc)
+            gw = g * w.to(acc) if w is not None else g
+            gx = gw * (xa - ya) / (xa * (1 - xa)).clamp_(min=_BCE_GRAD_EPS) if need_x else None
+            gy = gw * (xa.neg().log1p_() - xa.log()) if need_y else None
+            return [gx, gy]
+
+        g = _upstream(grad_output, ctx.reduction, x.numel(), acc)
+        wanted = [(x.shape, x.dtype) if need_x else None, (y.shape, y.dtype) if need_y else None]
+        grad_x, grad_y = grad_blocks(x.shape, wanted, grads, g, x, y, weight)
         return grad_x, grad_y, None, None
 
 
@@ -83,38 +82,46 @@ class BinaryCrossEntropyWithLogits(torch.autograd.Function):
         reduction: str,
     ) -> torch.Tensor:
         acc = accumulation_dtype(x.dtype, y.dtype)
-        xa, ya = x.to(acc), y.to(acc)
-        log_sig = log_sigmoid(xa)
-        if pos_weight is None:
-            loss = (1 - ya).mul_(xa).sub_(log_sig)
-        else:
-            loss = (1 - ya).mul_(xa).sub_((pos_weight.to(acc) - 1).mul(ya).add_(1).mul_(log_sig))
-        if weight is not None:
-            loss.mul_(weight.to(acc))
+
+        def loss(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, pw: torch.Tensor | None) -> torch.Tensor:
+            xa, ya = x.to(acc), y.to(acc)
+            log_sig = log_sigmoid(xa)
+            if pw is not None:
+                log_sig.mul_((pw.to(acc) - 1).mul_(ya).add_(1))
+            out = (1 - ya).mul_(xa).sub_(log_sig)
+            return out.mul_(w.to(acc)) if w is not None else out
+
         ctx.reduction = reduction
         ctx.save_for_backward(x, y, weight, pos_weight)
-        return _reduce(loss, reduction, y.dtype)
+        return reduce_blocks(x.shape, reduction, y.dtype, acc, loss, x, y, weight, pos_weight)
 
     @staticmethod
     @first_order
     def backward(
         ctx: Any, grad_output: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
-        # d/dx l = w [(1 + (pw - 1) y) sigmoid(x) - pw y];  d/dy l = w [-x - (pw - 1) log sigmoid(x)]
         x, y, weight, pos_weight = ctx.saved_tensors
         acc = accumulation_dtype(x.dtype, y.dtype)
-        xa, ya = x.to(acc), y.to(acc)
-        g = _scale(ctx.reduction, grad_output, x.numel(), acc)
-        if weight is not None:
-            g = g * weight.to(acc)
-        log_sig = log_sigmoid(xa)
-        pw = pos_weight.to(acc) if pos_weight is not None else None
-        grad_x = grad_y = None
-        if ctx.needs_input_grad[0]:
-            sig = log_sig.exp()
-            d = sig - ya if pw is None else (pw - 1).mul(ya).add_(1).mul_(sig).sub_(pw * ya)
-            grad_x = (g * d).to(x.dtype).expand(x.shape)
-        if ctx.needs_input_grad[1]:
-            d = xa.neg() if pw is None else xa.neg().sub_((pw - 1) * log_sig)
-            grad_y = (g * d).to(y.dtype).expand(y.shape)
+        need_x, need_y = ctx.needs_input_grad[:2]
+
+        def grads(
+            g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, pw: torch.Tensor | None
+        ) -> list[torch.Tensor | None]:
+            # d/dx l = w [(1 + (pw - 1) y) sigmoid(x) - pw y];  d/dy l = w [-x - (pw - 1) log sigmoid(x)]
+            xa, ya = x.to(acc), y.to(acc)
+            gw = g * w.to(acc) if w is not None else g
+            log_sig = log_sigmoid(xa)
+            gx = gy = None
+            if need_x:
+                sig = log_sig.exp()
+                d = sig - ya if pw is None else (pw.to(acc) - 1).mul(ya).add_(1).mul_(sig).sub_(pw.to(acc) * ya)
+                gx = gw * d
+            if need_y:
+                d = xa.neg() if pw is None else xa.neg().sub_((pw.to(acc) - 1) * log_sig)
+                gy = gw * d
+            return [gx, gy]
+
+        g = _upstream(grad_output, ctx.reduction, x.numel(), acc)
+        wanted = [(x.shape, x.dtype) if need_x else None, (y.shape, y.dtype) if need_y else None]
+        grad_x, grad_y = grad_blocks(x.shape, wanted, grads, g, x, y, weight, pos_weight)
         return grad_x, grad_y, None, None, None

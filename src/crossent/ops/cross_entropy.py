@@ -1,15 +1,16 @@
 """Cross-entropy on logits: blocked forward and backward that never hold a logits-sized temporary.
 
 Forward walks ``(N, C, S)`` logits in cache-sized blocks and keeps only the float32 (float64 for
-float64 inputs) log-sum-exp per position. Backward recomputes ``softmax = exp(x - lse)`` block by
-block and writes the gradient once, into a fresh buffer or, with ``inplace_backward=True``, into the
-logits' own storage.
+float64 inputs) log-sum-exp per position, as its two parts ``max`` and ``log_sum`` (see ``RowStats``).
+Backward recomputes ``softmax = exp(x - max) / exp(log_sum)`` block by block and writes the gradient
+once, into a fresh buffer or, with ``inplace_backward=True``, into the logits' own storage.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -25,16 +26,33 @@ class CrossEntropyOptions:
     inplace_backward: bool = False
 
 
-def logsumexp_rows(
-    x3: torch.Tensor, acc: torch.dtype, smoothing_weight: torch.Tensor | None = None, smoothing: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per position ``lse = log sum_c exp(x_c)``; with ``smoothing``, also ``sum_c w_c (lse - x_c)``.
+class RowStats(NamedTuple):
+    """Per-position log-sum-exp kept as ``max + log_sum`` (``log_sum = log sum_c exp(x_c - max)``).
 
-    The smoothing sum is taken as ``log(sum exp(x - m)) * sum(w) - sum_c w_c (x_c - m)`` so that every
-    term of the second sum has one sign (``x_c - m <= 0``): no cancellation, even for C = 256k.
+    Keeping the two parts apart makes ``x - max`` exact (Sterbenz) and leaves only the small ``log_sum``
+    rounded: a single ``lse = max + log_sum`` would carry an error of ``ulp(max)`` into every log-prob,
+    e.g. 6e-5 for float32 logits near 1000, against torch's ``(x - max) - log_sum``.
+    """
+
+    max: torch.Tensor  # (N, S)
+    log_sum: torch.Tensor  # (N, S)
+    smooth: torch.Tensor | None  # (N, S): sum_c w_c (lse - x_c), when label smoothing is on
+
+
+def row_stats(
+    x3: torch.Tensor, acc: torch.dtype, smoothing_weight: torch.Tensor | None = None, smoothing: bool = False
+) -> RowStats:
+    """Max and log-sum-exp of each position of ``(N, C, S)`` logits, block by block.
+
+    With ``smoothing``, also ``sum_c w_c (lse - x_c) = log_sum * sum(w) - sum_c w_c (x_c - max)``, where
+    every term of the last sum has one sign (``x_c - max <= 0``): no cancellation, even for C = 256k.
     """
     n, c, s = x3.shape
-    lse = torch.empty(n, s, dtype=acc, device=x3.device)
+    if c == 0:  # log of an empty sum; no smoothing term without classes
+        zeros = torch.zeros(n, s, dtype=acc, device=x3.device)
+        return RowStats(zeros, torch.full_like(zeros, -math.inf), zeros if smoothing else None)
+    row_max = torch.empty(n, s, dtype=acc, device=x3.device)
+    log_sum = torch.empty(n, s, dtype=acc, device=x3.device)
     smooth = torch.empty(n, s, dtype=acc, device=x3.device) if smoothing else None
     sum_w = smoothing_weight.sum() if smoothing_weight is not None else c
     for bn, bs in blocks(n, c, s):
@@ -46,16 +64,17 @@ def logsumexp_rows(
                 weighted = shifted.sum(1)
             else:
                 weighted = torch.einsum("bcs,c->bs", shifted, smoothing_weight)
-        log_sumexp = shifted.exp_().sum(1).log_()
-        lse[bn, bs] = m.squeeze(1) + log_sumexp
+        block_log_sum = shifted.exp_().sum(1).log_()
+        row_max[bn, bs] = m.squeeze(1)
+        log_sum[bn, bs] = block_log_sum
         if smooth is not None:
-            smooth[bn, bs] = log_sumexp * sum_w - weighted
-    return lse, smooth
+            smooth[bn, bs] = block_log_sum * sum_w - weighted
+    return RowStats(row_max, log_sum, smooth)
 
 
 def class_index_grad(
     x3: torch.Tensor,
-    lse: torch.Tensor,
+    stats: RowStats,
     target: torch.Tensor,
     p_scale: torch.Tensor,
     target_scale: torch.Tensor,
@@ -68,13 +87,15 @@ def class_index_grad(
     All scales are per position ``(N, S)``; ``out3`` may alias ``x3`` (in-place backward).
     """
     n, c, s = x3.shape
-    acc = lse.dtype
+    acc = stats.max.dtype
+    # softmax = exp(x - max) / exp(log_sum): fold the division into the per-position scale
+    exp_scale = p_scale * stats.log_sum.neg().exp()
     for bn, bs in blocks(n, c, s):
         xb = x3[bn, :, bs].to(acc)
         direct = out3.dtype == acc
         gb = out3[bn, :, bs] if direct else torch.empty_like(xb)
-        torch.sub(xb, lse[bn, bs].unsqueeze(1), out=gb)
-        gb.exp_().mul_(p_scale[bn, bs].unsqueeze(1))
+        torch.sub(xb, stats.max[bn, bs].unsqueeze(1), out=gb)
+        gb.exp_().mul_(exp_scale[bn, bs].unsqueeze(1))
         gb.scatter_add_(1, target[bn, bs].unsqueeze(1), target_scale[bn, bs].neg().unsqueeze(1))
         if smooth_scale is not None:
             if weight is None:
@@ -108,18 +129,21 @@ class ClassIndexCrossEntropy(torch.autograd.Function):
         t_safe = torch.where(keep, t, 0)
         w = weight.to(acc) if weight is not None else None
 
-        lse, smooth = logsumexp_rows(x3, acc, w, smoothing=eps > 0)
-        x_target = x3.gather(1, t_safe.unsqueeze(1)).squeeze(1).to(acc)
+        stats = row_stats(x3, acc, w, smoothing=eps > 0)
+        x_target = x3.gather(1, t_safe.unsqueeze(1)).squeeze(1).to(acc) if c > 0 else stats.max
         w_target = w[t_safe] if w is not None else torch.ones((), dtype=acc, device=x.device)
-        per_position = (lse - x_target) * w_target
-        if smooth is not None:
-            per_position = (1 - eps) * per_position + (eps / c) * smooth
+        # lse - x_y = (max - x_y) + log_sum, the order that keeps huge logits exact
+        nll = (stats.max - x_target).add_(stats.log_sum)
         # where, not multiply: an ignored row of NaN logits still contributes exactly 0
-        per_position = torch.where(keep, per_position, 0)
+        per_position = torch.where(keep, nll * w_target, 0)
+        smooth = stats.smooth
+        if smooth is not None:
+            # eps / C is NaN without classes, as torch's 0/0 there
+            per_position = (1 - eps) * per_position + (eps / c if c else math.nan) * torch.where(keep, smooth, 0)
         total_weight = torch.where(keep, w_target, 0).sum()
 
         ctx.opts = opts
-        ctx.save_for_backward(x, t_safe, keep, lse, w, total_weight)
+        ctx.save_for_backward(x, t_safe, keep, stats.max, stats.log_sum, w, total_weight)
         if opts.reduction == "none":
             shape = () if x.dim() == 1 else target.shape
             return per_position.to(x.dtype).reshape(shape)
@@ -132,11 +156,11 @@ class ClassIndexCrossEntropy(torch.autograd.Function):
     @first_order
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         # d/dx_c l_n = m_n G_n [(1-eps) w_y (p_c - [c=y]) + (eps/C)(p_c sum_k w_k - w_c)],  p = softmax(x)
-        x, t_safe, keep, lse, w, total_weight = ctx.saved_tensors
+        x, t_safe, keep, row_max, log_sum, w, total_weight = ctx.saved_tensors
         opts: CrossEntropyOptions = ctx.opts
         x3 = as_ncs(x)
         n, c, s = x3.shape
-        acc = lse.dtype
+        acc = row_max.dtype
         eps = opts.label_smoothing
         g = grad_output.to(acc)
         if opts.reduction == "none":
@@ -146,11 +170,13 @@ class ClassIndexCrossEntropy(torch.autograd.Function):
         coef = torch.where(keep, g, 0)
         w_target = w[t_safe] if w is not None else torch.ones((), dtype=acc, device=x.device)
         target_scale = coef * ((1 - eps) * w_target)
-        smooth_scale = coef * (eps / c) if eps > 0 else None
+        smooth_scale = coef * (eps / c) if eps > 0 and c > 0 else None
         sum_w = w.sum() if w is not None else c
         p_scale = target_scale + smooth_scale * sum_w if smooth_scale is not None else target_scale
         grad = _grad_buffer(x, opts.inplace_backward)
-        class_index_grad(x3, lse, t_safe, p_scale, target_scale, smooth_scale, w, as_ncs(grad))
+        if c > 0:
+            stats = RowStats(row_max, log_sum, None)
+            class_index_grad(x3, stats, t_safe, p_scale, target_scale, smooth_scale, w, as_ncs(grad))
         return grad, None, None, None
 
 
@@ -171,7 +197,8 @@ class ProbabilityCrossEntropy(torch.autograd.Function):
         w = weight.to(acc).view(1, c, 1) if weight is not None else None
         eps = opts.label_smoothing
 
-        lse = torch.empty(n, s, dtype=acc, device=x.device)
+        row_max = torch.empty(n, s, dtype=acc, device=x.device)
+        log_sum = torch.empty(n, s, dtype=acc, device=x.device)
         # sum_c w_c q_c lp_c; its negation is the loss, so an empty sum is -0. as in torch
         neg_loss = torch.zeros(n, s, dtype=acc, device=x.device)
         if c > 0:
@@ -179,16 +206,17 @@ class ProbabilityCrossEntropy(torch.autograd.Function):
                 lp = x3[bn, :, bs].to(acc)
                 m = lp.amax(1, keepdim=True)
                 lp = lp - m
-                block_lse = lp.exp().sum(1, keepdim=True).log_()
-                lse[bn, bs] = (m + block_lse).squeeze(1)
-                lp.sub_(block_lse)
+                block_log_sum = lp.exp().sum(1, keepdim=True).log_()
+                row_max[bn, bs] = m.squeeze(1)
+                log_sum[bn, bs] = block_log_sum.squeeze(1)
+                lp.sub_(block_log_sum)
                 lp.mul_(_smoothed(t3[bn, :, bs].to(acc), eps, c))  # 0 * (-inf) = nan, as in torch
                 if w is not None:
                     lp.mul_(w)
                 neg_loss[bn, bs] = lp.sum(1)
         ctx.opts = opts
         ctx.out_dtype = out_dtype
-        ctx.save_for_backward(x, target, weight, lse)
+        ctx.save_for_backward(x, target, weight, row_max, log_sum)
         if opts.reduction == "none":
             return neg_loss.neg().to(out_dtype).reshape(() if x.dim() == 1 else (n, *x.shape[2:]))
         total = neg_loss.sum().neg()
@@ -202,11 +230,11 @@ class ProbabilityCrossEntropy(torch.autograd.Function):
         ctx: Any, grad_output: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
         # d/dx_c l = G (p_c sum_k w_k q_k - w_c q_c);  d/dt_c l = -(1-eps) w_c lp_c G;  d/dw_c l = -q_c lp_c G
-        x, target, weight, lse = ctx.saved_tensors
+        x, target, weight, row_max, log_sum = ctx.saved_tensors
         opts: CrossEntropyOptions = ctx.opts
         x3, t3 = as_ncs(x), as_ncs(target)
         n, c, s = x3.shape
-        acc = lse.dtype
+        acc = row_max.dtype
         eps = opts.label_smoothing
         g = grad_output.to(acc)
         if opts.reduction == "none":
@@ -223,7 +251,7 @@ class ProbabilityCrossEntropy(torch.autograd.Function):
         grad_t3 = as_ncs(grad_t) if grad_t is not None else None
         for bn, bs in blocks(n, c, s):
             gb = g[bn, bs].unsqueeze(1)
-            lp = x3[bn, :, bs].to(acc) - lse[bn, bs].unsqueeze(1)
+            lp = (x3[bn, :, bs].to(acc) - row_max[bn, bs].unsqueeze(1)).sub_(log_sum[bn, bs].unsqueeze(1))
             q = _smoothed(t3[bn, :, bs].to(acc), eps, c)
             wq = q * w if w is not None else q
             if grad_t3 is not None:

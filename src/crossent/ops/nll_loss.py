@@ -36,7 +36,12 @@ class NLLLoss(torch.autograd.Function):
         cd = class_dim(z)
         acc = accumulation_dtype(z.dtype)
         keep, t_safe = _targets(z, target, opts.ignore_index)
-        picked = z.gather(cd, t_safe.unsqueeze(cd)).squeeze(cd).to(acc)
+        has_classes = z.shape[cd] > 0
+        picked = (
+            z.gather(cd, t_safe.unsqueeze(cd)).squeeze(cd).to(acc)
+            if has_classes
+            else torch.zeros(t_safe.shape, dtype=acc, device=z.device)
+        )
         w_target = weight.to(acc)[t_safe] if weight is not None else torch.ones((), dtype=acc, device=z.device)
         # where, not multiply: ignored positions are exactly 0 even when z is -inf or NaN there
         per_position = torch.where(keep, -picked * w_target, 0)
@@ -63,5 +68,6 @@ class NLLLoss(torch.autograd.Function):
         picked_grad = torch.where(keep, -g * w_target, 0)
         cd = 0 if len(ctx.shape) == 1 else 1
         grad = torch.zeros(ctx.shape, dtype=grad_output.dtype, device=grad_output.device)
-        grad.scatter_(cd, t_safe.unsqueeze(cd), picked_grad.to(grad.dtype).unsqueeze(cd))
+        if ctx.shape[cd] > 0:
+            grad.scatter_(cd, t_safe.unsqueeze(cd), picked_grad.to(grad.dtype).unsqueeze(cd))
         return grad, None, None, None
