@@ -7,11 +7,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.crossent_triton.triton_env import triton_device
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.crossent_triton.triton_env import LAYOUTS, triton_device
 from tests.helpers import check_against
 
 DEVICE = triton_device()
 ct = pytest.importorskip("crossent.triton")
+use_tuning = pytest.importorskip("crossent.triton._common").use_tuning
 f64 = torch.float64
 
 
@@ -228,3 +231,40 @@ def test_low_precision_error_is_no_worse_than_torch(dtype: torch.dtype, prob: bo
     ulp = torch.finfo(dtype).eps
     assert ours_err[0] <= torch_err[0] + 2 * ulp * truth.abs().max().item()
     assert ours_err[1] <= torch_err[1] + 2 * ulp * truth_grad.abs().max().item()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 19),
+    spatial=st.sampled_from([(), (2,), (1, 3)]),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+    weighted=st.booleans(),
+    eps=st.sampled_from([0.0, 0.05, 0.5]),
+    prob=st.booleans(),
+    layout_name=st.sampled_from(sorted(LAYOUTS)),
+    data=st.data(),
+)
+def test_random_cases_match_torch(
+    n: int,
+    c: int,
+    spatial: tuple[int, ...],
+    reduction: str,
+    weighted: bool,
+    eps: float,
+    prob: bool,
+    layout_name: str,
+    data: st.DataObject,
+) -> None:
+    shape = (n, c, *spatial)
+    x = logits(*shape) * data.draw(st.sampled_from([1.0, 30.0]))
+    w = torch.rand(c, dtype=f64, device=DEVICE) if weighted else None
+    if prob:
+        t = torch.rand(shape, dtype=f64, device=DEVICE)
+        grad_args: tuple[int, ...] = (0, 1)
+    else:
+        t = torch.randint(0, c, (n, *spatial), device=DEVICE)
+        t[torch.rand(t.shape, device=DEVICE) < data.draw(st.sampled_from([0.0, 0.4, 1.0]))] = -100
+        grad_args = (0,)
+    with use_tuning(**LAYOUTS[layout_name]):
+        check_against(ours(reduction, eps), oracle(reduction, eps), (x, t, w), grad_args=grad_args)

@@ -107,3 +107,11 @@ def test_cross_entropy_compiles_with_fullgraph(reduction: str) -> None:
     expected = F.cross_entropy(x_ref, t, reduction=reduction, label_smoothing=0.1).sum() * 2
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(grad, torch.autograd.grad(expected, x_ref)[0])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message printed without a GPU")
+def test_benchmark_explains_that_it_needs_a_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    from crossent.triton import bench
+
+    assert bench.main([]) == 2
+    assert "not measured" in capsys.readouterr().out
