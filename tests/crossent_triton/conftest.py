@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+
 from tests.crossent_triton.triton_env import LAYOUTS, layout_fixture
 
 

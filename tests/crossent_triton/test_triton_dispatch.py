@@ -7,6 +7,7 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
+
 from tests.crossent_triton.triton_env import triton_device
 
 DEVICE = triton_device()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from tests.crossent_triton.triton_env import triton_device
 
 DEVICE = triton_device()

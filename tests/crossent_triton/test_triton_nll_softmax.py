@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from tests.crossent_triton.triton_env import triton_device
 from tests.helpers import check_against
 

@@ -205,13 +205,15 @@ def _cross_entropy_backward_inplace_fake(x, target, weight, stats, scale, ignore
 def _setup_context(ctx, inputs, output, *, inplace: bool) -> None:
     x, target, weight, ignore_index, label_smoothing, reduction = inputs[:6]
     loss, stats, scale = output[:3]
-    fused = output[3] if not inplace else x
     with_grad = inplace or bool(inputs[6])
     ctx.opts = _options(ignore_index, label_smoothing, reduction, x, target)
-    ctx.inplace = inplace or (not with_grad and bool(inputs[7]))
+    ctx.inplace = inplace or bool(inputs[7])
     ctx.fused = with_grad
     ctx.traced = is_tracing(x, loss)
+    ctx.logits_overwritten = False
+    ctx.buffer_is_logits = inplace
     ctx.mark_non_differentiable(*output[1:])
+    fused = x if inplace else output[3]
     ctx.grad_buffer = fused.detach() if with_grad and not ctx.traced else None
     saved_x = None if inplace else x
     if with_grad and ctx.traced:
@@ -220,40 +222,49 @@ def _setup_context(ctx, inputs, output, *, inplace: bool) -> None:
         ctx.save_for_backward(saved_x, target, weight, stats, scale)
 
 
+def _fused_gradient(ctx, grad_loss: Tensor, traced_grad: list[Tensor]) -> Tensor | None:
+    """The gradient the forward wrote, times grad_output; None once it has been handed over."""
+    if ctx.traced:
+        return (traced_grad[0] * grad_loss).to(traced_grad[0].dtype)
+    if ctx.grad_buffer is None:
+        return None
+    dx, ctx.grad_buffer = ctx.grad_buffer, None
+    ctx.logits_overwritten = ctx.buffer_is_logits
+    scale_(dx, grad_loss)
+    return dx
+
+
 def _backward(ctx, grad_loss, *_unused):
     if torch.is_grad_enabled():
         raise RuntimeError(
             "crossent's Triton cross_entropy has no double backward; use impl='torch' for create_graph=True"
         )
+    if ctx.logits_overwritten:
+        raise RuntimeError(
+            "crossent's Triton cross_entropy with inplace_backward=True overwrote the logits with their "
+            "gradient; backward through this graph a second time needs inplace_backward=False"
+        )
     x, target, weight, stats, scale, *traced_grad = ctx.saved_tensors
     opts: CrossEntropyOptions = ctx.opts
     need_dx, need_dt = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    dx = dt = None
-    if need_dx and ctx.fused:
-        if ctx.traced:
-            dx = (traced_grad[0] * grad_loss).to(traced_grad[0].dtype)
-        elif ctx.grad_buffer is not None:
-            dx, ctx.grad_buffer = ctx.grad_buffer, None
-            scale_(dx, grad_loss)
-        elif ctx.inplace:
-            raise RuntimeError(
-                "crossent's Triton cross_entropy with inplace_backward=True overwrote the logits with "
-                "their gradient; backward through this graph a second time needs inplace_backward=False"
-            )
+    dx = _fused_gradient(ctx, grad_loss, traced_grad) if need_dx and ctx.fused else None
+    dt = None
     if (need_dx and dx is None) or need_dt:
+        # Recompute from the saved logits and statistics ('none', target gradients, or a retained graph).
         row_scale = grad_loss.reshape(-1).contiguous() if opts.reduction == "none" else scale * grad_loss
-        if need_dx and dx is None and ctx.inplace and opts.reduction == "none" and not ctx.traced:
+        if need_dx and dx is None and ctx.inplace and not ctx.traced:
             cross_entropy_backward_inplace_op(
                 x, target, weight, stats, row_scale, opts.ignore_index, opts.label_smoothing
             )
+            ctx.logits_overwritten = True
             dx = x
-            need_dx = False
-        dx_new, dt_new = cross_entropy_backward_op(
-            x, target, weight, stats, row_scale, opts.ignore_index, opts.label_smoothing,
-            need_dx and dx is None, need_dt,
-        )  # fmt: skip
-        dx = dx_new if dx is None and need_dx else dx
-        dt = dt_new if need_dt else None
+        if (need_dx and dx is None) or need_dt:
+            dx_new, dt_new = cross_entropy_backward_op(
+                x, target, weight, stats, row_scale, opts.ignore_index, opts.label_smoothing,
+                need_dx and dx is None, need_dt,
+            )  # fmt: skip
+            dx = dx_new if dx is None and need_dx else dx
+            dt = dt_new if need_dt else None
     return dx, dt, None, None, None, None, *((None, None) if not ctx.inplace_op else ())
 
 
