@@ -167,7 +167,7 @@ def _ce_rows_kernel(
 
     if SINGLE_BLOCK:
         # The whole row lives in registers from here to the gradient store: one read, one write.
-        cols = tl.arange(0, BLOCK)
+        cols = tl.arange(0, BLOCK).to(tl.int64)  # int64: cols * class stride may pass 2**31
         mask = cols < C
         x = tl.load(x_row + cols * x_sc, mask=mask, other=float("-inf")).to(ACC)
         a = _target_coefficients(t_row, t_sc, w_ptr, eps_ptr, cols, mask, C, PROB, HAS_WEIGHT, SMOOTH, ACC)
@@ -178,7 +178,7 @@ def _ce_rows_kernel(
         A = s
         B = s
         for start in range(lo, hi, BLOCK):
-            cols_b = start + tl.arange(0, BLOCK)
+            cols_b = start + tl.arange(0, BLOCK).to(tl.int64)
             mask_b = cols_b < hi
             x_b = tl.load(x_row + cols_b * x_sc, mask=mask_b, other=float("-inf")).to(ACC)
             a_b = _target_coefficients(
@@ -215,7 +215,7 @@ def _ce_rows_kernel(
                 tl.store(g_row + cols * g_sc, g, mask=mask)
             else:
                 for start in range(0, C, BLOCK):
-                    cols_g = start + tl.arange(0, BLOCK)
+                    cols_g = start + tl.arange(0, BLOCK).to(tl.int64)
                     mask_g = cols_g < C
                     x_g = tl.load(x_row + cols_g * x_sc, mask=mask_g, other=float("-inf")).to(ACC)
                     a_g = _target_coefficients(
@@ -296,7 +296,7 @@ def _ce_grad_kernel(
         y, keep, w_y = _index_target(y_ptr, w_ptr, row, ignore_index, HAS_WEIGHT, ACC)
     c1, c2 = _grad_coefficients(scale, keep, w_y, eps_ptr, C, PROB, SMOOTH, ACC)
     for start in range(lo, hi, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
+        cols = start + tl.arange(0, BLOCK).to(tl.int64)
         mask = cols < hi
         x = tl.load(x_row + cols * x_sc, mask=mask, other=float("-inf")).to(ACC)
         if WRITE_DX:

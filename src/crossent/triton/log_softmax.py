@@ -42,7 +42,7 @@ def _softmax_forward_kernel(
     x_row = x_ptr + n * x_so + pos * x_si
     y_row = y_ptr + n * y_so + pos * y_si
     if SINGLE_BLOCK:
-        cols = tl.arange(0, BLOCK)
+        cols = tl.arange(0, BLOCK).to(tl.int64)  # int64: cols * class stride may pass 2**31
         mask = cols < C
         x = tl.load(x_row + cols * x_sc, mask=mask, other=float("-inf")).to(ACC)
         m, s, _A, _B = block_stats(x, x, mask, False)
@@ -50,7 +50,7 @@ def _softmax_forward_kernel(
         m = tl.full((), float("-inf"), ACC)
         s = tl.zeros((), ACC)
         for start in range(0, C, BLOCK):
-            cols_b = start + tl.arange(0, BLOCK)
+            cols_b = start + tl.arange(0, BLOCK).to(tl.int64)
             mask_b = cols_b < C
             x_b = tl.load(x_row + cols_b * x_sc, mask=mask_b, other=float("-inf")).to(ACC)
             m_b, s_b, _Ab, _Bb = block_stats(x_b, x_b, mask_b, False)
@@ -63,7 +63,7 @@ def _softmax_forward_kernel(
         tl.store(y_row + cols * y_sc, y, mask=mask)
     else:
         for start in range(0, C, BLOCK):
-            cols_w = start + tl.arange(0, BLOCK)
+            cols_w = start + tl.arange(0, BLOCK).to(tl.int64)
             mask_w = cols_w < C
             y_w = tl.load(x_row + cols_w * x_sc, mask=mask_w, other=0.0).to(ACC) - lse
             if not LOG:
@@ -83,7 +83,7 @@ def _softmax_backward_kernel(
     y_row = y_ptr + n * y_so + pos * y_si
     dx_row = dx_ptr + n * dx_so + pos * dx_si
     if SINGLE_BLOCK:
-        cols = tl.arange(0, BLOCK)
+        cols = tl.arange(0, BLOCK).to(tl.int64)  # int64: cols * class stride may pass 2**31
         mask = cols < C
         g = tl.load(g_row + cols * g_sc, mask=mask, other=0.0).to(ACC)
         y = tl.load(y_row + cols * y_sc, mask=mask, other=0.0).to(ACC)
@@ -96,7 +96,7 @@ def _softmax_backward_kernel(
     else:
         total = tl.zeros((), ACC)
         for start in range(0, C, BLOCK):
-            cols_b = start + tl.arange(0, BLOCK)
+            cols_b = start + tl.arange(0, BLOCK).to(tl.int64)
             mask_b = cols_b < C
             g_b = tl.load(g_row + cols_b * g_sc, mask=mask_b, other=0.0).to(ACC)
             if LOG:
@@ -104,7 +104,7 @@ def _softmax_backward_kernel(
             else:
                 total += tl.sum(g_b * tl.load(y_row + cols_b * y_sc, mask=mask_b, other=0.0).to(ACC), 0)
         for start in range(0, C, BLOCK):
-            cols_w = start + tl.arange(0, BLOCK)
+            cols_w = start + tl.arange(0, BLOCK).to(tl.int64)
             mask_w = cols_w < C
             g_w = tl.load(g_row + cols_w * g_sc, mask=mask_w, other=0.0).to(ACC)
             y_w = tl.load(y_row + cols_w * y_sc, mask=mask_w, other=0.0).to(ACC)
@@ -121,9 +121,11 @@ def _as_rows(t: Tensor, dim: int) -> Tensor:
     return t.reshape(math.prod(shape[:dim]), shape[dim] if t.dim() else 1, math.prod(shape[dim + 1 :]))
 
 
-def _layout(x3: Tensor) -> tuple[int, int, bool]:
+def _layout(x3: Tensor, tensors: int) -> tuple[int, int, bool]:
+    """(block, warps, single block) for rows of ``tensors`` values a column (float64 counts twice)."""
     outer, C, inner = x3.shape
-    lay = split_rows(outer * inner, C, tuning(x3.device), 2 if x3.dtype == torch.float64 else 1)
+    values = tensors * (2 if x3.dtype == torch.float64 else 1)
+    lay = split_rows(outer * inner, C, tuning(x3.device), values)
     return lay.block, num_warps_for(lay.block), lay.single_block
 
 
@@ -131,7 +133,7 @@ def _forward(input: Tensor, dim: int, log: bool) -> Tensor:
     x = _as_rows(input, dim)
     y = torch.empty(x.shape, dtype=input.dtype, device=input.device)
     outer, C, inner = x.shape
-    block, warps, single = _layout(x)
+    block, warps, single = _layout(x, tensors=1)
     launch(
         _softmax_forward_kernel,
         (outer * inner,),
@@ -147,7 +149,7 @@ def _backward_launch(grad: Tensor, out: Tensor, dim: int, log: bool) -> Tensor:
     g = _as_rows(grad, dim)
     dx = torch.empty(y.shape, dtype=out.dtype, device=out.device)
     outer, C, inner = y.shape
-    block, warps, single = _layout(y)
+    block, warps, single = _layout(y, tensors=2)  # the gradient and the output
     launch(
         _softmax_backward_kernel,
         (outer * inner,),
