@@ -1,0 +1,17 @@
+"""The check suites the pytest entry points spawn: one spawn per world size runs them all."""
+
+from __future__ import annotations
+
+import dist_checks_cross_entropy
+import dist_checks_failures
+import dist_checks_normalization
+from dist_harness import Check
+
+
+def all_checks() -> list[tuple[str, Check]]:
+    """Correctness first; the failure checks last, since they leave the ranks in step only if they pass."""
+    return [
+        *dist_checks_cross_entropy.checks(),
+        *dist_checks_normalization.checks(),
+        *dist_checks_failures.checks(),
+    ]
