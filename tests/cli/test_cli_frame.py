@@ -55,3 +55,9 @@ def test_env_json_matches_dispatch(cli) -> None:
     assert "cpu" in info["devices"]
     assert info["auto"]["cpu"] == _dispatch.explain(torch.device("cpu"))
     assert info["triton_importable"] == (_dispatch.triton_status() is None)
+
+
+def test_options_of_one_command_are_not_taken_by_another(cli) -> None:
+    result = cli("env", "--shapes", "tiny")
+    assert result.code == 2
+    assert "unrecognized arguments: --shapes tiny" in result.err

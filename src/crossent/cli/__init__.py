@@ -42,12 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args, passed_on = parser.parse_known_args(argv)
-        if passed_on and args.command != "bench":
-            parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
+        args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse has printed usage (code 2) or --help (code 0)
         return exit_.code if isinstance(exit_.code, int) else USAGE_ERROR
-    args.passed_on = passed_on
     missing = [name for name in _EXTRA_MODULES if importlib.util.find_spec(name) is None]
     if missing:
         print(

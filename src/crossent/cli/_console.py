@@ -19,9 +19,15 @@ from rich.table import Table
 from rich.text import Text
 
 
-def stdout() -> Console:
-    """Results go to stdout; colour and width follow the terminal (plain text when piped)."""
-    return Console(highlight=False)
+def stdout(piped_width: int | None = None) -> Console:
+    """Results go to stdout; colour and width follow the terminal (plain text when piped).
+
+    ``piped_width`` sets the width when stdout is not a terminal, for tables too wide for rich's 80.
+    """
+    console = Console(highlight=False)
+    if piped_width is not None and not console.is_terminal:
+        console = Console(highlight=False, width=piped_width)
+    return console
 
 
 def progress(*fields: str, transient: bool = False, counter: bool = True) -> Progress:

@@ -123,7 +123,7 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
         "Prints final losses, tokens/s, peak memory of the loss step and how far the loss curves "
         "ever differ, and writes a plot of both curves.",
     )
-    p.add_argument("--steps", type=_positive_int, default=300, help="training steps of each run (default 300)")
+    p.add_argument("--steps", type=_positive_int, default=150, help="training steps of each run (default 150)")
     p.add_argument(
         "--text",
         metavar="FILE",
@@ -131,18 +131,35 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", metavar="FILE.png", default="crossent-demo.png", help="plot (default crossent-demo.png)")
     p.add_argument("--vocab", type=_positive_int, default=4096, help="vocabulary size (default 4096)")
-    p.add_argument("--batch", type=_positive_int, default=1024, help="tokens per step (default 1024)")
+    p.add_argument("--batch", type=_positive_int, default=4096, help="tokens per step (default 4096)")
     p.add_argument("--seed", type=int, default=0, help="(default 0)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
 
 
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _add_bench(commands: argparse._SubParsersAction) -> None:
-    commands.add_parser(
+    p = commands.add_parser(
         "bench",
-        help="run the benchmark suite of a crossent source checkout (options: crossent bench --help)",
-        description="Run the benchmark harness (python -m benchmarks); every option is the harness's.",
-        add_help=False,  # --help, like every other option, goes to the harness
+        help="time crossent against torch: speed, peak memory, error (from a source checkout)",
+        description="Run the benchmark harness (the benchmarks/ folder of a crossent checkout) with a progress "
+        "bar: print the table with the speed ratios, write the CSV, and with --plot a PNG of the ratios.",
     )
+    p.add_argument("--ops", type=_names, help="comma-separated op names (default: all; see --list)")
+    p.add_argument("--shapes", type=_names, help="comma-separated shape sets (default: the harness's; see --list)")
+    p.add_argument("--dtypes", type=_names, help="comma-separated dtypes (default: the harness's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--rounds", type=_positive_int, default=10, help="timed calls per implementation (default 10)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds before them (default 1)")
+    p.add_argument("--compile", action="store_true", help="add torch.compile'd torch as a baseline")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--out", metavar="FILE.csv", help="CSV path (default: benchmarks/results/<UTC time>.csv)")
+    output.add_argument("--no-csv", action="store_true", help="print the table only")
+    p.add_argument("--plot", metavar="FILE.png", help="write a PNG of the speed and memory ratios")
+    p.add_argument("--list", action="store_true", help="list the ops and shape sets, then exit")
 
 
 def _add_env(commands: argparse._SubParsersAction) -> None:
@@ -156,11 +173,7 @@ def _add_env(commands: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``crossent`` parser; each subcommand's name is stored in ``args.command``.
-
-    ``bench`` takes the benchmark harness's options, which this parser does not know: parse with
-    ``parse_known_args`` and hand the rest to the harness.
-    """
+    """The ``crossent`` parser; each subcommand's name is stored in ``args.command``."""
     parser = argparse.ArgumentParser(
         prog="crossent",
         description="crossent: the cross-entropy loss family for PyTorch, from the command line.",

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only: no display needed, and nothing opens a window
 
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from crossent.cli._errors import CLIError  # noqa: E402
 
@@ -93,4 +96,60 @@ def loss_curves(curves: dict[str, Sequence[float]], path: str, title: str) -> No
     bottom.set_ylabel("|difference|")
     bottom.legend(loc="upper right")
     bottom.grid(alpha=0.3)
+    _save(figure, path)
+
+
+def benchmark_ratios(rows: Sequence[Any], path: str) -> None:
+    """Speed and peak-memory ratios against torch, one bar per implementation and case.
+
+    ``rows`` are ``benchmarks.Row`` records; each case's first row is the torch reference. Speed is
+    torch's median time over this one's (above 1 is faster); memory is this one's peak over torch's
+    (below 1 is leaner). Both axes are logarithmic, so 2x faster and 2x slower look alike.
+    """
+    reference: dict[tuple[str, str, str], Any] = {}
+    labels, full, forward, memory = [], [], [], []
+    for row in rows:
+        case = (row.op, row.shape, row.dtype)
+        if case not in reference:
+            reference[case] = row
+            continue
+        base = reference[case]
+        labels.append(f"{row.op}  {row.shape}  {row.dtype}  [{row.impl}]")
+        full.append(row.full_speedup or math.nan)
+        forward.append(row.forward_speedup or math.nan)
+        peaks = (row.full_peak_mib, base.full_peak_mib)
+        memory.append(peaks[0] / peaks[1] if peaks[0] is not None and peaks[1] else math.nan)
+    if not labels:
+        raise CLIError("no implementation besides the torch reference was measured: nothing to plot")
+    y = np.arange(len(labels))
+    height = 0.38
+    figure, (speed, lean) = plt.subplots(
+        1, 2, figsize=(12, 1.6 + 0.5 * len(labels)), sharey=True, gridspec_kw={"wspace": 0.05}
+    )
+
+    def bars(axis: Any, offset: float, ratios: list[float], size: float, **style: Any) -> None:
+        # bars start at the torch line (1), so slower or leaner ones point left and faster or heavier right
+        axis.barh(y + offset, [r - 1 for r in ratios], size, left=1.0, **style)
+
+    bars(speed, -height / 2, full, height, color="#1f77b4", label="forward + backward")
+    bars(speed, height / 2, forward, height, color="#8fbbd9", label="forward only")
+    speed.set_xlabel("speed vs torch: torch's time / this one's (above 1 is faster)")
+    bars(lean, 0.0, memory, 2 * height, color="#2ca02c", label="peak memory, forward + backward")
+    lean.set_xlabel("peak memory vs torch: this one's / torch's (below 1 is leaner)")
+    times = FuncFormatter(lambda value, _: f"{value:g}×")
+    for axis, ratios in ((speed, full + forward), (lean, memory)):
+        axis.axvline(1.0, color="black", linestyle="--", linewidth=1, label="torch")
+        axis.set_xscale("log")
+        measured = [r for r in ratios if r > 0] + [1.0]  # nan compares false; the torch line stays in view
+        axis.set_xlim(min(measured) / 1.25, max(measured) * 1.25)
+        axis.xaxis.set_major_formatter(times)
+        axis.xaxis.set_minor_formatter(times)
+        axis.tick_params(axis="x", which="minor", labelsize="x-small")
+        axis.grid(axis="x", which="both", alpha=0.3)
+        axis.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize="small", frameon=False)
+    for index, value in enumerate(full):
+        if math.isnan(value):
+            speed.text(1.0, index, "  not measured: see the table", va="center", fontsize="small", color="#aa3333")
+    speed.set_yticks(y, labels, fontsize="small")
+    speed.set_ylim(len(labels) - 0.5, -0.5)  # first row on top, a full row of room at each end
     _save(figure, path)

@@ -1,8 +1,9 @@
-"""``crossent bench``: the benchmark harness (``python -m benchmarks``) under the ``crossent`` command.
+"""``crossent bench``: the benchmark harness under the ``crossent`` command, with a progress bar and a plot.
 
-The harness lives in the source repository's ``benchmarks/`` folder, next to ``src/``, and is not
-part of the installed package; this command finds it in the current folder or in the source tree
-crossent is installed from (an editable install), and passes every option on to it.
+The harness lives in the source repository's ``benchmarks/`` folder, next to ``src/``, and is not part
+of the installed package; this command finds it in the current folder or in the source tree crossent
+is installed from (an editable install) and runs it through its Python API (``benchmarks.run``), so
+the table, the CSV and the measurements are the harness's own.
 """
 
 from __future__ import annotations
@@ -10,23 +11,24 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
+from crossent.cli import _console
 from crossent.cli._errors import CLIError
 
 # src/crossent/cli/bench.py -> the repository root of an editable install
 _SOURCE_ROOT = Path(__file__).resolve().parents[3]
+TABLE_WIDTH = 200  # the harness's table has thirteen columns; piped output keeps each row on one line
 
 
-def _harness_main() -> Callable[[list[str]], int]:
-    """``benchmarks.cli.main``, from the current folder or from the source tree of this install."""
+def harness() -> ModuleType:
+    """The ``benchmarks`` package, from the current folder or from the source tree of this install."""
     for root in (Path.cwd(), _SOURCE_ROOT):
-        if (root / "benchmarks" / "__main__.py").is_file():
+        if (root / "benchmarks" / "__init__.py").is_file():
             if str(root) not in sys.path:
                 sys.path.insert(0, str(root))
-            main: Callable[[list[str]], int] = importlib.import_module("benchmarks.cli").main
-            return main
+            return importlib.import_module("benchmarks")
     raise CLIError(
         "the benchmark harness comes with crossent's source, not with the installed package: "
         "run crossent bench from the root of a crossent checkout"
@@ -34,4 +36,42 @@ def _harness_main() -> Callable[[list[str]], int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    return int(_harness_main()(args.passed_on))
+    benchmarks = harness()
+    if args.list:
+        return int(benchmarks.main(["--list"]))
+    if args.plot is not None and not args.plot.lower().endswith(".png"):
+        raise CLIError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot!r}")
+    environment = benchmarks.collect_environment(args.device)
+    with _console.progress() as bar:
+        task = bar.add_task("planning", total=None)
+
+        def progress(index: int, total: int, label: str) -> None:
+            bar.update(task, description=label, completed=index, total=total)
+
+        try:
+            rows = benchmarks.run(
+                args.ops,
+                args.shapes or benchmarks.DEFAULT_SHAPE_SETS,
+                args.dtypes or benchmarks.DEFAULT_DTYPES,
+                device=args.device,
+                rounds=args.rounds,
+                warmup=args.warmup,
+                compiled=args.compile,
+                memory=not args.no_memory,
+                progress=progress,
+            )
+        except ValueError as exc:  # an unknown op, shape set, dtype or device
+            raise CLIError(str(exc)) from None
+        bar.update(task, description="done", completed=bar.tasks[0].total)
+    out = _console.stdout(piped_width=TABLE_WIDTH)
+    out.print(benchmarks.results_table(rows, environment))
+    if not args.no_csv:
+        path = Path(args.out) if args.out else benchmarks.default_csv_path(environment)
+        benchmarks.write_csv(rows, environment, path)
+        out.print(f"wrote {path}", markup=False)
+    if args.plot is not None:
+        from crossent.cli._plots import benchmark_ratios
+
+        benchmark_ratios(rows, args.plot)
+        out.print(f"wrote {args.plot}", markup=False)
+    return 0
