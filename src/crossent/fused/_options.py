@@ -1,0 +1,53 @@
+"""The settings of one fused call, decided once before the autograd Function runs, and the chunk size.
+
+A chunk is a group of rows whose logits exist at the same time. Its workspace is the chunk's logits
+plus, when the gradient is computed in a wider dtype than the logits, that gradient and its copy in
+the weight's dtype for the input-gradient matmul. The row count is chosen so that this stays within
+the budget: ``DEFAULT_WORKSPACE_BYTES`` unless the caller gives rows or bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# 32 MiB: on a 2-core CPU the fused forward+backward at N=2048, H=512, V=32768 is as fast with it as
+# with any larger chunk (256 float32 rows amortise the re-read of the classifier), while the workspace
+# stays below the 64 MiB weight gradient it produces.
+DEFAULT_WORKSPACE_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class FusedOptions:
+    """Everything about a call that is not a tensor."""
+
+    reduction: str  # 'none' | 'mean' | 'sum', already resolved
+    ignore_index: int
+    label_smoothing: float  # already clipped to [0, 1]
+    num_classes: int  # C; the logits of a row are C * positions values
+    chunk_rows: int
+    grad_dtype: torch.dtype  # dtype the weight and bias gradients accumulate in
+    drop_ignored: bool  # select the rows with a kept target before any matmul (eager mode only)
+
+
+def workspace_row_bytes(classes: int, logits_dtype: torch.dtype, grad_dtype: torch.dtype | None) -> int:
+    """Bytes of workspace per chunk row: its logits, and its gradient when that is held in ``grad_dtype``."""
+    logits = classes * logits_dtype.itemsize
+    if grad_dtype is None or grad_dtype == logits_dtype:
+        return logits  # the gradient overwrites the logits
+    return logits + classes * (grad_dtype.itemsize + logits_dtype.itemsize)
+
+
+def chunk_rows(rows: int, row_bytes: int, chunk_size: int | None, workspace_bytes: int | None) -> int:
+    """Rows per chunk: ``chunk_size`` when given, else as many as fit in the workspace budget (at least 1)."""
+    if chunk_size is not None and workspace_bytes is not None:
+        raise ValueError("linear_cross_entropy: pass chunk_size or workspace_bytes, not both")
+    if chunk_size is not None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"linear_cross_entropy: chunk_size must be a positive int, got {chunk_size!r}")
+        return min(chunk_size, max(rows, 1))
+    budget = DEFAULT_WORKSPACE_BYTES if workspace_bytes is None else workspace_bytes
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"linear_cross_entropy: workspace_bytes must be a positive int, got {workspace_bytes!r}")
+    return min(max(budget // max(row_bytes, 1), 1), max(rows, 1))

@@ -1,0 +1,154 @@
+"""``linear_cross_entropy``: torch 2.13's ``F.linear_cross_entropy``, computed without the logits."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from crossent import _checks, _dispatch
+from crossent._reduction import resolve as resolve_reduction
+from crossent.fused import _checks as _fused_checks
+from crossent.fused._function import LinearCrossEntropyFunction, loss_only
+from crossent.fused._options import FusedOptions, chunk_rows, workspace_row_bytes
+from crossent.ops._layout import accumulation_dtype
+
+if TYPE_CHECKING:
+    from torch.nn import LinearCrossEntropyOptions
+
+__all__ = ["linear_cross_entropy"]
+
+
+def linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    options: LinearCrossEntropyOptions | None = None,
+    chunk_size: int | None = None,
+    workspace_bytes: int | None = None,
+    impl: str = "auto",
+) -> torch.Tensor:
+    r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` without ever holding those logits.
+
+    The result (value, and gradients for ``input``, ``linear_weight`` and ``linear_bias``) equals
+    ``crossent.cross_entropy(F.linear(input, linear_weight, linear_bias), target, ...)``. With
+    ``x = input @ W.T + b``, class indices ``y``, ``m_n = [y_n != ignore_index]`` and
+    ``eps = label_smoothing``::
+
+        l_n = m_n * [(1 - eps) * w[y_n] * (lse_n - x[n, y_n]) + (eps / C) * sum_c w[c] * (lse_n - x[n, c])]
+
+    where ``lse_n = log sum_c exp(x[n, c])``; with class probabilities ``t``
+    (``q = (1 - eps) * t + eps / C``)::
+
+        l_n = -sum_c w[c] * q[n, c] * (x[n, c] - lse_n)
+
+    Reductions: ``'none'`` returns ``l``; ``'sum'`` returns ``sum_n l_n``; ``'mean'`` divides that sum by
+    ``sum_n m_n * w[y_n]`` for class indices (0/0 = nan when every target is ignored) and by the number
+    of positions for probabilities.
+
+    The rows are processed in chunks; only one chunk's logits (and gradient) exist at a time, in a
+    workspace of ``workspace_bytes`` (32 MiB by default) or of ``chunk_size`` rows. Rows whose every
+    target is ignored are dropped before any matrix multiply (in eager mode; under ``torch.compile``
+    all rows are kept and masked, since dropping them needs a data-dependent size).
+
+    Memory: for ``'mean'`` and ``'sum'`` this **precomputes the gradients in the forward**: when
+    gradients are needed, the forward computes the input, weight and bias gradients chunk by chunk and
+    saves them (plus the inputs and one float32 log-sum-exp per position); the backward multiplies
+    them by the upstream gradient in place. For ``'none'`` the forward saves only the inputs and the
+    log-sum-exp, and the backward recomputes each chunk's logits. Under ``torch.no_grad()``, or when
+    nothing requires grad, only the loss is computed. float16/bfloat16 gradients are formed and the
+    weight and bias gradients accumulated in float32, then rounded once.
+
+    Args:
+        input: hidden states ``(*, H)``; leading dims are flattened (torch itself takes 1 or 2 dims).
+        linear_weight: classifier ``(C, H)``, or ``(C, d1, ..., dK, H)`` for a K-dimensional loss.
+        target: class indices (int64, or uint8) or probabilities of the logits' shape.
+        linear_bias: ``(C,)`` or ``(C, d1, ..., dK)``.
+        weight: per-class rescaling ``w``, shape ``(C,)``.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        ignore_index: class-index targets equal to it contribute nothing; None means -100. Must be
+            None for probabilities.
+        label_smoothing: ``eps`` in ``[0, 1]``.
+        options: a ``torch.nn.LinearCrossEntropyOptions``, accepted for drop-in use: its
+            ``batch_chunk_size`` (when ``chunk_size`` is not given) sets the rows per chunk and its
+            ``acc_dtype`` the dtype the weight and bias gradients accumulate in.
+        chunk_size: rows per chunk (exclusive with ``workspace_bytes``).
+        workspace_bytes: budget for the chunk workspace, in bytes.
+        impl: ``'auto'`` | ``'torch'`` (there is no Triton kernel for the fused loss yet).
+
+    Shape:
+        ========================  ==============================  =========================================
+        input                     target                          output (``'none'``)
+        ========================  ==============================  =========================================
+        ``(H,)``                  ``()``, ``(1,)`` or ``(C,)``    ``()``
+        ``(N, H)``                ``(N,)`` or ``(N, C)``          ``(N,)``
+        ``(B, T, ..., H)``        ``(B, T, ...)`` or ``(B, T, ..., C)``  ``(B, T, ...)``
+        ``(N, H)``, W ``(C, d1..dK, H)``  ``(N, d1..dK)`` or ``(N, C, d1..dK)``  ``(N, d1, ..., dK)``
+        ========================  ==============================  =========================================
+
+    Example:
+        >>> import torch, crossent
+        >>> h = torch.tensor([[1.0, 0.0], [0.0, 1.0]]); W = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> crossent.linear_cross_entropy(h, W, torch.tensor([0, -100]), reduction="none")
+        tensor([0.4076, 0.0000])
+    """
+    _checks.check_tensor(input, "linear_cross_entropy", "input", 1)
+    _checks.check_tensor(linear_weight, "linear_cross_entropy", "linear_weight", 2)
+    _checks.check_tensor(target, "linear_cross_entropy", "target", 3)
+    _fused_checks.optional_tensor(linear_bias, "linear_bias")
+    _fused_checks.optional_tensor(weight, "weight")
+    shapes = _fused_checks.linear_shapes(input, linear_weight, target, linear_bias, ignore_index)
+    _fused_checks.linear_dtypes(input, linear_weight, linear_bias)
+    reduction = resolve_reduction(reduction)
+
+    n, c, s = shapes.rows, shapes.num_classes, shapes.positions
+    if input.dim() > 2:  # crossent's extension: the call stands for logits (N, C)
+        logits_shape: tuple[int, ...] = (n, c)
+        target = target.reshape(n, c) if shapes.probabilities else target.reshape(n)
+    else:
+        logits_shape = shapes.logits
+    logits = torch.empty(logits_shape, dtype=input.dtype, device="meta")
+    ignore, eps = _fused_checks.cross_entropy_arguments(
+        logits, target, weight, -100 if ignore_index is None else ignore_index, label_smoothing
+    )
+    _dispatch.resolve("linear_cross_entropy", "torch" if impl == "auto" else impl, input.device, {"dtype": input.dtype})
+
+    grad_tensors = [input, linear_weight, linear_bias] + ([target, weight] if shapes.probabilities else [])
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in grad_tensors)
+    extra_dtypes = [t.dtype for t in (target, weight) if shapes.probabilities and t is not None]
+    acc = accumulation_dtype(input.dtype, *extra_dtypes)
+    acc_dtype = getattr(options, "acc_dtype", None)
+    row_bytes = workspace_row_bytes(c * s, input.dtype, acc if needs_grad else None)
+    rows = chunk_rows(
+        n,
+        row_bytes,
+        chunk_size if chunk_size is not None else getattr(options, "batch_chunk_size", None),
+        workspace_bytes,
+    )
+    opts = FusedOptions(
+        reduction=reduction,
+        ignore_index=ignore,
+        label_smoothing=eps,
+        num_classes=c,
+        chunk_rows=rows,
+        grad_dtype=acc_dtype if acc_dtype is not None else accumulation_dtype(linear_weight.dtype),
+        # without classes every row is ignored, yet smoothing makes each loss nan: keep them
+        drop_ignored=not shapes.probabilities and c > 0 and not torch.compiler.is_compiling(),
+    )
+    h = input.reshape(n, shapes.in_features)
+    w = linear_weight.reshape(c * s, shapes.in_features)
+    b = linear_bias.reshape(c * s) if linear_bias is not None else None
+    t = target.reshape(n, c, s) if shapes.probabilities else target.reshape(n, s)
+    if needs_grad:
+        out = LinearCrossEntropyFunction.apply(h, w, b, t, weight, opts)
+    else:
+        out = loss_only(h, w, b, t, weight, opts)
+    if reduction == "none":
+        return out.reshape(() if input.dim() == 1 else (*shapes.batch, *shapes.out_features))
+    return out
