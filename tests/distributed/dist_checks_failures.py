@@ -14,7 +14,12 @@ import torch.distributed as dist
 from dist_cases import LAYOUTS, generator, rank, shard, world
 from dist_harness import Check
 
-from crossent.distributed import PeerError, count_targets, vocab_parallel_cross_entropy
+from crossent.distributed import (
+    PeerError,
+    count_targets,
+    vocab_parallel_cross_entropy,
+    vocab_parallel_linear_cross_entropy,
+)
 
 WIDTHS = {1: [7], 2: [4, 3], 3: [3, 2, 2]}
 
@@ -146,6 +151,31 @@ def check_count_targets_bad_input_on_one_rank(pg: dist.ProcessGroup) -> None:
     )
 
 
+def check_linear_bad_classifier_on_one_rank(pg: dist.ProcessGroup) -> None:
+    h = torch.randn(4, 3, dtype=torch.float64, generator=generator(9))
+    rows = torch.randn(WIDTHS[world()][rank()], 4 if last() else 3, dtype=torch.float64)
+    peer_fails(
+        RuntimeError,
+        "input has 3 features but linear_weight has 4",
+        lambda: vocab_parallel_linear_cross_entropy(h, rows, torch.tensor([0, 1, 2, 3]), process_group=pg),
+    )
+
+
+def check_linear_input_grad_reduction_must_agree(pg: dist.ProcessGroup) -> None:
+    """A rank that would skip the backward's all-reduce would leave the others waiting in it."""
+    if world() == 1:
+        return
+    h = torch.randn(4, 3, dtype=torch.float64, generator=generator(9), requires_grad=True)
+    rows = torch.randn(WIDTHS[world()][rank()], 3, dtype=torch.float64)
+    expect(
+        ValueError,
+        "different targets or options",
+        lambda: vocab_parallel_linear_cross_entropy(
+            h, rows, torch.tensor([0, 1, 2, 3]), process_group=pg, reduce_input_grad=not last()
+        ),
+    )
+
+
 def check_group_still_works(pg: dist.ProcessGroup) -> None:
     """After all the failures above, the ranks are still in step."""
     for widths in LAYOUTS[world()]:
@@ -167,6 +197,8 @@ def checks() -> list[tuple[str, Check]]:
             check_different_targets,
             check_different_options,
             check_count_targets_bad_input_on_one_rank,
+            check_linear_bad_classifier_on_one_rank,
+            check_linear_input_grad_reduction_must_agree,
             check_group_still_works,
         )
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dist_checks_cross_entropy
 import dist_checks_failures
+import dist_checks_linear
 import dist_checks_normalization
 from dist_harness import Check
 
@@ -12,6 +13,7 @@ def all_checks() -> list[tuple[str, Check]]:
     """Correctness first; the failure checks last, since they leave the ranks in step only if they pass."""
     return [
         *dist_checks_cross_entropy.checks(),
+        *dist_checks_linear.checks(),
         *dist_checks_normalization.checks(),
         *dist_checks_failures.checks(),
     ]

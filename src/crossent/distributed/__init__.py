@@ -9,6 +9,7 @@ else (class-index targets, hidden states, options) is the same on every rank. ``
 
 from crossent.distributed._consensus import PeerError
 from crossent.distributed.cross_entropy import vocab_parallel_cross_entropy
+from crossent.distributed.linear_cross_entropy import vocab_parallel_linear_cross_entropy
 from crossent.distributed.normalization import count_targets, normalized_sum
 from crossent.distributed.sharding import vocab_range
 
@@ -17,5 +18,6 @@ __all__ = [
     "count_targets",
     "normalized_sum",
     "vocab_parallel_cross_entropy",
+    "vocab_parallel_linear_cross_entropy",
     "vocab_range",
 ]
