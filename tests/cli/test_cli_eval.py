@@ -144,6 +144,8 @@ def test_multilabel_equals_torch_bce(cli, tmp_path, kind) -> None:
     else:
         expected = F.binary_cross_entropy(scores, labels)
     assert result["kind"] == kind
+    assert result["labels"] == str(tmp_path / "labels.npy")
+    assert (result["samples"], result["labels_per_sample"]) == (97, 5)
     assert result["binary_cross_entropy"] == pytest.approx(expected.item(), rel=1e-12)
     on = logits > 0
     assert result["accuracy"] == (on == labels.bool()).double().mean().item()

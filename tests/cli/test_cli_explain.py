@@ -61,8 +61,8 @@ CASES = {
         ),
     ),
     "none": (["--reduction", "none"], _torch_ce(LOGITS, [0, 1, 1], reduction="none")),
-    "probability targets, weights": (
-        ["--logits", json.dumps(LOGITS), "--targets", "[[0.9,0.1],[0.2,0.8],[0,1]]", "--weight", "[1,3]"],
+    "probability targets on the seed logits, weights": (
+        ["--targets", "[[0.9,0.1],[0.2,0.8],[0,1]]", "--weight", "[1,3]"],
         _torch_ce(LOGITS, [[0.9, 0.1], [0.2, 0.8], [0, 1]], weight=[1, 3]),
     ),
     "probability targets, smoothing, none": (
@@ -168,7 +168,7 @@ BAD = {
     "not JSON": (["--logits", "foo", "--targets", "[0]"], "neither JSON nor an existing file"),
     "ragged": (["--logits", "[[1,2],[3]]", "--targets", "[0,0]"], "not a rectangular array"),
     "smoothing above one": (["--label-smoothing", "2"], "label_smoothing must be between 0.0 and 1.0"),
-    "logits only": (["--logits", "[[1,2]]"], "give both --logits and --targets"),
+    "logits only": (["--logits", "[[1,2]]"], "--logits needs --targets"),
     "pos-weight without binary": (["--pos-weight", "2"], "add --binary"),
     "ignore-index with binary": (["--binary", "--ignore-index", "0"], "apply to cross-entropy"),
     "probability out of range": (

@@ -166,7 +166,7 @@ class MultilabelTally:
         return {
             "task": "multilabel",
             "samples": self.samples,
-            "labels": self.n_labels,
+            "labels_per_sample": self.n_labels,
             "binary_cross_entropy": _ratio(self.loss_sum, decisions),
             "accuracy": _ratio(float(self.label_correct.sum()), decisions),
             "exact_match": _ratio(self.exact, self.samples),

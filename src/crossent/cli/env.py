@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     out = _console.stdout()
     versions = [["python", info.python], *([name, v or "not installed"] for name, v in info.versions.items())]
     versions += [["platform", info.platform], ["CUDA (torch built with)", info.cuda or "none"]]
-    out.print(_console.table("Versions", ["", "version"], versions, numeric_from=2))
+    out.print(_console.table("Versions", ["package", "version"], versions, numeric_from=2))
     devices = [[device, about] for device, about in info.devices.items()]
     out.print(_console.table("Devices", ["device", "about"], devices, numeric_from=2))
     state = "yes" if info.triton_importable else f"no: {info.triton_reason}"

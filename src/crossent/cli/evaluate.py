@@ -206,7 +206,7 @@ def _print_tables(result: dict, kind_words: str, bins: int) -> None:
     summary = [["samples", str(result["samples"])]]
     if multilabel:
         summary += [
-            ["labels per sample", str(result["labels"])],
+            ["labels per sample", str(result["labels_per_sample"])],
             ["predictions", kind_words],
             ["binary cross-entropy (nats)", num(result["binary_cross_entropy"])],
             ["accuracy (per label, at 0.5)", num(result["accuracy"])],

@@ -327,25 +327,24 @@ def explain(problem: Problem) -> tuple[Explanation, torch.Tensor, torch.Tensor]:
 
 def problem_from_args(args: argparse.Namespace) -> Problem:
     """The ``explain`` options as a Problem, with the tutorial's example where no input is given."""
-    if (args.input is None) != (args.targets is None):
-        raise CLIError("give both --logits and --targets, or neither for the tutorial's example")
     binary = args.binary
+    if args.input is not None and args.targets is None:
+        raise CLIError("--logits needs --targets")
     if binary is None and args.pos_weight is not None:
         raise CLIError("--pos-weight applies to binary cross-entropy: add --binary")
     if binary == "probabilities" and args.pos_weight is not None:
         raise CLIError("--pos-weight applies to logits (BCEWithLogitsLoss), not --binary probabilities")
     if binary is not None and (args.ignore_index is not None or args.label_smoothing):
         raise CLIError("--ignore-index and --label-smoothing apply to cross-entropy, not --binary")
-    if args.input is None:
-        defaults = {
-            None: (SEED_LOGITS, SEED_TARGETS),
-            "logits": (SEED_BINARY_LOGITS, SEED_BINARY_TARGETS),
-            "probabilities": (SEED_BINARY_PROBABILITIES, SEED_BINARY_TARGETS),
-        }
-        x, t = (np.asarray(v, dtype=np.float64) for v in defaults[binary])
-    else:
-        x, t = json_or_file(args.input, "--logits"), json_or_file(args.targets, "--targets")
-        x = x.astype(np.float64)
+    # the tutorials' example for whatever is not given
+    seed_input, seed_targets = {
+        None: (SEED_LOGITS, SEED_TARGETS),
+        "logits": (SEED_BINARY_LOGITS, SEED_BINARY_TARGETS),
+        "probabilities": (SEED_BINARY_PROBABILITIES, SEED_BINARY_TARGETS),
+    }[binary]
+    x = json_or_file(args.input, "--logits") if args.input is not None else np.asarray(seed_input, np.float64)
+    t = json_or_file(args.targets, "--targets") if args.targets is not None else np.asarray(seed_targets, np.float64)
+    x = x.astype(np.float64)
     if x.ndim not in (1, 2):
         raise CLIError(f"explain takes 1-D (C,) or 2-D (N, C) logits; got shape {x.shape}")
     if binary is None and t.shape != x.shape:
