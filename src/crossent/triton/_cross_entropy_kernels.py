@@ -340,7 +340,7 @@ def _strides(t: Tensor | None) -> tuple[int, int, int]:
     return (t.stride(0), t.stride(1), t.stride(2)) if t is not None else (0, 0, 0)
 
 
-def _kernel_dtype_flags(x: Tensor, target: Tensor, weight: Tensor | None, prob: bool) -> torch.dtype:
+def _accumulation_dtype(x: Tensor, target: Tensor, weight: Tensor | None, prob: bool) -> torch.dtype:
     dtypes = [x.dtype] + ([target.dtype] if prob else []) + ([weight.dtype] if weight is not None else [])
     return acc_dtype(*dtypes)
 
@@ -354,7 +354,7 @@ def row_statistics(
     grad: Tensor | None = None,
     scale: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Per-row loss and (lse, sum a) of the (N, C, S) logits ``x``; optionally write the gradient.
+    """Per-row loss and statistics of the (N, C, S) logits ``x``; optionally write the gradient.
 
     ``grad`` (same shape as ``x``, may be ``x`` itself) receives d(sum_n scale_n loss_n)/dx, with
     ``scale`` 0-d (the same factor for every row) or (rows,) (contiguous).
@@ -363,7 +363,7 @@ def row_statistics(
     """
     N, C, S = x.shape
     rows = N * S
-    acc = _kernel_dtype_flags(x, target, weight, opts.prob)
+    acc = _accumulation_dtype(x, target, weight, opts.prob)
     device = x.device
     loss_rows = torch.empty(rows, dtype=acc, device=device)
     stats = torch.empty(rows, STATS, dtype=acc, device=device)
