@@ -7,7 +7,7 @@ import torch
 
 from crossent.cli._corpus import tokenize
 from crossent.cli._memory import peak_bytes
-from crossent.cli.demo import _batches, fused_loss, naive_loss, train
+from crossent.cli.demo import Batches, fused_loss, naive_loss, train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEXT = "the cat sat on the mat . the dog sat on the log . " * 40
@@ -53,12 +53,12 @@ def test_too_short_text_is_refused(cli, tmp_path) -> None:
 
 def test_runs_differ_only_in_the_loss_step() -> None:
     corpus = tokenize("text", TEXT, vocabulary_size=64, min_tokens=6)
-    batches = _batches(corpus, batch=32, steps=4, seed=3, device=torch.device("cpu"))
+    batches = Batches.of(corpus, size=32, steps=4, seed=3, device=torch.device("cpu"))
     ignore = lambda *_: None  # noqa: E731
 
-    naive = train(corpus, batches, naive_loss, seed=3, report=ignore)
-    again = train(corpus, batches, naive_loss, seed=3, report=ignore)
-    fused = train(corpus, batches, fused_loss, seed=3, report=ignore)
+    naive = train(len(corpus.vocabulary), batches, naive_loss, report=ignore)
+    again = train(len(corpus.vocabulary), batches, naive_loss, report=ignore)
+    fused = train(len(corpus.vocabulary), batches, fused_loss, report=ignore)
     assert naive.losses == again.losses  # same seed, same batches: the same run
     assert fused.losses == pytest.approx(naive.losses, rel=1e-5)
     assert naive.loss_step_bytes > 0 and fused.loss_step_bytes > 0

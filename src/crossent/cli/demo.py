@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -77,11 +77,25 @@ class RunResult:
     loss_step_bytes: int
 
 
-def _batches(corpus: Corpus, batch: int, steps: int, seed: int, device: torch.device) -> torch.Tensor:
-    """(steps, batch, CONTEXT + 1) windows of token ids, the same for every run with the same seed."""
-    windows = corpus.ids.unfold(0, CONTEXT + 1, 1)
-    generator = torch.Generator().manual_seed(seed)
-    return windows[torch.randint(len(windows), (steps, batch), generator=generator)].to(device)
+@dataclass(frozen=True, eq=False)
+class Batches:
+    """``steps`` batches of ``size`` random windows of the text, drawn afresh but identically on every pass."""
+
+    windows: torch.Tensor  # (positions, CONTEXT + 1): each context and the token that follows it
+    size: int
+    steps: int
+    seed: int
+    device: torch.device
+
+    @classmethod
+    def of(cls, corpus: Corpus, size: int, steps: int, seed: int, device: torch.device) -> Batches:
+        return cls(corpus.ids.unfold(0, CONTEXT + 1, 1), size, steps, seed, device)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.steps):
+            rows = torch.randint(len(self.windows), (self.size,), generator=generator)
+            yield self.windows[rows].to(self.device)
 
 
 def _loss_step_bytes(model: TinyLM, batch: torch.Tensor, loss_step: LossStep) -> int:
@@ -94,14 +108,13 @@ def _loss_step_bytes(model: TinyLM, batch: torch.Tensor, loss_step: LossStep) ->
 
 
 def train(
-    corpus: Corpus, batches: torch.Tensor, loss_step: LossStep, seed: int, report: Callable[[int, float, float], None]
+    vocabulary_size: int, batches: Batches, loss_step: LossStep, report: Callable[[int, float, float], None]
 ) -> RunResult:
-    """Train a fresh TinyLM on ``batches``; ``report(step, loss, tokens/s)`` after every step."""
-    device = batches.device
-    torch.manual_seed(seed)
-    model = TinyLM(len(corpus.vocabulary)).to(device)
+    """Train a fresh TinyLM (seeded with ``batches.seed``); ``report(step, loss, tokens/s)`` after every step."""
+    torch.manual_seed(batches.seed)
+    model = TinyLM(vocabulary_size).to(batches.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
-    loss_step_bytes = _loss_step_bytes(model, batches[0], loss_step)
+    loss_step_bytes = _loss_step_bytes(model, next(iter(batches)), loss_step)
     losses: list[float] = []
     rate = 0.0
     clock = time.perf_counter()
@@ -153,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         f"({_console.mebibytes(logits_bytes)} in float32).",
         markup=False,
     )
-    batches = _batches(corpus, args.batch, args.steps, args.seed, device)
+    batches = Batches.of(corpus, args.batch, args.steps, args.seed, device)
     results: dict[str, RunResult] = {}
     with _console.progress("loss", "speed") as bar:
         for name, loss_step in RUNS.items():
@@ -162,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
             def report(step: int, loss: float, rate: float, task: TaskID = task) -> None:
                 bar.update(task, completed=step, loss=f"loss {loss:.4f}", speed=f"{rate:,.0f} tokens/s")
 
-            results[name] = train(corpus, batches, loss_step, args.seed, report)
+            results[name] = train(vocabulary, batches, loss_step, report)
 
     rows = [
         [name, _console.number(r.losses[-1]), f"{r.tokens_per_second:,.0f}", _console.mebibytes(r.loss_step_bytes)]
