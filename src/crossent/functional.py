@@ -149,6 +149,7 @@ def cross_entropy(
     options = {
         "prob_target": prob_target,
         "weight": weight is not None,
+        "weight_requires_grad": weight is not None and weight.requires_grad,
         "label_smoothing": eps,
         "reduction": reduction,
         "inplace_backward": inplace_backward,
@@ -300,7 +301,7 @@ def softmax(
         input: any floating tensor (any dtype with ``dtype=``).
         dim: the dimension to normalise; ``None`` warns and picks 0 for 0-, 1- and 3-dim inputs, else 1.
         dtype: cast ``input`` to this dtype first; the output has it.
-        impl: ``'auto'`` | ``'torch'`` (softmax has no Triton kernel).
+        impl: ``'auto'`` | ``'torch'`` | ``'triton'``.
 
     Shape:
         ======  =====================
@@ -314,7 +315,8 @@ def softmax(
         tensor([0.1192, 0.8808])
     """
     x, d = _softmax_input("softmax", input, dim, _stacklevel + 1, dtype)
-    _dispatch.resolve("softmax", "torch" if impl == "auto" else impl, x.device, {"dtype": x.dtype})
+    if _dispatch.resolve("softmax", impl, x.device, {"dtype": x.dtype, "ndim": x.dim()}) == "triton":
+        return _triton().softmax(x, d)
     return Softmax.apply(x, d)
 
 
@@ -325,6 +327,8 @@ def binary_cross_entropy(
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
+    *,
+    impl: str = "auto",
 ) -> torch.Tensor:
     r"""Binary cross-entropy between probabilities ``x`` and targets ``y`` in ``[0, 1]``.
 
@@ -345,6 +349,7 @@ def binary_cross_entropy(
         weight: rescaling broadcast to ``input``'s shape (it may not enlarge it).
         size_average, reduce: deprecated; when either is given it overrides ``reduction``.
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        impl: ``'auto'`` | ``'torch'`` | ``'triton'``.
 
     Shape:
         ======  ================================
@@ -384,6 +389,9 @@ def binary_cross_entropy(
         )
     _checks.unit_interval(input, "input")
     _checks.unit_interval(target, "target")
+    options = {"weight": weight is not None, "reduction": reduction, "dtype": input.dtype}
+    if _dispatch.resolve("binary_cross_entropy", impl, input.device, options) == "triton":
+        return _triton().binary_cross_entropy(input, target, weight, reduction)
     return BinaryCrossEntropy.apply(input, target, weight, reduction)
 
 
@@ -463,7 +471,12 @@ def binary_cross_entropy_with_logits(
                 f"The function '{fn}' is not differentiable with respect to argument '{name}'. "
                 "This input cannot have requires_grad True."
             )
-    options = {"weight": weight is not None, "pos_weight": pos_weight is not None, "reduction": reduction}
+    options = {
+        "weight": weight is not None,
+        "pos_weight": pos_weight is not None,
+        "reduction": reduction,
+        "dtype": torch.promote_types(input.dtype, target.dtype),
+    }
     if _dispatch.resolve(fn, impl, input.device, options) == "triton":
         return _triton().binary_cross_entropy_with_logits(input, target, weight, reduction, pos_weight)
     return BinaryCrossEntropyWithLogits.apply(input, target, weight, pos_weight, reduction)
