@@ -164,8 +164,8 @@ class KLDivLoss(_Loss):
         return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
 
 
-class LogSoftmax(torch.nn.Module):
-    """Module form of :func:`crossent.log_softmax`."""
+class _AlongDim(torch.nn.Module):
+    """A normalisation along ``dim`` (``None``: torch's deprecated implicit choice, with its warning)."""
 
     __constants__ = ["dim"]
     dim: int | None
@@ -173,26 +173,20 @@ class LogSoftmax(torch.nn.Module):
     def __init__(self, dim: int | None = None) -> None:
         super().__init__()
         self.dim = dim
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(_AlongDim):
+    """Module form of :func:`crossent.log_softmax`."""
 
     def forward(self, input: Tensor) -> Tensor:
         return F.log_softmax(input, self.dim, _stacklevel=5)
 
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
 
-
-class Softmax(torch.nn.Module):
+class Softmax(_AlongDim):
     """Module form of :func:`crossent.softmax`."""
-
-    __constants__ = ["dim"]
-    dim: int | None
-
-    def __init__(self, dim: int | None = None) -> None:
-        super().__init__()
-        self.dim = dim
 
     def forward(self, input: Tensor) -> Tensor:
         return F.softmax(input, self.dim, _stacklevel=5)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"

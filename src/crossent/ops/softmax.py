@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,12 +20,29 @@ def around_dim(x: torch.Tensor, dim: int) -> torch.Tensor:
     return x.reshape(before, x.shape[dim], math.prod(x.shape[dim + 1 :]))
 
 
-def _each_block(*tensors: torch.Tensor) -> Any:
-    n, c, s = tensors[0].shape
-    if tensors[0].numel() == 0:
-        return
-    for bn, bs in blocks(n, c, s):
-        yield tuple(t[bn, :, bs] for t in tensors)
+def map_blocks(fn: Callable[..., torch.Tensor], dim: int, *tensors: torch.Tensor) -> torch.Tensor:
+    """``fn`` of the blocks of ``tensors`` (in the accumulation dtype, class dim 1), into a new tensor
+    of the first one's shape and dtype."""
+    like = tensors[0]
+    acc = accumulation_dtype(like.dtype)
+    out = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+    views = [around_dim(t.contiguous(), dim) for t in tensors]
+    out3 = around_dim(out, dim)
+    n, c, s = out3.shape
+    if out.numel() > 0:
+        for bn, bs in blocks(n, c, s):
+            out3[bn, :, bs] = fn(*(v[bn, :, bs].to(acc) for v in views))
+    return out
+
+
+def _log_softmax(x: torch.Tensor) -> torch.Tensor:
+    shifted = x - x.amax(1, keepdim=True)
+    return shifted.sub_(shifted.exp().sum(1, keepdim=True).log_())
+
+
+def _softmax(x: torch.Tensor) -> torch.Tensor:
+    e = (x - x.amax(1, keepdim=True)).exp_()
+    return e.div_(e.sum(1, keepdim=True))
 
 
 class LogSoftmax(torch.autograd.Function):
@@ -32,12 +50,7 @@ class LogSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, dim: int) -> torch.Tensor:
-        acc = accumulation_dtype(x.dtype)
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        for xb, ob in _each_block(around_dim(x.contiguous(), dim), around_dim(out, dim)):
-            shifted = xb.to(acc) - xb.amax(1, keepdim=True).to(acc)
-            shifted.sub_(shifted.exp().sum(1, keepdim=True).log_())
-            ob.copy_(shifted)
+        out = map_blocks(_log_softmax, dim, x)
         ctx.dim = dim
         ctx.save_for_backward(out)
         return out
@@ -47,13 +60,7 @@ class LogSoftmax(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         # d/dx (x_i - lse) contracted with g: g_i - softmax_i sum_j g_j,  softmax = exp(y)
         (out,) = ctx.saved_tensors
-        acc = accumulation_dtype(out.dtype)
-        grad = torch.empty(out.shape, dtype=out.dtype, device=out.device)
-        blocks3 = tuple(around_dim(t, ctx.dim) for t in (grad_output.contiguous(), out, grad))
-        for gb, yb, rb in _each_block(*blocks3):
-            g = gb.to(acc)
-            rb.copy_(g - torch.exp(yb.to(acc)).mul_(g.sum(1, keepdim=True)))
-        return grad, None
+        return map_blocks(lambda g, y: g - y.exp().mul_(g.sum(1, keepdim=True)), ctx.dim, grad_output, out), None
 
 
 class Softmax(torch.autograd.Function):
@@ -61,11 +68,7 @@ class Softmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, dim: int) -> torch.Tensor:
-        acc = accumulation_dtype(x.dtype)
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        for xb, ob in _each_block(around_dim(x.contiguous(), dim), around_dim(out, dim)):
-            e = (xb.to(acc) - xb.amax(1, keepdim=True).to(acc)).exp_()
-            ob.copy_(e.div_(e.sum(1, keepdim=True)))
+        out = map_blocks(_softmax, dim, x)
         ctx.dim = dim
         ctx.save_for_backward(out)
         return out
@@ -75,10 +78,4 @@ class Softmax(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         # d/dx softmax contracted with g: y_i (g_i - sum_j y_j g_j)
         (out,) = ctx.saved_tensors
-        acc = accumulation_dtype(out.dtype)
-        grad = torch.empty(out.shape, dtype=out.dtype, device=out.device)
-        blocks3 = tuple(around_dim(t, ctx.dim) for t in (grad_output.contiguous(), out, grad))
-        for gb, yb, rb in _each_block(*blocks3):
-            g, y = gb.to(acc), yb.to(acc)
-            rb.copy_(y * (g - (y * g).sum(1, keepdim=True)))
-        return grad, None
+        return map_blocks(lambda g, y: y * (g - (y * g).sum(1, keepdim=True)), ctx.dim, grad_output, out), None
