@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -27,7 +28,12 @@ TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6}
 
 
 def compare(
-    case: Case, widths: list[int], pg: dist.ProcessGroup, dtype: torch.dtype, normalizer: object = None
+    case: Case,
+    widths: list[int],
+    pg: dist.ProcessGroup,
+    dtype: torch.dtype,
+    normalizer: object = None,
+    loss_fn: Callable[..., torch.Tensor] = vocab_parallel_cross_entropy,
 ) -> None:
     """Loss on every rank and every gradient of this rank's shard equal torch's on the full tensors."""
     x, t, w = case.tensors(dtype)
@@ -49,13 +55,13 @@ def compare(
     x_local = shard(x, widths, cd).clone().requires_grad_()
     t_local = shard(t, widths, cd).clone().requires_grad_() if case.probability else t
     w_local = None if w is None else shard(w, widths, 0).clone().requires_grad_(case.probability)
-    actual = vocab_parallel_cross_entropy(
+    actual = loss_fn(
         x_local,
         t_local,
         w_local,
-        case.ignore_index,
-        case.reduction,
-        case.label_smoothing,
+        ignore_index=case.ignore_index,
+        reduction=case.reduction,
+        label_smoothing=case.label_smoothing,
         process_group=pg,
         normalizer=normalizer,
     )

@@ -16,6 +16,7 @@ from dist_harness import Check
 
 from crossent.distributed import (
     PeerError,
+    _consensus,
     count_targets,
     vocab_parallel_cross_entropy,
     vocab_parallel_linear_cross_entropy,
@@ -176,6 +177,35 @@ def check_linear_input_grad_reduction_must_agree(pg: dist.ProcessGroup) -> None:
     )
 
 
+def check_accelerator_path(pg: dist.ProcessGroup) -> None:
+    """On accelerators the checks are device-side asserts (no host read); run that path on CPU, where
+    torch._assert_async raises at once: every rank still fails, none waits."""
+    saved = _consensus.reads_on_host
+    _consensus.reads_on_host = lambda t: False
+    try:
+        width = WIDTHS[world()][rank()]
+        weight = torch.ones(width + 1 if last() else width, dtype=torch.float64)
+        peer_fails_with = "ranks disagree" if world() > 1 else "weight must be"
+        if last():
+            expect(RuntimeError, "weight must be this rank's slice", lambda: _call_with_weight(pg, weight))
+        else:
+            expect(RuntimeError, peer_fails_with, lambda: _call_with_weight(pg, weight))
+        if world() > 1:
+            target = torch.tensor([0, 1, 2, 4 if last() else 3])
+            expect(
+                RuntimeError, "ranks disagree", lambda: vocab_parallel_cross_entropy(logits(), target, process_group=pg)
+            )
+        bad = torch.tensor([0.0]) if last() else torch.tensor([0])
+        expected = (TypeError, "integer dtype") if last() else (RuntimeError, "rejected its input")
+        expect(*expected, lambda: count_targets(bad, process_group=pg))
+    finally:
+        _consensus.reads_on_host = saved
+
+
+def _call_with_weight(pg: dist.ProcessGroup, weight: torch.Tensor) -> torch.Tensor:
+    return vocab_parallel_cross_entropy(logits(), torch.tensor([0, 1, 2, 3]), weight, process_group=pg)
+
+
 def check_group_still_works(pg: dist.ProcessGroup) -> None:
     """After all the failures above, the ranks are still in step."""
     for widths in LAYOUTS[world()]:
@@ -199,6 +229,7 @@ def checks() -> list[tuple[str, Check]]:
             check_count_targets_bad_input_on_one_rank,
             check_linear_bad_classifier_on_one_rank,
             check_linear_input_grad_reduction_must_agree,
+            check_accelerator_path,
             check_group_still_works,
         )
     ]

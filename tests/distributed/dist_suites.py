@@ -6,6 +6,7 @@ import dist_checks_cross_entropy
 import dist_checks_failures
 import dist_checks_linear
 import dist_checks_normalization
+import dist_checks_public_api
 from dist_harness import Check
 
 
@@ -15,5 +16,6 @@ def all_checks() -> list[tuple[str, Check]]:
         *dist_checks_cross_entropy.checks(),
         *dist_checks_linear.checks(),
         *dist_checks_normalization.checks(),
+        *dist_checks_public_api.checks(),
         *dist_checks_failures.checks(),
     ]

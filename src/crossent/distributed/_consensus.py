@@ -47,6 +47,11 @@ class PeerError(RuntimeError):
     """
 
 
+def reads_on_host(t: torch.Tensor) -> bool:
+    """Whether checks read ``t`` on the host (CPU tensors: free) or become device-side asserts (no sync)."""
+    return t.device.type == "cpu"
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where this rank's classes sit in the global class dimension (0-dim int64 tensors)."""
@@ -107,7 +112,7 @@ def agree(
     positions = table[:, 2].long()
     digests = table[:, 3]
     layout = Layout(offset=widths[: group.rank].sum(), num_classes=widths.sum())
-    if table.device.type == "cpu" and not torch.compiler.is_compiling():
+    if reads_on_host(table) and not torch.compiler.is_compiling():
         failed = [r for r, flag in enumerate(table[:, 0].tolist()) if flag]
         if failed:
             raise PeerError(

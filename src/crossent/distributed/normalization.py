@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from crossent import _checks
+from crossent.distributed import _consensus
 from crossent.distributed._consensus import PeerError
 from crossent.distributed._group import resolve
 from crossent.ops._layout import accumulation_dtype
@@ -166,7 +167,7 @@ def _local_count(target: object, ignore_index: object, weight: object) -> torch.
 
 
 def _raise_if_peer_failed(flags: torch.Tensor) -> None:
-    if flags.device.type == "cpu":
+    if _consensus.reads_on_host(flags):
         failed = [r for r, flag in enumerate(flags.tolist()) if flag]
         if failed:
             raise PeerError(
