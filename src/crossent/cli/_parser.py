@@ -123,7 +123,7 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
         "Prints final losses, tokens/s, peak memory of the loss step and how far the loss curves "
         "ever differ, and writes a plot of both curves.",
     )
-    p.add_argument("--steps", type=_positive_int, default=150, help="training steps of each run (default 150)")
+    p.add_argument("--steps", type=_positive_int, default=100, help="training steps of each run (default 100)")
     p.add_argument(
         "--text",
         metavar="FILE",

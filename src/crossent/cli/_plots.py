@@ -79,7 +79,7 @@ def loss_curves(curves: dict[str, Sequence[float]], path: str, title: str) -> No
     (name_a, a), (name_b, b) = list(curves.items())[:2]
     steps = range(1, len(a) + 1)
     figure, (top, bottom) = plt.subplots(
-        2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1.2], "hspace": 0.08}
+        2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1.2], "hspace": 0.14}
     )
     top.plot(steps, a, color="#1f77b4", linewidth=2.2, label=name_a)
     top.plot(steps, b, color="#ff7f0e", linewidth=1.2, linestyle="--", label=name_b)
