@@ -161,8 +161,8 @@ def run(args: argparse.Namespace) -> int:
     logits_bytes = args.batch * vocabulary * 4
     out.print(
         f"Training a {CONTEXT}-token-context language model on {corpus.name} ({len(corpus.ids):,} tokens, "
-        f"vocabulary {vocabulary:,}) for {args.steps} steps of {args.batch} tokens on {device}, twice. "
-        f"The naive loss step builds {args.batch} × {vocabulary:,} logits "
+        f"vocabulary {vocabulary:,}) for {args.steps} steps of {args.batch:,} tokens on {device}, twice. "
+        f"The naive loss step builds {args.batch:,} × {vocabulary:,} logits "
         f"({_console.mebibytes(logits_bytes)} in float32).",
         markup=False,
     )
