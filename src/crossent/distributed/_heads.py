@@ -65,10 +65,12 @@ class _Head:
         self.global_max = global_max
         return self.shift - global_max
 
-    def _probabilities_block(self, xb: torch.Tensor, bn: slice, bs: slice) -> torch.Tensor:
-        """``p = exp(x - M) / S`` for the block, from the global statistics."""
-        lp = (xb - self.global_max[bn, bs].unsqueeze(1)).sub_(self.log_sum_exp[bn, bs].unsqueeze(1))
-        return lp.exp_()
+    def _log_probabilities_block(
+        self, xb: torch.Tensor, bn: slice, bs: slice, out: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``lp = (x - M) - log S`` for the block (into ``out`` when given); the first difference is exact."""
+        lp = torch.sub(xb, self.global_max[bn, bs].unsqueeze(1), out=out)
+        return lp.sub_(self.log_sum_exp[bn, bs].unsqueeze(1))
 
 
 class ClassIndexHead(_Head):
@@ -89,8 +91,11 @@ class ClassIndexHead(_Head):
         self.weight = weight.to(acc, copy=True) if weight is not None else None
         smoothing = spec.label_smoothing > 0
         self.smooth = torch.zeros(n, s, dtype=acc, device=target.device) if smoothing else None
+        # set by locate() and reduce(), then by set_upstream() for the backward
         self.owned = self.local_target = torch.empty(0)
         self.w_target = self.sum_w = self.total_weight = torch.empty(0)
+        self.target_scale = self.owned_scale = self.p_scale = torch.empty(0)
+        self.smooth_scale: torch.Tensor | None = None
 
     def absorb(self, xb: torch.Tensor, bn: slice, bs: slice) -> None:
         """Take in the block ``x[bn, :, bs]`` (in ``acc``) of this rank's logits."""
@@ -170,11 +175,13 @@ class ClassIndexHead(_Head):
             p_scale = p_scale + self.smooth_scale * self.sum_w
         self.p_scale = p_scale
 
-    def grad_block(self, xb: torch.Tensor, bn: slice, bs: slice) -> tuple[torch.Tensor, None, None]:
-        """The gradient of the loss for the logits block ``x[bn, :, bs]`` (in ``acc``)."""
+    def grad_block(
+        self, xb: torch.Tensor, bn: slice, bs: slice, out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, None, None]:
+        """The gradient of the loss for the logits block ``x[bn, :, bs]`` (in ``acc``), into ``out`` if given."""
         # d/dx_c l_n = m_n G_n [(1-eps) w_y (p_c - [c=y]) + (eps/V)(p_c sum_k w_k - w_c)]
         # lse, w_y and sum_k w_k are global (from the forward's collectives); [c=y] is non-zero on one rank
-        gb = self._probabilities_block(xb, bn, bs).mul_(self.p_scale[bn, bs].unsqueeze(1))
+        gb = self._log_probabilities_block(xb, bn, bs, out).exp_().mul_(self.p_scale[bn, bs].unsqueeze(1))
         gb.scatter_add_(1, self.local_target[bn, bs].unsqueeze(1), self.owned_scale[bn, bs].neg().unsqueeze(1))
         if self.smooth_scale is not None:
             if self.weight is None:
@@ -247,14 +254,16 @@ class ProbabilityHead(_Head):
     def mean_divisor(self) -> float:
         return float(self.target.shape[0] * self.target.shape[2])
 
-    def grad_block(self, xb: torch.Tensor, bn: slice, bs: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Gradients for the logits block ``x[bn, :, bs]`` (in ``acc``), its target block, and the
-        block's contribution to the class-weight gradient ``(V_r,)``."""
+    def grad_block(
+        self, xb: torch.Tensor, bn: slice, bs: slice, out: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gradients for the logits block ``x[bn, :, bs]`` (in ``acc``, into ``out`` if given), its target
+        block, and the block's contribution to the class-weight gradient ``(V_r,)``."""
         # d/dx_c l = G (p_c B - w_c q_c);  d/dt_c l = -(1-eps) w_c lp_c G;  d/dw_c l = -q_c lp_c G
         # B = sum_k w_k q_k and lse are global (from the forward's collectives); the rest is this shard's
         tb = self.target[bn, :, bs].to(self.acc)
         gb = self.upstream[bn, bs].unsqueeze(1)
-        lp = (xb - self.global_max[bn, bs].unsqueeze(1)).sub_(self.log_sum_exp[bn, bs].unsqueeze(1))
+        lp = self._log_probabilities_block(xb, bn, bs, out)
         q = tb * self.keep_scale + self.inv_classes if self.spec.label_smoothing > 0 else tb
         w = self.weight
         scale = -self.keep_scale * gb

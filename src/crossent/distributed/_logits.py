@@ -45,9 +45,10 @@ def reduce_loss(
         divisor = head.mean_divisor()
     if spec.reduction == "none":
         return per_position.to(out_dtype).reshape(shape), None
-    total = per_position.sum()
     if isinstance(head, ProbabilityHead):
         total = per_position.neg().sum().neg()  # an empty sum is -0., as torch's probability path gives
+    else:
+        total = per_position.sum()
     return (total if divisor is None else total / divisor).to(out_dtype), divisor
 
 
@@ -128,10 +129,13 @@ class VocabParallelCrossEntropyFunction(torch.autograd.Function):
         grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_x else None
         grad_t = torch.empty(target.shape, dtype=target.dtype, device=target.device) if need_t else None
         grad_w = torch.zeros(c, dtype=head.acc, device=x.device) if need_w else None
+        grad_x3 = as_ncs(grad_x) if grad_x is not None else None  # a view: grad_x is fresh and contiguous
+        direct = grad_x3 is not None and grad_x3.dtype == head.acc
         for bn, bs in blocks(n, c, s) if c > 0 else ():
-            gx, gt, gw = head.grad_block(x3[bn, :, bs].to(head.acc), bn, bs)
-            if grad_x is not None:
-                as_ncs(grad_x)[bn, :, bs] = gx
+            out = grad_x3[bn, :, bs] if direct and grad_x3 is not None else None
+            gx, gt, gw = head.grad_block(x3[bn, :, bs].to(head.acc), bn, bs, out)
+            if grad_x3 is not None and not direct:
+                grad_x3[bn, :, bs] = gx
             if grad_t is not None and gt is not None:
                 as_ncs(grad_t)[bn, :, bs] = gt
             if grad_w is not None and gw is not None:
