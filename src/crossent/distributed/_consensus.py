@@ -60,7 +60,7 @@ class Layout:
     num_classes: torch.Tensor  # V, the global number of classes
 
 
-def digest(options: tuple[object, ...], target: torch.Tensor | None) -> torch.Tensor:
+def digest(options: tuple[object, ...], target: torch.Tensor | None, device: torch.device) -> torch.Tensor:
     """A 24-bit hash of ``options`` and of the class-index ``target`` (None: options only).
 
     ``sum_n (t_n * c_n) mod 2**24`` with odd multipliers ``c_n``: a change of one target always
@@ -68,7 +68,7 @@ def digest(options: tuple[object, ...], target: torch.Tensor | None) -> torch.Te
     """
     seed = zlib.crc32(repr(options).encode()) & _DIGEST_MASK
     if target is None or target.numel() == 0:
-        return torch.tensor(seed, dtype=torch.int64)
+        return torch.full((), seed, dtype=torch.int64, device=device)
     t = target.reshape(-1).long()
     spread = (torch.arange(t.numel(), device=t.device) * _SPREAD * 2 + 1) & _DIGEST_MASK
     terms = (t & _DIGEST_MASK) * spread & _DIGEST_MASK
@@ -78,7 +78,10 @@ def digest(options: tuple[object, ...], target: torch.Tensor | None) -> torch.Te
 def header(group: Group, failed: bool, num_classes: int, positions: int, digest: torch.Tensor) -> torch.Tensor:
     """This rank's record at row ``group.rank`` of a zero ``(world, 4)`` float64 table, flattened."""
     table = torch.zeros(group.size, _FIELDS, dtype=BUFFER_DTYPE, device=digest.device)
-    table[group.rank, :3] = torch.tensor([float(failed), num_classes, positions], dtype=BUFFER_DTYPE)
+    # scalar fills, not a host tensor: copying one to an accelerator would synchronize the stream
+    table[group.rank, 0] = float(failed)
+    table[group.rank, 1] = num_classes
+    table[group.rank, 2] = positions
     table[group.rank, 3] = digest
     return table.reshape(-1)
 

@@ -27,7 +27,7 @@ def global_row_max(
     different sizes. ``check_own`` is passed to ``_consensus.agree``.
     """
     n, s = local_max.shape
-    header = _consensus.header(group, False, classes, n * s, digest.to(local_max.device))
+    header = _consensus.header(group, False, classes, n * s, digest)
     buffer = torch.cat([header, local_max.reshape(-1).to(_consensus.BUFFER_DTYPE)])
     dist.all_reduce(buffer, op=dist.ReduceOp.MAX, group=group.handle)
     split = _consensus.header_size(group)

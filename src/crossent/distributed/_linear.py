@@ -108,7 +108,7 @@ class VocabParallelLinearCrossEntropyFunction(torch.autograd.Function):
             targets_digest = head.target
         # the backward's input-gradient all-reduce must run on every rank or on none
         options = (*spec.options(), acc, "linear", plan.reduce_input_grad, wants_input_grad)
-        digest = _consensus.digest(options, targets_digest)
+        digest = _consensus.digest(options, targets_digest, h.device)
 
         for bn in _chunks(n, plan.chunk_rows) if c > 0 else ():
             head.absorb(_logits(h[bn], w, b).to(acc).unsqueeze(2), bn, slice(0, 1))

@@ -92,12 +92,12 @@ class VocabParallelCrossEntropyFunction(torch.autograd.Function):
             for dt in dtypes[1:]:
                 out_dtype = torch.promote_types(out_dtype, dt)
             head = ProbabilityHead(spec, as_ncs(target), weight, acc)
-            digest = _consensus.digest((*spec.options(), acc), None)
+            digest = _consensus.digest((*spec.options(), acc), None, x.device)
             shape: tuple[int, ...] = () if x.dim() == 1 else (n, *x.shape[2:])
         else:
             acc, out_dtype = accumulation_dtype(x.dtype), x.dtype
             head = ClassIndexHead(spec, target.reshape(n, s), weight, c, acc)
-            digest = _consensus.digest((*spec.options(), acc), head.target)
+            digest = _consensus.digest((*spec.options(), acc), head.target, x.device)
             shape = () if x.dim() == 1 else tuple(target.shape)
 
         for bn, bs in blocks(n, c, s):
