@@ -57,8 +57,8 @@ class LoadedArray:
 class CsvRows:
     """A CSV of numbers, one sample per line, optionally with a header line; read in blocks of lines."""
 
-    def __init__(self, name: str, path: str) -> None:
-        self.name = name
+    def __init__(self, path: str) -> None:
+        self.name = path
         self.shape: tuple[int, ...] | None = None
         self.extent = os.path.getsize(path)
         self.position = 0
@@ -93,9 +93,9 @@ class CsvRows:
                 line_number += len(block)
 
     def _parse_block(self, block: list[bytes], lines_before: int, columns: int | None) -> np.ndarray:
-        text = [line.decode("utf-8", errors="replace") for line in block if line.strip()]
+        lines = [line.decode("utf-8", errors="replace") for line in block if line.strip()]
         try:
-            values = np.loadtxt(text, delimiter=",", dtype=np.float64, ndmin=2)
+            values = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2)
         except ValueError:
             values = None
         if values is not None and columns in (None, values.shape[1]):
@@ -104,7 +104,8 @@ class CsvRows:
         for offset, line in enumerate(block, start=lines_before + 1):
             row = _parse_row(line)
             if row is None and line.strip():
-                raise CLIError(f"{self.name}: line {offset} is not a row of numbers: {_excerpt(line)}")
+                excerpt = _shorten(line.decode("utf-8", errors="replace").strip())
+                raise CLIError(f"{self.name}: line {offset} is not a row of numbers: {excerpt}")
             if row is not None:
                 if columns is not None and len(row) != columns:
                     raise CLIError(f"{self.name}: line {offset} has {len(row)} values, earlier lines {columns}")
@@ -117,11 +118,6 @@ def _parse_row(line: bytes) -> list[float] | None:
         return [float(field) for field in line.decode("utf-8", errors="replace").split(",")]
     except ValueError:
         return None
-
-
-def _excerpt(line: bytes) -> str:
-    text = line.decode("utf-8", errors="replace").strip()
-    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _as_numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -155,28 +151,28 @@ def _refuse_pickle(name: str) -> CLIError:
     return CLIError(f"{name} holds pickled Python objects; only plain numeric arrays are loaded")
 
 
-def _load_npy(name: str, path: str) -> np.ndarray:
+def _load_npy(path: str) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc) or "Python objects" in str(exc):
-            raise _refuse_pickle(name) from None
-        raise CLIError(f"{name} is not a readable .npy file ({exc})") from None
+            raise _refuse_pickle(path) from None
+        raise CLIError(f"{path} is not a readable .npy file ({exc})") from None
 
 
-def _load_npz(name: str, path: str, member: str | None) -> np.ndarray:
+def _load_npz(path: str, member: str | None) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return archive[_pick_member(name, archive.files, member)]
+            return archive[_pick_member(path, archive.files, member)]
     except ValueError as exc:
         if "pickle" in str(exc) or "Object arrays" in str(exc):
-            raise _refuse_pickle(name) from None
-        raise CLIError(f"{name} is not a readable .npz file ({exc})") from None
+            raise _refuse_pickle(path) from None
+        raise CLIError(f"{path} is not a readable .npz file ({exc})") from None
     except OSError as exc:
-        raise CLIError(f"{name} is not a readable .npz file ({exc})") from None
+        raise CLIError(f"{path} is not a readable .npz file ({exc})") from None
 
 
-def _load_pt(name: str, path: str, member: str | None) -> torch.Tensor:
+def _load_pt(path: str, member: str | None) -> torch.Tensor:
     try:
         try:
             content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -186,14 +182,15 @@ def _load_pt(name: str, path: str, member: str | None) -> torch.Tensor:
             content = torch.load(path, map_location="cpu", weights_only=True)  # legacy, non-zip format
     except pickle.UnpicklingError as exc:
         if "Unsupported global" in str(exc):
-            raise _refuse_pickle(name) from None
-        raise CLIError(f"{name} is not a readable .pt file") from None
+            raise _refuse_pickle(path) from None
+        raise CLIError(f"{path} is not a readable .pt file") from None
     except (RuntimeError, OSError, EOFError) as exc:
-        raise CLIError(f"{name} is not a readable .pt file ({str(exc).splitlines()[0]})") from None
+        raise CLIError(f"{path} is not a readable .pt file ({str(exc).splitlines()[0]})") from None
     if isinstance(content, dict):
-        content = content[_pick_member(name, [str(key) for key in content], member)]
+        named = {str(key): value for key, value in content.items()}
+        content = named[_pick_member(path, list(named), member)]
     if not isinstance(content, torch.Tensor):
-        raise CLIError(f"{name} holds a {type(content).__name__}, not a tensor")
+        raise CLIError(f"{path} holds a {type(content).__name__}, not a tensor")
     return content
 
 
@@ -219,14 +216,14 @@ def open_array(spec: str) -> ArraySource:
     if member is not None and suffix not in (".npz", ".pt"):
         raise CLIError(f"{spec}: only .npz and .pt files hold named arrays")
     if suffix == ".csv":
-        return CsvRows(path, path)
+        return CsvRows(path)
     data: np.ndarray | torch.Tensor
     if suffix == ".npy":
-        data = _load_npy(path, path)
+        data = _load_npy(path)
     elif suffix == ".npz":
-        data = _load_npz(path, path, member)
+        data = _load_npz(path, member)
     else:
-        data = _load_pt(path, path, member)
+        data = _load_pt(path, member)
     _check_numeric(path, data)
     return LoadedArray(spec, data)
 
