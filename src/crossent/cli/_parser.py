@@ -41,9 +41,8 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "explain",
         help="compute a loss step by step, as you would by hand",
-        description="Compute cross-entropy (or binary cross-entropy) step by step: softmax, log-softmax, "
-        "the picked target term, each sample's loss and the reduction, then confirm the number "
-        "with torch.nn.",
+        description="Compute cross-entropy (or binary cross-entropy) step by step: softmax, log-softmax,\n"
+        "the picked target term, each sample's loss and the reduction, then confirm the number with torch.nn.",
         epilog=EXPLAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -77,7 +76,7 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "eval",
         help="score saved predictions: cross-entropy, perplexity, accuracy, calibration",
-        description="Evaluate saved model outputs against labels: cross-entropy, perplexity, accuracy, "
+        description="Evaluate saved model outputs against labels: cross-entropy, perplexity, accuracy,\n"
         "top-k accuracy, expected calibration error and a per-class breakdown.",
         epilog=EVAL_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
