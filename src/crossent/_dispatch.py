@@ -47,9 +47,8 @@ def _triton_reason(op: str, device: torch.device, options: dict[str, object]) ->
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     if device.type != "cuda" and not (interpret and device.type == "cpu"):
         return f"triton needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), got {device.type}"
-    from crossent import triton as crossent_triton
-
-    return crossent_triton.unsupported_reason(op, options)
+    reason: str | None = importlib.import_module("crossent.triton").unsupported_reason(op, options)
+    return reason
 
 
 def resolve(op: str, impl: str, device: torch.device, options: dict[str, object] | None = None) -> str:
