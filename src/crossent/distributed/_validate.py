@@ -7,6 +7,7 @@ except for two checks that need the global class count and so run collectively
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -31,14 +32,7 @@ class CrossEntropySpec:
 
     def options(self) -> tuple[object, ...]:
         """The fields every rank must agree on, for the consensus digest."""
-        return (
-            self.probability,
-            self.reduction,
-            self.ignore_index,
-            self.label_smoothing,
-            self.weighted,
-            self.normalized,
-        )
+        return dataclasses.astuple(self)
 
 
 def positions(input: object) -> int:
