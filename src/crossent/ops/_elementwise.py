@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from crossent.ops import _memory
 from crossent.ops._layout import row_blocks
+from crossent.ops._parallel import for_each_block
 
 Operand = torch.Tensor | None
 
@@ -37,13 +39,18 @@ def reduce_blocks(
     shape1 = torch.atleast_1d(torch.empty(shape, device="meta")).shape
     device = next(o.device for o in operands if o is not None)
     if reduction == "none":
-        out = torch.empty(shape1, dtype=out_dtype, device=device)
-        for rows in row_blocks(shape1):
+        out = _memory.empty(shape1, out_dtype, device)
+
+        def write(rows: slice) -> None:
             out[rows] = per_element(*_block(expanded, rows))
+
+        for_each_block(list(row_blocks(shape1)), write, device)
         return out.reshape(shape)
+    partials = for_each_block(list(row_blocks(shape1)), lambda rows: per_element(*_block(expanded, rows)).sum(), device)
+    # block sums added in block order: the same result on any number of threads
     total = torch.zeros((), dtype=acc, device=device)
-    for rows in row_blocks(shape1):
-        total += per_element(*_block(expanded, rows)).sum()
+    for partial in partials:
+        total += partial
     if reduction == "mean":
         total = total / shape.numel()
     elif reduction == "batchmean":
@@ -64,11 +71,14 @@ def grad_blocks(
     expanded = _expanded(shape, operands)
     shape1 = torch.atleast_1d(torch.empty(shape, device="meta")).shape
     device = next(o.device for o in operands if o is not None)
-    outs = [torch.empty(shape1, dtype=w[1], device=device) if w is not None else None for w in wanted]
-    for rows in row_blocks(shape1):
+    outs = [_memory.empty(shape1, w[1], device) if w is not None else None for w in wanted]
+
+    def write(rows: slice) -> None:
         for out, grad in zip(outs, per_element(*_block(expanded, rows)), strict=True):
             if out is not None and grad is not None:
                 out[rows] = grad
+
+    for_each_block(list(row_blocks(shape1)), write, device)
     return [
         out.reshape(shape).sum_to_size(w[0]) if out is not None and w is not None else None
         for out, w in zip(outs, wanted, strict=True)

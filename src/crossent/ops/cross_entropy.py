@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 
+from crossent.ops import _memory
 from crossent.ops._autograd import first_order
-from crossent.ops._layout import accumulation_dtype, as_ncs, blocks
+from crossent.ops._layout import Block, accumulation_dtype, as_ncs, blocks
+from crossent.ops._parallel import for_each_block
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,9 @@ def row_stats(
     log_sum = torch.empty(n, s, dtype=acc, device=x3.device)
     smooth = torch.empty(n, s, dtype=acc, device=x3.device) if smoothing else None
     sum_w = smoothing_weight.sum() if smoothing_weight is not None else c
-    for bn, bs in blocks(n, c, s):
+
+    def stats_of(block: Block) -> None:
+        bn, bs = block
         xb = x3[bn, :, bs].to(acc)
         m = xb.amax(1, keepdim=True)
         shifted = xb - m
@@ -69,6 +73,8 @@ def row_stats(
         log_sum[bn, bs] = block_log_sum
         if smooth is not None:
             smooth[bn, bs] = block_log_sum * sum_w - weighted
+
+    for_each_block(list(blocks(n, c, s)), stats_of, x3.device)
     return RowStats(row_max, log_sum, smooth)
 
 
@@ -90,9 +96,11 @@ def class_index_grad(
     acc = stats.max.dtype
     # softmax = exp(x - max) / exp(log_sum): fold the division into the per-position scale
     exp_scale = p_scale * stats.log_sum.neg().exp()
-    for bn, bs in blocks(n, c, s):
+    direct = out3.dtype == acc
+
+    def grad_of(block: Block) -> None:
+        bn, bs = block
         xb = x3[bn, :, bs].to(acc)
-        direct = out3.dtype == acc
         gb = out3[bn, :, bs] if direct else torch.empty_like(xb)
         torch.sub(xb, stats.max[bn, bs].unsqueeze(1), out=gb)
         gb.exp_().mul_(exp_scale[bn, bs].unsqueeze(1))
@@ -105,12 +113,14 @@ def class_index_grad(
         if not direct:
             out3[bn, :, bs].copy_(gb)
 
+    for_each_block(list(blocks(n, c, s)), grad_of, x3.device)
+
 
 def _grad_buffer(x: torch.Tensor, inplace: bool) -> torch.Tensor:
     """The tensor the gradient is written into: the logits themselves when asked and possible."""
     if inplace and x.is_contiguous():
         return x
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    return _memory.empty(x.shape, x.dtype, x.device)
 
 
 class ClassIndexCrossEntropy(torch.autograd.Function):
@@ -201,19 +211,23 @@ class ProbabilityCrossEntropy(torch.autograd.Function):
         log_sum = torch.empty(n, s, dtype=acc, device=x.device)
         # sum_c w_c q_c lp_c; its negation is the loss, so an empty sum is -0. as in torch
         neg_loss = torch.zeros(n, s, dtype=acc, device=x.device)
+
+        def loss_of(block: Block) -> None:
+            bn, bs = block
+            lp = x3[bn, :, bs].to(acc)
+            m = lp.amax(1, keepdim=True)
+            lp = lp - m
+            block_log_sum = lp.exp().sum(1, keepdim=True).log_()
+            row_max[bn, bs] = m.squeeze(1)
+            log_sum[bn, bs] = block_log_sum.squeeze(1)
+            lp.sub_(block_log_sum)
+            lp.mul_(_smoothed(t3[bn, :, bs].to(acc), eps, c))  # 0 * (-inf) = nan, as in torch
+            if w is not None:
+                lp.mul_(w)
+            neg_loss[bn, bs] = lp.sum(1)
+
         if c > 0:
-            for bn, bs in blocks(n, c, s):
-                lp = x3[bn, :, bs].to(acc)
-                m = lp.amax(1, keepdim=True)
-                lp = lp - m
-                block_log_sum = lp.exp().sum(1, keepdim=True).log_()
-                row_max[bn, bs] = m.squeeze(1)
-                log_sum[bn, bs] = block_log_sum.squeeze(1)
-                lp.sub_(block_log_sum)
-                lp.mul_(_smoothed(t3[bn, :, bs].to(acc), eps, c))  # 0 * (-inf) = nan, as in torch
-                if w is not None:
-                    lp.mul_(w)
-                neg_loss[bn, bs] = lp.sum(1)
+            for_each_block(list(blocks(n, c, s)), loss_of, x.device)
         ctx.opts = opts
         ctx.out_dtype = out_dtype
         ctx.save_for_backward(x, target, weight, row_max, log_sum)
@@ -245,11 +259,12 @@ class ProbabilityCrossEntropy(torch.autograd.Function):
         w = weight.to(acc).view(1, c, 1) if weight is not None else None
         need_x, need_t, need_w = ctx.needs_input_grad[:3]
         grad_x = _grad_buffer(x, opts.inplace_backward) if need_x else None
-        grad_t = torch.empty_like(target) if need_t else None
-        grad_w = torch.zeros(c, dtype=acc, device=x.device) if need_w else None
+        grad_t = _memory.empty(target.shape, target.dtype, target.device) if need_t else None
         grad_x3 = as_ncs(grad_x) if grad_x is not None else None
         grad_t3 = as_ncs(grad_t) if grad_t is not None else None
-        for bn, bs in blocks(n, c, s):
+
+        def grads_of(block: Block) -> torch.Tensor | None:
+            bn, bs = block
             gb = g[bn, bs].unsqueeze(1)
             lp = (x3[bn, :, bs].to(acc) - row_max[bn, bs].unsqueeze(1)).sub_(log_sum[bn, bs].unsqueeze(1))
             q = _smoothed(t3[bn, :, bs].to(acc), eps, c)
@@ -257,11 +272,19 @@ class ProbabilityCrossEntropy(torch.autograd.Function):
             if grad_t3 is not None:
                 scale = -(1 - eps) * gb
                 grad_t3[bn, :, bs] = lp * (scale * w if w is not None else scale)
-            if grad_w is not None:
-                grad_w -= (q * lp * gb).sum((0, 2))
+            partial_grad_w = (q * lp * gb).sum((0, 2)).neg_() if need_w else None
             if grad_x3 is not None:
                 p = lp.exp_()
                 grad_x3[bn, :, bs] = p.mul_(wq.sum(1, keepdim=True)).sub_(wq).mul_(gb)
+            return partial_grad_w
+
+        partials = for_each_block(list(blocks(n, c, s)), grads_of, x.device)
+        grad_w = None
+        if need_w:
+            # per-block partial sums added in block order: the same result on any number of threads
+            grad_w = torch.zeros(c, dtype=acc, device=x.device)
+            for partial in partials:
+                grad_w += cast(torch.Tensor, partial)
         return (
             grad_x,
             grad_t,

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from crossent.ops import _memory
 from crossent.ops._autograd import first_order
 from crossent.ops._layout import accumulation_dtype, class_dim
 
@@ -67,7 +68,7 @@ class NLLLoss(torch.autograd.Function):
             g = g / total_weight
         picked_grad = torch.where(keep, -g * w_target, 0)
         cd = 0 if len(ctx.shape) == 1 else 1
-        grad = torch.zeros(ctx.shape, dtype=grad_output.dtype, device=grad_output.device)
+        grad = _memory.zeros(ctx.shape, grad_output.dtype, grad_output.device)
         if ctx.shape[cd] > 0:
             grad.scatter_(cd, t_safe.unsqueeze(cd), picked_grad.to(grad.dtype).unsqueeze(cd))
         return grad, None, None, None

@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 
+from crossent.ops import _memory
 from crossent.ops._autograd import first_order
 from crossent.ops._layout import accumulation_dtype, blocks
+from crossent.ops._parallel import for_each_block
 
 
 def around_dim(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -25,13 +27,17 @@ def map_blocks(fn: Callable[..., torch.Tensor], dim: int, *tensors: torch.Tensor
     of the first one's shape and dtype."""
     like = tensors[0]
     acc = accumulation_dtype(like.dtype)
-    out = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+    out = _memory.empty(like.shape, like.dtype, like.device)
     views = [around_dim(t.contiguous(), dim) for t in tensors]
     out3 = around_dim(out, dim)
     n, c, s = out3.shape
+
+    def apply(block: tuple[slice, slice]) -> None:
+        bn, bs = block
+        out3[bn, :, bs] = fn(*(v[bn, :, bs].to(acc) for v in views))
+
     if out.numel() > 0:
-        for bn, bs in blocks(n, c, s):
-            out3[bn, :, bs] = fn(*(v[bn, :, bs].to(acc) for v in views))
+        for_each_block(list(blocks(n, c, s)), apply, out.device)
     return out
 
 
