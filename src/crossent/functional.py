@@ -54,6 +54,8 @@ def cross_entropy(
     *,
     inplace_backward: bool = False,
     impl: str = "auto",
+    process_group: torch.distributed.ProcessGroup | None = None,
+    normalizer: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     r"""Cross-entropy between logits and class indices or class probabilities.
 
@@ -83,6 +85,13 @@ def cross_entropy(
             autograd's version counter catches any other saved use of ``input``. Ignored (a fresh
             buffer is used) for non-contiguous inputs.
         impl: ``'auto'`` | ``'torch'`` | ``'triton'`` (see ``crossent._dispatch``).
+        process_group: vocab parallelism: ``input`` (and probability targets, ``weight``) hold this
+            rank's contiguous slice of the classes, targets are global ids; every rank gets the loss
+            of the whole vocabulary (``crossent.distributed.vocab_parallel_cross_entropy``: two
+            collectives in the forward, none in the backward).
+        normalizer: return ``sum_n l_n / normalizer`` (for ``'mean'`` and ``'sum'``; a number or a
+            one-element tensor, never read on the host), e.g. the global count of kept targets from
+            ``crossent.distributed.count_targets`` for exact gradient accumulation.
 
     Shape:
         ============  ====================  ==========================================
@@ -106,6 +115,36 @@ def cross_entropy(
         tensor([1.3133, 0.1269, 0.1269])
     """
     reduction = resolve_reduction(reduction, size_average, reduce)
+    if process_group is not None:
+        if inplace_backward or impl == "triton":
+            raise ValueError("cross_entropy(process_group=...) takes neither inplace_backward nor impl='triton'")
+        from crossent.distributed import vocab_parallel_cross_entropy
+
+        return vocab_parallel_cross_entropy(
+            input,
+            target,
+            weight,
+            ignore_index,
+            reduction,
+            label_smoothing,
+            process_group=process_group,
+            normalizer=normalizer,
+        )
+    if normalizer is not None:
+        from crossent.distributed.normalization import check_normalizer, normalized_sum
+
+        check_normalizer(normalizer, reduction, "cross_entropy")
+        per_position = cross_entropy(
+            input,
+            target,
+            weight,
+            ignore_index=ignore_index,
+            reduction="none",
+            label_smoothing=label_smoothing,
+            inplace_backward=inplace_backward,
+            impl=impl,
+        )
+        return normalized_sum(per_position, normalizer)
     _checks.check_tensor(input, "cross_entropy_loss", "input", 1)
     _checks.check_tensor(target, "cross_entropy_loss", "target", 2)
     ignore_index = _checks.check_int(ignore_index, "cross_entropy_loss", "ignore_index", 5)
