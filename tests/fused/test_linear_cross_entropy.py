@@ -144,13 +144,16 @@ def test_uint8_targets_and_ignore_index(reduction):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("shape", [(0, H, C), (4, H, 0), (4, 0, C)], ids=["no-rows", "no-classes", "no-features"])
-def test_empty(reduction, shape):
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_empty(reduction, shape, eps):
     n, hidden, classes = shape
     h = torch.randn(n, hidden, dtype=F64)
     w = torch.randn(classes, hidden, dtype=F64)
     b = torch.randn(classes, dtype=F64)
     y = torch.full((n,), -100) if classes == 0 else class_targets((n,), "some", classes)
-    check_against(ours, naive, (h, w, b, y, None), dict(reduction=reduction), grad_args=(0, 1, 2))
+    cw = torch.rand(classes, dtype=F64)
+    kwargs = dict(reduction=reduction, label_smoothing=eps)
+    check_against(ours, naive, (h, w, b, y, cw), kwargs, grad_args=(0, 1, 2))
 
 
 def test_extreme_logits():

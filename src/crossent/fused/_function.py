@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from crossent.fused._chunks import Projection, row_chunks
+from crossent.fused._chunks import Projection, RowChunk, row_chunks
 from crossent.fused._heads import ClassIndexHead, Head, ProbabilityHead, TargetGradients
 from crossent.fused._options import FusedOptions
 from crossent.ops._autograd import first_order
@@ -109,43 +109,71 @@ def fused_pass(
         return result
 
     rows_max = min(opts.chunk_rows, n)
-    logits_buf = h.new_empty(rows_max, v)
     logits_grad = grads_on and wanted.logits_grad
     # float16/bfloat16 logits: the gradient is formed in float32, then rounded once for the dH matmul
     grad_buf = h.new_empty(rows_max, v, dtype=acc) if logits_grad and acc != h.dtype else None
-    cast_buf = h.new_empty(rows_max, v) if grad_buf is not None and result.input is not None else None
+    workspace = Workspace(
+        logits=None if proj.onednn else h.new_empty(rows_max, v),
+        grad=grad_buf,
+        cast=h.new_empty(rows_max, v) if grad_buf is not None and result.input is not None else None,
+    )
     for rows in row_chunks(n, kept_rows, rows_max):
-        hidden = rows.take(h)
-        r = hidden.shape[0]
-        logits = proj.logits(hidden, logits_buf[:r])
-        grad2 = None
-        if logits_grad:
-            grad2 = logits if grad_buf is None else grad_buf[:r]
-        loss, chunk_stats = head.chunk(
-            logits.view(r, opts.num_classes, s),
-            rows,
-            RowStats(rows.take(stats.max), rows.take(stats.log_sum), None) if stats is not None else None,
-            rows.take(coef) if coef is not None else None,
-            grad2.view(r, opts.num_classes, s) if grad2 is not None else None,
-            want_loss,
-            result.extra,
-        )
-        if result.loss is not None and loss is not None:
-            rows.put(result.loss, loss)
-        if stats is None:
-            rows.put(result.stats.max, chunk_stats.max)
-            rows.put(result.stats.log_sum, chunk_stats.log_sum)
-        if grad2 is None:
-            continue
-        if result.input is not None:
-            grad_in = grad2 if cast_buf is None else cast_buf[:r].copy_(grad2)
-            rows.put(result.input, grad_in.to(w.dtype) @ w)
-        if result.weight is not None:
-            # dW accumulates across chunks in grad_dtype (float32 for half inputs): bf16 sums diverge
-            result.weight.addmm_(grad2.t().to(result.weight.dtype), hidden.to(result.weight.dtype))
-        if result.bias is not None:
-            result.bias.add_(grad2.sum(0))
+        _chunk_step(proj, head, opts, rows, workspace, result, want_loss, logits_grad, coef, stats)
     return result
+
+
+class Workspace(NamedTuple):
+    """Buffers reused by every chunk (rows_max, V): None where not needed."""
+
+    logits: torch.Tensor | None  # None when oneDNN returns fresh logits
+    grad: torch.Tensor | None  # the logits gradient in acc, when that is not the logits' dtype
+    cast: torch.Tensor | None  # that gradient rounded to the weight's dtype, for the dH matmul
+
+
+def _chunk_step(
+    proj: Projection,
+    head: Head,
+    opts: FusedOptions,
+    rows: RowChunk,
+    workspace: Workspace,
+    result: PassResult,
+    want_loss: bool,
+    logits_grad: bool,
+    coef: torch.Tensor | None,
+    stats: RowStats | None,
+) -> None:
+    """One chunk of ``fused_pass``; its temporaries are freed on return, before the next chunk's appear."""
+    hidden = rows.take(proj.input)
+    r = hidden.shape[0]
+    s = head.positions
+    logits = proj.logits(hidden, workspace.logits[:r] if workspace.logits is not None else None)
+    grad2 = None
+    if logits_grad:
+        grad2 = logits if workspace.grad is None else workspace.grad[:r]
+    loss, chunk_stats = head.chunk(
+        logits.view(r, opts.num_classes, s),
+        rows,
+        RowStats(rows.take(stats.max), rows.take(stats.log_sum), None) if stats is not None else None,
+        rows.take(coef) if coef is not None else None,
+        grad2.view(r, opts.num_classes, s) if grad2 is not None else None,
+        want_loss,
+        result.extra,
+    )
+    if result.loss is not None and loss is not None:
+        rows.put(result.loss, loss)
+    if stats is None:
+        rows.put(result.stats.max, chunk_stats.max)
+        rows.put(result.stats.log_sum, chunk_stats.log_sum)
+    if grad2 is None:
+        return
+    if result.input is not None:
+        grad_in = grad2 if workspace.cast is None else workspace.cast[:r].copy_(grad2)
+        rows.put(result.input, proj.input_grad(grad_in))
+    if result.weight is not None:
+        # dW accumulates across chunks in grad_dtype (float32 for half inputs): bf16 sums diverge
+        result.weight.addmm_(grad2.t().to(result.weight.dtype), hidden.to(result.weight.dtype))
+    if result.bias is not None:
+        result.bias.add_(grad2.sum(0))
 
 
 def _reduce(loss: torch.Tensor, head: Head, reduction: str, out_dtype: torch.dtype) -> torch.Tensor:
@@ -173,7 +201,9 @@ def loss_only(
 ) -> torch.Tensor:
     """The loss without any gradient work (no_grad, or nothing requires grad): logits and log-sum-exp only."""
     head, out_dtype = make_head(h.dtype, target, class_weight, opts)
-    result = fused_pass(Projection(h, w, b), head, opts, _kept_rows(head, opts), want_loss=True, wanted=Wanted())
+    result = fused_pass(
+        Projection(h, w, b, opts.onednn), head, opts, _kept_rows(head, opts), want_loss=True, wanted=Wanted()
+    )
     assert result.loss is not None
     return _reduce(result.loss, head, opts.reduction, out_dtype)
 
@@ -215,7 +245,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     ) -> torch.Tensor:
         head, out_dtype = make_head(h.dtype, target, class_weight, opts)
         kept = _kept_rows(head, opts)
-        proj = Projection(h, w, b)
+        proj = Projection(h, w, b, opts.onednn)
         ctx.opts = opts
         ctx.consumed = False
         if opts.reduction == "none":
@@ -265,7 +295,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         wanted = Wanted(*ctx.needs_input_grad[:5])
         stats = RowStats(row_max, log_sum, None)
         result = fused_pass(
-            Projection(h, w, b),
+            Projection(h, w, b, opts.onednn),
             head,
             opts,
             kept,

@@ -53,7 +53,8 @@ class ClassIndexHead:
     ) -> ClassIndexHead:
         t = target.long()
         keep = t != ignore_index
-        w = weight.to(acc) if weight is not None else None
+        # without classes every target is ignored and an empty weight has nothing to look up
+        w = weight.to(acc) if weight is not None and classes > 0 else None
         return cls(torch.where(keep, t, 0), keep, w, eps, classes, acc)
 
     def divisor(self) -> torch.Tensor:

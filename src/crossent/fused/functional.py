@@ -9,8 +9,9 @@ import torch
 from crossent import _checks, _dispatch
 from crossent._reduction import resolve as resolve_reduction
 from crossent.fused import _checks as _fused_checks
+from crossent.fused._chunks import onednn_available
 from crossent.fused._function import LinearCrossEntropyFunction, loss_only
-from crossent.fused._options import FusedOptions, chunk_rows, workspace_row_bytes
+from crossent.fused._options import FusedOptions, chunk_rows, default_workspace_bytes, workspace_row_bytes
 from crossent.ops._layout import accumulation_dtype
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ def linear_cross_entropy(
     of positions for probabilities.
 
     The rows are processed in chunks; only one chunk's logits (and gradient) exist at a time, in a
-    workspace of ``workspace_bytes`` (32 MiB by default) or of ``chunk_size`` rows. Rows whose every
+    workspace of ``workspace_bytes`` or of ``chunk_size`` rows. The default budget is a quarter of
+    the weight gradient's size, within [16 MiB, 256 MiB] (``H / 4`` float32 rows for most shapes). Rows whose every
     target is ignored are dropped before any matrix multiply (in eager mode; under ``torch.compile``
     all rows are kept and masked, since dropping them needs a data-dependent size).
 
@@ -83,14 +85,14 @@ def linear_cross_entropy(
         impl: ``'auto'`` | ``'torch'`` (there is no Triton kernel for the fused loss yet).
 
     Shape:
-        ========================  ==============================  =========================================
-        input                     target                          output (``'none'``)
-        ========================  ==============================  =========================================
-        ``(H,)``                  ``()``, ``(1,)`` or ``(C,)``    ``()``
-        ``(N, H)``                ``(N,)`` or ``(N, C)``          ``(N,)``
-        ``(B, T, ..., H)``        ``(B, T, ...)`` or ``(B, T, ..., C)``  ``(B, T, ...)``
-        ``(N, H)``, W ``(C, d1..dK, H)``  ``(N, d1..dK)`` or ``(N, C, d1..dK)``  ``(N, d1, ..., dK)``
-        ========================  ==============================  =========================================
+        ==================================  ======================================  =====================
+        input, linear_weight                target                                  output (``'none'``)
+        ==================================  ======================================  =====================
+        ``(H,)``, ``(C, H)``                ``()``, ``(1,)`` or ``(C,)``            ``()``
+        ``(N, H)``, ``(C, H)``              ``(N,)`` or ``(N, C)``                  ``(N,)``
+        ``(B, T, ..., H)``, ``(C, H)``      ``(B, T, ...)`` or ``(B, T, ..., C)``   ``(B, T, ...)``
+        ``(N, H)``, ``(C, d1..dK, H)``      ``(N, d1..dK)`` or ``(N, C, d1..dK)``   ``(N, d1, ..., dK)``
+        ==================================  ======================================  =====================
 
     Example:
         >>> import torch, crossent
@@ -125,11 +127,13 @@ def linear_cross_entropy(
     acc = accumulation_dtype(input.dtype, *extra_dtypes)
     acc_dtype = getattr(options, "acc_dtype", None)
     row_bytes = workspace_row_bytes(c * s, input.dtype, acc if needs_grad else None)
+    grad_dtype = acc_dtype if acc_dtype is not None else accumulation_dtype(linear_weight.dtype)
     rows = chunk_rows(
         n,
         row_bytes,
         chunk_size if chunk_size is not None else getattr(options, "batch_chunk_size", None),
         workspace_bytes,
+        default_workspace_bytes(linear_weight.numel() * grad_dtype.itemsize),
     )
     opts = FusedOptions(
         reduction=reduction,
@@ -137,9 +141,10 @@ def linear_cross_entropy(
         label_smoothing=eps,
         num_classes=c,
         chunk_rows=rows,
-        grad_dtype=acc_dtype if acc_dtype is not None else accumulation_dtype(linear_weight.dtype),
+        grad_dtype=grad_dtype,
         # without classes every row is ignored, yet smoothing makes each loss nan: keep them
         drop_ignored=not shapes.probabilities and c > 0 and not torch.compiler.is_compiling(),
+        onednn=onednn_available(input.device, input.dtype),
     )
     h = input.reshape(n, shapes.in_features)
     w = linear_weight.reshape(c * s, shapes.in_features)

@@ -29,7 +29,7 @@ class LinearCrossEntropyLoss(torch.nn.Module):
 
     Example:
         >>> import torch, crossent
-        >>> loss = crossent.fused.LinearCrossEntropyLoss(4, 10, bias=True)
+        >>> loss = crossent.nn.LinearCrossEntropyLoss(4, 10, bias=True)
         >>> out = loss(torch.randn(8, 4, requires_grad=True), torch.randint(0, 10, (8,)))
         >>> out.backward()
     """
