@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from crossent.fused import linear_cross_entropy
+from crossent.fused import _chunks, linear_cross_entropy
 from tests.helpers import check_against
 
 F64 = torch.float64
@@ -255,3 +255,32 @@ def test_matches_torch_linear_cross_entropy():
     torch.testing.assert_close(ours_out, torch_out)
     for a, e in zip(torch.autograd.grad(ours_out, (h, w)), torch.autograd.grad(torch_out, (h, w)), strict=True):
         torch.testing.assert_close(a, e)
+
+
+@pytest.fixture(params=["onednn", "torch.mm"])
+def float32_matmul(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """float32 CPU matmuls through oneDNN (the default where torch has it) and through torch.mm."""
+    if request.param == "torch.mm":
+        monkeypatch.setattr(_chunks, "_ONEDNN_LINEAR", False)
+    return str(request.param)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_float32(layout, bias, reduction, float32_matmul):
+    """float32 against the float64 naive loss, for both matmul backends and non-contiguous operands."""
+    h = torch.randn(H, 13).t() if layout == "transposed" else torch.randn(13, H)
+    w = torch.randn(H, 40).t() if layout == "transposed" else torch.randn(40, H)
+    b = torch.randn(40) if bias else None
+    y = class_targets((13,), "some", 40)
+    cw = torch.rand(40) + 0.1
+    kwargs = dict(reduction=reduction, label_smoothing=0.1, chunk_size=4)
+    leaves = [t.detach().double().requires_grad_() for t in (h, w) + ((b,) if bias else ())]
+    expected = naive(leaves[0], leaves[1], leaves[2] if bias else None, y, cw.double(), **kwargs)
+    inputs = [t.requires_grad_() for t in (h, w) + ((b,) if bias else ())]
+    out = ours(inputs[0], inputs[1], inputs[2] if bias else None, y, cw, **kwargs)
+    torch.testing.assert_close(out.double(), expected.detach(), rtol=1e-5, atol=1e-5)
+    g = torch.rand_like(expected)
+    for a, e in zip(torch.autograd.grad(out, inputs, g.float()), torch.autograd.grad(expected, leaves, g), strict=True):
+        torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-5)
