@@ -136,12 +136,17 @@ def test_no_n_by_v_buffer_and_bounded_peak(reduction, small_blocks):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_peak_allocated():
+def test_cuda_peak_allocated(small_blocks):
     h, w, y = _problem(N, H, V, device="cuda")
+    # a first call creates cuBLAS's workspace, which then stays allocated: keep it out of the peak
+    warm_h, warm_w = h.detach().requires_grad_(), w.detach().requires_grad_()
+    linear_cross_entropy(warm_h, warm_w, y, workspace_bytes=BUDGET).backward()
+    del warm_h, warm_w
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
     linear_cross_entropy(h, w, y, workspace_bytes=BUDGET).backward()
     torch.cuda.synchronize()
     gradients = (h.numel() + w.numel()) * 4
-    assert torch.cuda.max_memory_allocated() - base <= gradients + BUDGET + 4 * _layout.BLOCK_ELEMENTS * 4
+    blocks = 4 * BLOCK * 4
+    assert torch.cuda.max_memory_allocated() - base <= gradients + BUDGET + blocks < LOGITS_BYTES // 4
