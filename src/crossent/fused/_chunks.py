@@ -64,9 +64,10 @@ class Projection:
     onednn: bool
 
     def logits(self, hidden: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-        """The logits of ``hidden (r, H)``: written into the workspace ``out (r, V)``, or fresh from oneDNN."""
-        if out is None:
+        """The logits of ``hidden (r, H)``: fresh from oneDNN, else written into the workspace ``out (r, V)``."""
+        if self.onednn:
             return torch.ops.mkldnn._linear_pointwise(hidden.contiguous(), self.weight, self.bias, "none", [], "")
+        assert out is not None  # fused_pass allocates the workspace whenever oneDNN is off
         if self.bias is None:
             return torch.mm(hidden, self.weight.t(), out=out)
         return torch.addmm(self.bias, hidden, self.weight.t(), out=out)
