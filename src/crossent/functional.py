@@ -197,7 +197,8 @@ def cross_entropy(
     }
     if _dispatch.resolve("cross_entropy", impl, input.device, options) == "triton":
         return _triton().cross_entropy(input, target, weight, ignore_index, reduction, eps, inplace_backward)
-    opts = CrossEntropyOptions(reduction, ignore_index, eps, inplace_backward)
+    gradient_expected = torch.is_grad_enabled() and input.requires_grad
+    opts = CrossEntropyOptions(reduction, ignore_index, eps, inplace_backward, gradient_expected)
     function = ProbabilityCrossEntropy if prob_target else ClassIndexCrossEntropy
     return function.apply(input, target, weight, opts)
 

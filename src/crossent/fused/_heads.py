@@ -16,7 +16,7 @@ import torch
 
 from crossent.fused._chunks import RowChunk
 from crossent.ops._layout import blocks
-from crossent.ops.cross_entropy import RowStats, class_index_grad, row_stats
+from crossent.ops.cross_entropy import GradientSpec, RowStats, class_index_grad, row_stats
 
 
 class TargetGradients(NamedTuple):
@@ -107,7 +107,7 @@ class ClassIndexHead:
             if smooth_scale is not None:
                 sum_w = self.weight.sum() if self.weight is not None else c
                 p_scale = target_scale + smooth_scale * sum_w
-            class_index_grad(x3, stats, t, p_scale, target_scale, smooth_scale, self.weight, grad3)
+            class_index_grad(x3, stats, GradientSpec(grad3, t, p_scale, target_scale, smooth_scale, self.weight))
         return loss, stats
 
 

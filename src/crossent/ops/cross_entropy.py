@@ -16,7 +16,7 @@ import torch
 
 from crossent.ops import _memory
 from crossent.ops._autograd import first_order
-from crossent.ops._layout import Block, accumulation_dtype, as_ncs, blocks
+from crossent.ops._layout import Block, accumulation_dtype, as_ncs, blocks, class_dim
 from crossent.ops._parallel import for_each_block
 
 
@@ -26,6 +26,8 @@ class CrossEntropyOptions:
     ignore_index: int = -100
     label_smoothing: float = 0.0  # already clipped to [0, 1]
     inplace_backward: bool = False
+    # a gradient will be asked for (grad mode on at the call, input requires grad): the forward forms it
+    gradient_expected: bool = False
 
 
 class RowStats(NamedTuple):
@@ -41,13 +43,51 @@ class RowStats(NamedTuple):
     smooth: torch.Tensor | None  # (N, S): sum_c w_c (lse - x_c), when label smoothing is on
 
 
+@dataclass(frozen=True)
+class GradientSpec:
+    """``d loss / d logits = p_scale * softmax(x) - target_scale * onehot(y) - smooth_scale * w``.
+
+    Scales are per position ``(N, S)``; the gradient is written into ``out3`` (which may alias the
+    logits for an in-place backward).
+    """
+
+    out3: torch.Tensor
+    target: torch.Tensor
+    p_scale: torch.Tensor
+    target_scale: torch.Tensor
+    smooth_scale: torch.Tensor | None
+    weight: torch.Tensor | None
+
+
+def _finish_grad_block(
+    gb: torch.Tensor, block: Block, spec: GradientSpec, exp_scale: torch.Tensor, in_place: bool
+) -> None:
+    """Turn ``gb = exp(x - max)`` into the gradient block; copy it into ``spec.out3`` unless it is already there."""
+    bn, bs = block
+    gb.mul_(exp_scale.unsqueeze(1))
+    gb.scatter_add_(1, spec.target[bn, bs].unsqueeze(1), spec.target_scale[bn, bs].neg().unsqueeze(1))
+    if spec.smooth_scale is not None:
+        if spec.weight is None:
+            gb.sub_(spec.smooth_scale[bn, bs].unsqueeze(1))
+        else:
+            gb.addcmul_(spec.smooth_scale[bn, bs].unsqueeze(1), spec.weight.view(1, -1, 1), value=-1)
+    if not in_place:
+        spec.out3[bn, :, bs] = gb
+
+
 def row_stats(
-    x3: torch.Tensor, acc: torch.dtype, smoothing_weight: torch.Tensor | None = None, smoothing: bool = False
+    x3: torch.Tensor,
+    acc: torch.dtype,
+    smoothing_weight: torch.Tensor | None = None,
+    smoothing: bool = False,
+    grad: GradientSpec | None = None,
 ) -> RowStats:
     """Max and log-sum-exp of each position of ``(N, C, S)`` logits, block by block.
 
     With ``smoothing``, also ``sum_c w_c (lse - x_c) = log_sum * sum(w) - sum_c w_c (x_c - max)``, where
     every term of the last sum has one sign (``x_c - max <= 0``): no cancellation, even for C = 256k.
+    With ``grad``, the gradient is formed from the same block's exponentials while they are in cache,
+    saving the backward's second ``exp`` pass.
     """
     n, c, s = x3.shape
     if c == 0:  # log of an empty sum; no smoothing term without classes
@@ -57,61 +97,45 @@ def row_stats(
     log_sum = torch.empty(n, s, dtype=acc, device=x3.device)
     smooth = torch.empty(n, s, dtype=acc, device=x3.device) if smoothing else None
     sum_w = smoothing_weight.sum() if smoothing_weight is not None else c
+    grad_in_place = grad is not None and grad.out3.dtype == acc
 
     def stats_of(block: Block) -> None:
         bn, bs = block
         xb = x3[bn, :, bs].to(acc)
         m = xb.amax(1, keepdim=True)
-        shifted = xb - m
+        shifted = torch.sub(xb, m, out=grad.out3[bn, :, bs]) if grad is not None and grad_in_place else xb - m
         if smooth is not None:
             if smoothing_weight is None:
                 weighted = shifted.sum(1)
             else:
                 weighted = torch.einsum("bcs,c->bs", shifted, smoothing_weight)
-        block_log_sum = shifted.exp_().sum(1).log_()
+        sum_exp = shifted.exp_().sum(1)
+        block_log_sum = sum_exp.log()
         row_max[bn, bs] = m.squeeze(1)
         log_sum[bn, bs] = block_log_sum
         if smooth is not None:
             smooth[bn, bs] = block_log_sum * sum_w - weighted
+        if grad is not None:
+            _finish_grad_block(shifted, block, grad, grad.p_scale[bn, bs] / sum_exp, grad_in_place)
 
     for_each_block(list(blocks(n, c, s)), stats_of, x3.device)
     return RowStats(row_max, log_sum, smooth)
 
 
-def class_index_grad(
-    x3: torch.Tensor,
-    stats: RowStats,
-    target: torch.Tensor,
-    p_scale: torch.Tensor,
-    target_scale: torch.Tensor,
-    smooth_scale: torch.Tensor | None,
-    weight: torch.Tensor | None,
-    out3: torch.Tensor,
-) -> None:
-    """Write ``p_scale * softmax(x) - target_scale * onehot(y) - smooth_scale * w`` into ``out3``.
-
-    All scales are per position ``(N, S)``; ``out3`` may alias ``x3`` (in-place backward).
-    """
+def class_index_grad(x3: torch.Tensor, stats: RowStats, grad: GradientSpec) -> None:
+    """Write the gradient ``grad`` describes into ``grad.out3``, recomputing ``exp(x - max)`` block by block."""
     n, c, s = x3.shape
     acc = stats.max.dtype
     # softmax = exp(x - max) / exp(log_sum): fold the division into the per-position scale
-    exp_scale = p_scale * stats.log_sum.neg().exp()
-    direct = out3.dtype == acc
+    exp_scale = grad.p_scale * stats.log_sum.neg().exp()
+    direct = grad.out3.dtype == acc
 
     def grad_of(block: Block) -> None:
         bn, bs = block
         xb = x3[bn, :, bs].to(acc)
-        gb = out3[bn, :, bs] if direct else torch.empty_like(xb)
-        torch.sub(xb, stats.max[bn, bs].unsqueeze(1), out=gb)
-        gb.exp_().mul_(exp_scale[bn, bs].unsqueeze(1))
-        gb.scatter_add_(1, target[bn, bs].unsqueeze(1), target_scale[bn, bs].neg().unsqueeze(1))
-        if smooth_scale is not None:
-            if weight is None:
-                gb.sub_(smooth_scale[bn, bs].unsqueeze(1))
-            else:
-                gb.addcmul_(smooth_scale[bn, bs].unsqueeze(1), weight.view(1, c, 1), value=-1)
-        if not direct:
-            out3[bn, :, bs].copy_(gb)
+        gb = grad.out3[bn, :, bs] if direct else torch.empty_like(xb)
+        torch.sub(xb, stats.max[bn, bs].unsqueeze(1), out=gb).exp_()
+        _finish_grad_block(gb, block, grad, exp_scale[bn, bs], direct)
 
     for_each_block(list(blocks(n, c, s)), grad_of, x3.device)
 
@@ -138,10 +162,17 @@ class ClassIndexCrossEntropy(torch.autograd.Function):
         keep = t != opts.ignore_index
         t_safe = torch.where(keep, t, 0)
         w = weight.to(acc) if weight is not None else None
-
-        stats = row_stats(x3, acc, w, smoothing=eps > 0)
-        x_target = x3.gather(1, t_safe.unsqueeze(1)).squeeze(1).to(acc) if c > 0 else stats.max
         w_target = w[t_safe] if w is not None else torch.ones((), dtype=acc, device=x.device)
+        total_weight = torch.where(keep, w_target, 0).sum()
+        # with a gradient to come, form it now from the forward's own exponentials (for upstream
+        # gradient 1; the backward rescales it): one exp pass instead of two, and no second read of x
+        precompute = opts.gradient_expected and not opts.inplace_backward and c > 0
+        precompute = precompute and not torch.compiler.is_compiling()
+        grad = _memory.empty(x.shape, x.dtype, x.device) if precompute else None
+        spec = _unit_gradient_spec(grad, t_safe, keep, w, total_weight, opts, c) if grad is not None else None
+
+        stats = row_stats(x3, acc, w, smoothing=eps > 0, grad=spec)
+        x_target = x3.gather(1, t_safe.unsqueeze(1)).squeeze(1).to(acc) if c > 0 else stats.max
         # lse - x_y = (max - x_y) + log_sum, the order that keeps huge logits exact
         nll = (stats.max - x_target).add_(stats.log_sum)
         # where, not multiply: an ignored row of NaN logits still contributes exactly 0
@@ -150,9 +181,9 @@ class ClassIndexCrossEntropy(torch.autograd.Function):
         if smooth is not None:
             # eps / C is NaN without classes, as torch's 0/0 there
             per_position = (1 - eps) * per_position + (eps / c if c else math.nan) * torch.where(keep, smooth, 0)
-        total_weight = torch.where(keep, w_target, 0).sum()
 
         ctx.opts = opts
+        ctx.precomputed, ctx.precomputed_grad = precompute, grad
         ctx.save_for_backward(x, t_safe, keep, stats.max, stats.log_sum, w, total_weight)
         if opts.reduction == "none":
             shape = () if x.dim() == 1 else target.shape
@@ -169,25 +200,64 @@ class ClassIndexCrossEntropy(torch.autograd.Function):
         x, t_safe, keep, row_max, log_sum, w, total_weight = ctx.saved_tensors
         opts: CrossEntropyOptions = ctx.opts
         x3 = as_ncs(x)
+        if ctx.precomputed:
+            grad = ctx.precomputed_grad
+            ctx.precomputed_grad = None
+            if grad is None:
+                # a retained graph's second backward: autograd already owns the first buffer, so
+                # redo the forward's unit gradient exactly (same kernel, same bits) in a new one
+                grad = _memory.empty(x.shape, x.dtype, x.device)
+                spec = _unit_gradient_spec(grad, t_safe, keep, w, total_weight, opts, x3.shape[1])
+                row_stats(x3, row_max.dtype, w, grad=spec)
+            # the gradient is linear in the upstream gradient
+            g = grad_output.to(grad.dtype)
+            return grad.mul_(g.unsqueeze(class_dim(x)) if opts.reduction == "none" else g), None, None, None
         n, c, s = x3.shape
-        acc = row_max.dtype
-        eps = opts.label_smoothing
-        g = grad_output.to(acc)
+        g = grad_output.to(row_max.dtype)
         if opts.reduction == "none":
             g = g.reshape(n, s)
         elif opts.reduction == "mean":
             g = g / total_weight
-        coef = torch.where(keep, g, 0)
-        w_target = w[t_safe] if w is not None else torch.ones((), dtype=acc, device=x.device)
-        target_scale = coef * ((1 - eps) * w_target)
-        smooth_scale = coef * (eps / c) if eps > 0 and c > 0 else None
-        sum_w = w.sum() if w is not None else c
-        p_scale = target_scale + smooth_scale * sum_w if smooth_scale is not None else target_scale
         grad = _grad_buffer(x, opts.inplace_backward)
         if c > 0:
-            stats = RowStats(row_max, log_sum, None)
-            class_index_grad(x3, stats, t_safe, p_scale, target_scale, smooth_scale, w, as_ncs(grad))
+            spec = _gradient_spec(as_ncs(grad), t_safe, keep, w, opts.label_smoothing, c, g)
+            class_index_grad(x3, RowStats(row_max, log_sum, None), spec)
         return grad, None, None, None
+
+
+def _unit_gradient_spec(
+    grad: torch.Tensor,
+    t_safe: torch.Tensor,
+    keep: torch.Tensor,
+    w: torch.Tensor | None,
+    total_weight: torch.Tensor,
+    opts: CrossEntropyOptions,
+    c: int,
+) -> GradientSpec:
+    """The gradient for an upstream gradient of 1, to be written into ``grad``."""
+    unit = torch.ones((), dtype=total_weight.dtype, device=grad.device)
+    g = unit / total_weight if opts.reduction == "mean" else unit
+    return _gradient_spec(as_ncs(grad), t_safe, keep, w, opts.label_smoothing, c, g)
+
+
+def _gradient_spec(
+    out3: torch.Tensor,
+    t_safe: torch.Tensor,
+    keep: torch.Tensor,
+    w: torch.Tensor | None,
+    eps: float,
+    c: int,
+    g: torch.Tensor,
+) -> GradientSpec:
+    """The per-position scales of ``d l / d x`` for an upstream gradient ``g`` (per position or scalar)."""
+    coef = torch.where(keep, g, 0)
+    w_target = w[t_safe] if w is not None else 1.0
+    target_scale = coef * ((1 - eps) * w_target)
+    smooth_scale = coef * (eps / c) if eps > 0 else None
+    p_scale = target_scale
+    if smooth_scale is not None:
+        p_scale = target_scale + smooth_scale * (w.sum() if w is not None else c)
+    return GradientSpec(out3, t_safe, p_scale, target_scale, smooth_scale, w)
 
 
 class ProbabilityCrossEntropy(torch.autograd.Function):
