@@ -10,15 +10,18 @@ from crossent.functional import (
     nll_loss,
     softmax,
 )
+from crossent.fused import LinearCrossEntropyLoss, linear_cross_entropy
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LinearCrossEntropyLoss",
     "__version__",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "kl_div",
+    "linear_cross_entropy",
     "log_softmax",
     "nll_loss",
     "nn",

@@ -62,7 +62,7 @@ def smoothing(label_smoothing: object) -> float:
     """torch treats label_smoothing < 0 and NaN as 0 and rejects values above 1."""
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
         raise TypeError(
-            "cross_entropy_loss(): argument 'label_smoothing' (position 7) must be float, "
+            "cross_entropy_loss(): argument 'label_smoothing' (position 6) must be float, "
             f"not {type(label_smoothing).__name__}"
         )
     eps = float(label_smoothing)

@@ -11,12 +11,14 @@ from torch import Tensor
 
 from crossent import functional as F
 from crossent._reduction import legacy_reduction
+from crossent.fused.modules import LinearCrossEntropyLoss
 
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "KLDivLoss",
+    "LinearCrossEntropyLoss",
     "LogSoftmax",
     "NLLLoss",
     "Softmax",

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+
+import benchmarks
 from benchmarks.memory import peak_rss_growth
 from benchmarks.memory_probe import ProbeSpec, cpu_peak_growth_in_fresh_process
 from benchmarks.ops import OPS, Subject, from_path
 from benchmarks.problems import class_logits
 from benchmarks.shapes import LogitsShape, shape_to_dict
 from benchmarks.steps import Steps
-
-import benchmarks
 
 MIB = 2**20
 # Largest error torch itself makes against the float64 truth on the tiny set, with a wide margin.

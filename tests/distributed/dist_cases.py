@@ -4,29 +4,13 @@ from fixed seeds, cuts its own class shard, and compares with torch on the full 
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-import crossent
 from crossent.ops import _layout
-
-
-def _has_keywords(name: str) -> bool:
-    fn = getattr(crossent, name, None)
-    return fn is not None and {"process_group", "normalizer"} <= set(inspect.signature(fn).parameters)
-
-
-# whether the lead has wired process_group= / normalizer= into the public functions yet
-PUBLIC_CROSS_ENTROPY_WIRED = _has_keywords("cross_entropy")
-PUBLIC_LINEAR_WIRED = _has_keywords("linear_cross_entropy")
-NOT_WIRED_REASON = (
-    "crossent.cross_entropy / crossent.linear_cross_entropy have no process_group= and normalizer= keywords yet "
-    "(the wiring patch is in the distributed report); remove this guard once they do"
-)
 
 # shard widths of a 7-class vocabulary: even-ish, lopsided, with an empty shard
 LAYOUTS = {

@@ -1,5 +1,5 @@
 """Multi-rank checks through the public keywords: crossent.cross_entropy(..., process_group=, normalizer=)
-and crossent.linear_cross_entropy(...). They join the suites once the keywords exist (see dist_cases)."""
+and crossent.linear_cross_entropy(..., process_group=, normalizer=)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from dist_cases import (
     LAYOUTS,
-    PUBLIC_CROSS_ENTROPY_WIRED,
-    PUBLIC_LINEAR_WIRED,
     assert_close,
     case_grid,
     generator,
@@ -58,7 +56,7 @@ def check_linear_cross_entropy_process_group(pg: dist.ProcessGroup) -> None:
             expected.backward()
             h_local = h.clone().requires_grad_()
             w_local = shard(classifier, widths, 0).clone().requires_grad_()
-            actual = crossent.linear_cross_entropy(  # type: ignore[attr-defined]
+            actual = crossent.linear_cross_entropy(
                 h_local, w_local, y, reduction="sum", label_smoothing=0.1, process_group=pg, normalizer=normalizer
             )
             actual.backward()
@@ -68,9 +66,9 @@ def check_linear_cross_entropy_process_group(pg: dist.ProcessGroup) -> None:
 
 
 def checks() -> list[tuple[str, Check]]:
-    selected = []
-    if PUBLIC_CROSS_ENTROPY_WIRED:
-        selected += [check_cross_entropy_process_group, check_normalizer_keyword_accumulation]
-    if PUBLIC_LINEAR_WIRED:
-        selected.append(check_linear_cross_entropy_process_group)
+    selected = [
+        check_cross_entropy_process_group,
+        check_normalizer_keyword_accumulation,
+        check_linear_cross_entropy_process_group,
+    ]
     return [(f.__name__, f) for f in selected]

@@ -10,13 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from dist_cases import NOT_WIRED_REASON, PUBLIC_CROSS_ENTROPY_WIRED, PUBLIC_LINEAR_WIRED
 
 import crossent
 from crossent.distributed import count_targets
 
 
-@pytest.mark.skipif(not PUBLIC_CROSS_ENTROPY_WIRED, reason=NOT_WIRED_REASON)
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 @pytest.mark.parametrize("probability", [False, True])
 def test_cross_entropy_normalizer(reduction: str, probability: bool) -> None:
@@ -36,26 +34,23 @@ def test_cross_entropy_normalizer(reduction: str, probability: bool) -> None:
         torch.testing.assert_close(g_actual, g_expected, rtol=1e-14, atol=1e-18)
 
 
-@pytest.mark.skipif(not PUBLIC_CROSS_ENTROPY_WIRED, reason=NOT_WIRED_REASON)
 def test_cross_entropy_normalizer_refuses_none() -> None:
     with pytest.raises(ValueError, match="not 'none'"):
         crossent.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), reduction="none", normalizer=2)
 
 
-@pytest.mark.skipif(not PUBLIC_CROSS_ENTROPY_WIRED, reason=NOT_WIRED_REASON)
 def test_cross_entropy_process_group_needs_torch_distributed() -> None:
     with pytest.raises((RuntimeError, TypeError), match="init_process_group|ProcessGroup"):
         crossent.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), process_group=object())
 
 
-@pytest.mark.skipif(not PUBLIC_LINEAR_WIRED, reason=NOT_WIRED_REASON)
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_linear_cross_entropy_normalizer(reduction: str) -> None:
     g = torch.Generator().manual_seed(1)
     h = torch.randn(6, 4, dtype=torch.float64, generator=g, requires_grad=True)
     w = torch.randn(5, 4, dtype=torch.float64, generator=g, requires_grad=True)
     y = torch.tensor([0, 4, -100, 2, 2, 1])
-    actual = crossent.linear_cross_entropy(h, w, y, reduction=reduction, normalizer=torch.tensor(9))  # type: ignore[attr-defined]
+    actual = crossent.linear_cross_entropy(h, w, y, reduction=reduction, normalizer=torch.tensor(9))
     expected = F.cross_entropy(h @ w.T, y, reduction="sum") / 9
     torch.testing.assert_close(actual, expected, rtol=1e-14, atol=0)
     grads = torch.autograd.grad(actual, (h, w))

@@ -34,6 +34,9 @@ def linear_cross_entropy(
     chunk_size: int | None = None,
     workspace_bytes: int | None = None,
     impl: str = "auto",
+    process_group: torch.distributed.ProcessGroup | None = None,
+    normalizer: torch.Tensor | float | None = None,
+    reduce_input_grad: bool = True,
 ) -> torch.Tensor:
     r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` without ever holding those logits.
 
@@ -85,6 +88,14 @@ def linear_cross_entropy(
         chunk_size: rows per chunk (exclusive with ``workspace_bytes``).
         workspace_bytes: budget for the chunk workspace, in bytes.
         impl: ``'auto'`` | ``'torch'`` (there is no Triton kernel for the fused loss yet).
+        process_group: vocab parallelism: ``linear_weight`` ``(V_r, H)``, ``linear_bias``, ``weight``
+            (and probability targets) hold this rank's contiguous slice of the classes; ``input`` and
+            class ids are the same on every rank (``crossent.distributed.vocab_parallel_linear_cross_entropy``).
+        normalizer: return ``sum_n l_n / normalizer`` (for ``'mean'`` and ``'sum'``; a number or a
+            one-element tensor, never read on the host), e.g. ``crossent.distributed.count_targets``.
+        reduce_input_grad: with ``process_group``, all-reduce the input gradient in the backward
+            (each rank's share is ``dL/dlogits[V_r] @ W[V_r]``); False when your framework already
+            reduces it (Megatron's column-parallel linear does).
 
     Shape:
         ==================================  ======================================  =====================
@@ -102,6 +113,46 @@ def linear_cross_entropy(
         >>> crossent.linear_cross_entropy(h, W, torch.tensor([0, -100]), reduction="none")
         tensor([0.4076, 0.0000])
     """
+    if process_group is not None:
+        if options is not None or workspace_bytes is not None or impl == "triton":
+            raise ValueError(
+                "linear_cross_entropy(process_group=...) takes chunk_size only (no options, workspace_bytes or Triton)"
+            )
+        from crossent.distributed import vocab_parallel_linear_cross_entropy
+
+        return vocab_parallel_linear_cross_entropy(
+            input,
+            linear_weight,
+            target,
+            linear_bias=linear_bias,
+            weight=weight,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            process_group=process_group,
+            normalizer=normalizer,
+            reduce_input_grad=reduce_input_grad,
+            chunk_size=chunk_size,
+        )
+    if normalizer is not None:
+        from crossent.distributed.normalization import check_normalizer, normalized_sum
+
+        check_normalizer(normalizer, resolve_reduction(reduction), "linear_cross_entropy")
+        total = linear_cross_entropy(
+            input,
+            linear_weight,
+            target,
+            linear_bias=linear_bias,
+            weight=weight,
+            reduction="sum",  # keeps the fused path's gradients-in-the-forward
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            options=options,
+            chunk_size=chunk_size,
+            workspace_bytes=workspace_bytes,
+            impl=impl,
+        )
+        return normalized_sum(total, normalizer)
     _checks.check_tensor(input, "linear_cross_entropy", "input", 1)
     _checks.check_tensor(linear_weight, "linear_cross_entropy", "linear_weight", 2)
     _checks.check_tensor(target, "linear_cross_entropy", "target", 3)

@@ -162,7 +162,7 @@ class ClassIndexCrossEntropy(torch.autograd.Function):
         keep = t != opts.ignore_index
         t_safe = torch.where(keep, t, 0)
         w = weight.to(acc) if weight is not None else None
-        w_target = w[t_safe] if w is not None else torch.ones((), dtype=acc, device=x.device)
+        w_target = w[t_safe] if w is not None and c > 0 else torch.ones((), dtype=acc, device=x.device)
         total_weight = torch.where(keep, w_target, 0).sum()
         # with a gradient to come, form it now from the forward's own exponentials (for upstream
         # gradient 1; the backward rescales it): one exp pass instead of two, and no second read of x
