@@ -22,9 +22,10 @@ def around_dim(x: torch.Tensor, dim: int) -> torch.Tensor:
     return x.reshape(before, x.shape[dim], math.prod(x.shape[dim + 1 :]))
 
 
-def map_blocks(fn: Callable[..., torch.Tensor], dim: int, *tensors: torch.Tensor) -> torch.Tensor:
-    """``fn`` of the blocks of ``tensors`` (in the accumulation dtype, class dim 1), into a new tensor
-    of the first one's shape and dtype."""
+def map_blocks(fn: Callable[..., None], dim: int, *tensors: torch.Tensor) -> torch.Tensor:
+    """A new tensor of the first one's shape and dtype, each block written by ``fn(out_block, *blocks)``
+    (blocks in the accumulation dtype, class dim 1; ``out_block`` is the output itself when the dtypes
+    agree, so no block is copied twice)."""
     like = tensors[0]
     acc = accumulation_dtype(like.dtype)
     out = _memory.empty(like.shape, like.dtype, like.device)
@@ -32,23 +33,40 @@ def map_blocks(fn: Callable[..., torch.Tensor], dim: int, *tensors: torch.Tensor
     out3 = around_dim(out, dim)
     n, c, s = out3.shape
 
+    direct = out.dtype == acc
+
     def apply(block: tuple[slice, slice]) -> None:
         bn, bs = block
-        out3[bn, :, bs] = fn(*(v[bn, :, bs].to(acc) for v in views))
+        inputs = [v[bn, :, bs].to(acc) for v in views]
+        target = out3[bn, :, bs] if direct else torch.empty_like(inputs[0])
+        fn(target, *inputs)
+        if not direct:
+            out3[bn, :, bs] = target
 
     if out.numel() > 0:
         for_each_block(list(blocks(n, c, s)), apply, out.device)
     return out
 
 
-def _log_softmax(x: torch.Tensor) -> torch.Tensor:
-    shifted = x - x.amax(1, keepdim=True)
-    return shifted.sub_(shifted.exp().sum(1, keepdim=True).log_())
+def _log_softmax(out: torch.Tensor, x: torch.Tensor) -> None:
+    shifted = torch.sub(x, x.amax(1, keepdim=True), out=out)
+    shifted.sub_(shifted.exp().sum(1, keepdim=True).log_())
 
 
-def _softmax(x: torch.Tensor) -> torch.Tensor:
-    e = (x - x.amax(1, keepdim=True)).exp_()
-    return e.div_(e.sum(1, keepdim=True))
+def _softmax(out: torch.Tensor, x: torch.Tensor) -> None:
+    e = torch.sub(x, x.amax(1, keepdim=True), out=out).exp_()
+    e.div_(e.sum(1, keepdim=True))
+
+
+def _log_softmax_backward(out: torch.Tensor, g: torch.Tensor, y: torch.Tensor) -> None:
+    # g_i - softmax_i sum_j g_j,  softmax = exp(y)
+    torch.exp(y, out=out).mul_(g.sum(1, keepdim=True).neg_()).add_(g)
+
+
+def _softmax_backward(out: torch.Tensor, g: torch.Tensor, y: torch.Tensor) -> None:
+    # y_i (g_i - sum_j y_j g_j)
+    dot = torch.mul(y, g, out=out).sum(1, keepdim=True)
+    torch.sub(g, dot, out=out).mul_(y)
 
 
 class LogSoftmax(torch.autograd.Function):
@@ -66,7 +84,7 @@ class LogSoftmax(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         # d/dx (x_i - lse) contracted with g: g_i - softmax_i sum_j g_j,  softmax = exp(y)
         (out,) = ctx.saved_tensors
-        return map_blocks(lambda g, y: g - y.exp().mul_(g.sum(1, keepdim=True)), ctx.dim, grad_output, out), None
+        return map_blocks(_log_softmax_backward, ctx.dim, grad_output, out), None
 
 
 class Softmax(torch.autograd.Function):
@@ -84,4 +102,4 @@ class Softmax(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
         # d/dx softmax contracted with g: y_i (g_i - sum_j y_j g_j)
         (out,) = ctx.saved_tensors
-        return map_blocks(lambda g, y: y * (g - (y * g).sum(1, keepdim=True)), ctx.dim, grad_output, out), None
+        return map_blocks(_softmax_backward, ctx.dim, grad_output, out), None
