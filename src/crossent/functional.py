@@ -278,16 +278,26 @@ def _softmax_dim(name: str, x: torch.Tensor, dim: int | None, stacklevel: int) -
     return dim % max(x.dim(), 1)
 
 
-def _softmax_input(
-    name: str, x: torch.Tensor, dim: int | None, stacklevel: int, dtype: torch.dtype | None
-) -> tuple[torch.Tensor, int]:
+def _normalise(
+    name: str,
+    function: type[torch.autograd.Function],
+    x: torch.Tensor,
+    dim: int | None,
+    stacklevel: int,
+    dtype: torch.dtype | None,
+    impl: str,
+) -> torch.Tensor:
+    """softmax / log_softmax: validate, cast, dispatch, apply."""
     _checks.check_tensor(x, name, "input", 0)
     d = _softmax_dim(name, x, dim, stacklevel)
     if dtype is not None:
         x = x.to(dtype)
     kernel = _softmax_kernel_name(x, d)
     _checks.check_floating(x, kernel if name == "log_softmax" else kernel.replace("log_softmax", "softmax"))
-    return x, d
+    if _dispatch.resolve(name, impl, x.device, {"dtype": x.dtype, "ndim": x.dim()}) == "triton":
+        result: torch.Tensor = getattr(_triton(), name)(x, d)
+        return result
+    return function.apply(x, d)
 
 
 def log_softmax(
@@ -321,10 +331,7 @@ def log_softmax(
         >>> crossent.log_softmax(torch.tensor([1.0, 2.0]), dim=0)
         tensor([-1.3133, -0.3133])
     """
-    x, d = _softmax_input("log_softmax", input, dim, _stacklevel + 1, dtype)
-    if _dispatch.resolve("log_softmax", impl, x.device, {"dtype": x.dtype, "ndim": x.dim()}) == "triton":
-        return _triton().log_softmax(x, d)
-    return LogSoftmax.apply(x, d)
+    return _normalise("log_softmax", LogSoftmax, input, dim, _stacklevel + 1, dtype, impl)
 
 
 def softmax(
@@ -354,10 +361,7 @@ def softmax(
         >>> crossent.softmax(torch.tensor([1.0, 3.0]), dim=0)
         tensor([0.1192, 0.8808])
     """
-    x, d = _softmax_input("softmax", input, dim, _stacklevel + 1, dtype)
-    if _dispatch.resolve("softmax", impl, x.device, {"dtype": x.dtype, "ndim": x.dim()}) == "triton":
-        return _triton().softmax(x, d)
-    return Softmax.apply(x, d)
+    return _normalise("softmax", Softmax, input, dim, _stacklevel + 1, dtype, impl)
 
 
 def binary_cross_entropy(
