@@ -83,7 +83,8 @@ def cross_entropy(
             (saves one logits-sized allocation). ``input`` is overwritten by the backward pass: use it
             only when nothing reads the logits afterwards. Refused for leaf tensors that require grad;
             autograd's version counter catches any other saved use of ``input``. Ignored (a fresh
-            buffer is used) for non-contiguous inputs.
+            buffer is used) for non-contiguous inputs. Without it, a call that expects a gradient forms
+            the gradient in the forward (from the same exponentials) and keeps it for the backward.
         impl: ``'auto'`` | ``'torch'`` | ``'triton'`` (see ``crossent._dispatch``).
         process_group: vocab parallelism: ``input`` (and probability targets, ``weight``) hold this
             rank's contiguous slice of the classes, targets are global ids; every rank gets the loss

@@ -1,9 +1,11 @@
 """Cross-entropy on logits: blocked forward and backward that never hold a logits-sized temporary.
 
-Forward walks ``(N, C, S)`` logits in cache-sized blocks and keeps only the float32 (float64 for
-float64 inputs) log-sum-exp per position, as its two parts ``max`` and ``log_sum`` (see ``RowStats``).
-Backward recomputes ``softmax = exp(x - max) / exp(log_sum)`` block by block and writes the gradient
-once, into a fresh buffer or, with ``inplace_backward=True``, into the logits' own storage.
+Forward walks ``(N, C, S)`` logits in cache-sized blocks and keeps the float32 (float64 for float64
+inputs) log-sum-exp per position, as its two parts ``max`` and ``log_sum`` (see ``RowStats``). When a
+gradient is expected, the forward also writes it (for an upstream gradient of 1) from the block's own
+exponentials, and the backward only rescales it. Otherwise (``inplace_backward=True``, while
+``torch.compile`` traces) the backward recomputes ``softmax = exp(x - max) / exp(log_sum)`` block by
+block and writes the gradient once, into a fresh buffer or into the logits' own storage.
 """
 
 from __future__ import annotations
