@@ -8,7 +8,6 @@ and log-sum-exp (as ``RowStats``: max and log-sum, from crossent's row kernel), 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -16,7 +15,7 @@ import torch
 
 from crossent.fused._chunks import RowChunk
 from crossent.ops._layout import blocks
-from crossent.ops.cross_entropy import GradientSpec, RowStats, class_index_grad, row_stats
+from crossent.ops.cross_entropy import RowStats, class_index_grad, class_index_loss, gradient_spec, row_stats
 
 
 class TargetGradients(NamedTuple):
@@ -87,27 +86,10 @@ class ClassIndexHead:
         w_t = self.weight[t] if self.weight is not None else None
         if stats is None:
             stats = row_stats(x3, self.acc, self.weight, smoothing=want_loss and self.eps > 0)
-        loss = None
-        if want_loss:
-            keep = rows.take(self.keep)
-            x_t = x3.gather(1, t.unsqueeze(1)).squeeze(1).to(self.acc) if c > 0 else stats.max
-            # lse - x_y = (max - x_y) + log_sum, the order that keeps huge logits exact
-            nll = (stats.max - x_t).add_(stats.log_sum)
-            # where, not multiply: an ignored position with NaN logits still contributes exactly 0
-            loss = torch.where(keep, nll if w_t is None else nll * w_t, 0)
-            if stats.smooth is not None:
-                # eps / C is NaN without classes, as torch's 0/0 there
-                smooth = torch.where(keep, stats.smooth, 0)
-                loss = (1 - self.eps) * loss + (self.eps / c if c else math.nan) * smooth
+        loss = class_index_loss(x3, stats, t, rows.take(self.keep), w_t, self.eps) if want_loss else None
         if grad3 is not None and coef is not None and c > 0:
             # d/dx_c l = coef [(1-eps) w_y (p_c - [c=y]) + (eps/C)(p_c sum_k w_k - w_c)],  p = softmax(x)
-            target_scale = coef * (1 - self.eps) if w_t is None else coef * ((1 - self.eps) * w_t)
-            smooth_scale = coef * (self.eps / c) if self.eps > 0 else None
-            p_scale = target_scale
-            if smooth_scale is not None:
-                sum_w = self.weight.sum() if self.weight is not None else c
-                p_scale = target_scale + smooth_scale * sum_w
-            class_index_grad(x3, stats, GradientSpec(grad3, t, p_scale, target_scale, smooth_scale, self.weight))
+            class_index_grad(x3, stats, gradient_spec(grad3, t, coef, self.weight, self.eps, c))
         return loss, stats
 
 

@@ -174,15 +174,7 @@ class ClassIndexCrossEntropy(torch.autograd.Function):
         spec = _unit_gradient_spec(grad, t_safe, keep, w, total_weight, opts, c) if grad is not None else None
 
         stats = row_stats(x3, acc, w, smoothing=eps > 0, grad=spec)
-        x_target = x3.gather(1, t_safe.unsqueeze(1)).squeeze(1).to(acc) if c > 0 else stats.max
-        # lse - x_y = (max - x_y) + log_sum, the order that keeps huge logits exact
-        nll = (stats.max - x_target).add_(stats.log_sum)
-        # where, not multiply: an ignored row of NaN logits still contributes exactly 0
-        per_position = torch.where(keep, nll * w_target, 0)
-        smooth = stats.smooth
-        if smooth is not None:
-            # eps / C is NaN without classes, as torch's 0/0 there
-            per_position = (1 - eps) * per_position + (eps / c if c else math.nan) * torch.where(keep, smooth, 0)
+        per_position = class_index_loss(x3, stats, t_safe, keep, w_target, eps)
 
         ctx.opts = opts
         ctx.precomputed, ctx.precomputed_grad = precompute, grad
@@ -222,7 +214,7 @@ class ClassIndexCrossEntropy(torch.autograd.Function):
             g = g / total_weight
         grad = _grad_buffer(x, opts.inplace_backward)
         if c > 0:
-            spec = _gradient_spec(as_ncs(grad), t_safe, keep, w, opts.label_smoothing, c, g)
+            spec = gradient_spec(as_ncs(grad), t_safe, torch.where(keep, g, 0), w, opts.label_smoothing, c)
             class_index_grad(x3, RowStats(row_max, log_sum, None), spec)
         return grad, None, None, None
 
@@ -239,20 +231,40 @@ def _unit_gradient_spec(
     """The gradient for an upstream gradient of 1, to be written into ``grad``."""
     unit = torch.ones((), dtype=total_weight.dtype, device=grad.device)
     g = unit / total_weight if opts.reduction == "mean" else unit
-    return _gradient_spec(as_ncs(grad), t_safe, keep, w, opts.label_smoothing, c, g)
+    return gradient_spec(as_ncs(grad), t_safe, torch.where(keep, g, 0), w, opts.label_smoothing, c)
 
 
-def _gradient_spec(
-    out3: torch.Tensor,
+def class_index_loss(
+    x3: torch.Tensor,
+    stats: RowStats,
     t_safe: torch.Tensor,
     keep: torch.Tensor,
+    w_target: torch.Tensor | None,
+    eps: float,
+) -> torch.Tensor:
+    """Per-position ``m_n [(1 - eps) w_y (lse - x_y) + (eps / C) sum_c w_c (lse - x_c)]`` from ``stats``."""
+    c = x3.shape[1]
+    x_target = x3.gather(1, t_safe.unsqueeze(1)).squeeze(1).to(stats.max.dtype) if c > 0 else stats.max
+    # lse - x_y = (max - x_y) + log_sum, the order that keeps huge logits exact
+    nll = (stats.max - x_target).add_(stats.log_sum)
+    # where, not multiply: an ignored row of NaN logits still contributes exactly 0
+    loss = torch.where(keep, nll if w_target is None else nll * w_target, 0)
+    if stats.smooth is not None:
+        # eps / C is NaN without classes, as torch's 0/0 there
+        loss = (1 - eps) * loss + (eps / c if c else math.nan) * torch.where(keep, stats.smooth, 0)
+    return loss
+
+
+def gradient_spec(
+    out3: torch.Tensor,
+    t_safe: torch.Tensor,
+    coef: torch.Tensor,
     w: torch.Tensor | None,
     eps: float,
     c: int,
-    g: torch.Tensor,
 ) -> GradientSpec:
-    """The per-position scales of ``d l / d x`` for an upstream gradient ``g`` (per position or scalar)."""
-    coef = torch.where(keep, g, 0)
+    """The per-position scales of ``d l / d x`` for ``coef``, the upstream gradient already zeroed at
+    ignored positions (per position or scalar)."""
     w_target = w[t_safe] if w is not None else 1.0
     target_scale = coef * ((1 - eps) * w_target)
     smooth_scale = coef * (eps / c) if eps > 0 else None
