@@ -38,9 +38,7 @@ def _shape(t: torch.Tensor) -> str:
 
 def check_tensor(value: object, fn: str, arg: str, position: int) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
-        raise TypeError(
-            f"{fn}(): argument '{arg}' (position {position}) must be Tensor, not {type(value).__name__}"
-        )
+        raise TypeError(f"{fn}(): argument '{arg}' (position {position}) must be Tensor, not {type(value).__name__}")
     return value
 
 
@@ -55,7 +53,7 @@ def check_int(value: object, fn: str, arg: str, position: int) -> int:
 def check_floating(x: torch.Tensor, kernel: str) -> None:
     """Integer, bool and complex inputs have no kernel, as in torch."""
     if not x.is_floating_point():
-        raise NotImplementedError(f'"{kernel}" not implemented for \'{dtype_name(x.dtype)}\'')
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{dtype_name(x.dtype)}'")
 
 
 def smoothing(label_smoothing: object) -> float:
@@ -78,9 +76,7 @@ def class_index_shapes(x: torch.Tensor, target: torch.Tensor) -> None:
     if x.dim() != 1:
         target_batch = target.shape[0] if target.dim() > 0 else 0
         if x.shape[0] != target_batch:
-            raise ValueError(
-                f"Expected input batch_size ({x.shape[0]}) to match target batch_size ({target_batch})."
-            )
+            raise ValueError(f"Expected input batch_size ({x.shape[0]}) to match target batch_size ({target_batch}).")
     if x.dim() == 1 and target.dim() == 1 and target.shape[0] != 1:
         raise ValueError(f"For 1D input, 1D target must have size 1, but got target size: {target.shape[0]}")
     if x.dim() <= 2:
@@ -89,8 +85,7 @@ def class_index_shapes(x: torch.Tensor, target: torch.Tensor) -> None:
     elif x.dim() == 4:
         if target.dim() != 3:
             raise RuntimeError(
-                f"only batches of spatial targets supported (3D tensors) but got targets of dimension: "
-                f"{target.dim()}"
+                f"only batches of spatial targets supported (3D tensors) but got targets of dimension: {target.dim()}"
             )
         if tuple(target.shape) != (x.shape[0], *x.shape[2:]):
             raise RuntimeError(f"size mismatch (got input: {_shape(x)} , target: {_shape(target)}")
@@ -121,9 +116,7 @@ def class_index_dtypes(x: torch.Tensor, target: torch.Tensor, weight: torch.Tens
         raise RuntimeError(f"expected scalar type Long but found {dtype_name(target.dtype)}")
     if weight is not None:
         if weight.dtype != x.dtype:
-            raise RuntimeError(
-                f"expected scalar type {dtype_name(x.dtype)} but found {dtype_name(weight.dtype)}"
-            )
+            raise RuntimeError(f"expected scalar type {dtype_name(x.dtype)} but found {dtype_name(weight.dtype)}")
         if weight.requires_grad:
             raise RuntimeError(
                 "The function 'nll_loss_forward' is not differentiable with respect to argument 'weight'. "
@@ -131,9 +124,7 @@ def class_index_dtypes(x: torch.Tensor, target: torch.Tensor, weight: torch.Tens
             )
 
 
-def _check_values(
-    invalid: torch.Tensor, exc: type[Exception], message: Callable[[], str], device_message: str
-) -> None:
+def _check_values(invalid: torch.Tensor, exc: type[Exception], message: Callable[[], str], device_message: str) -> None:
     """Raise ``exc(message())`` where ``invalid`` has a True entry; a device-side assert on accelerators."""
     if invalid.numel() == 0 or torch.compiler.is_compiling():
         return
@@ -180,3 +171,53 @@ def in_place_broadcast(result: torch.Size, other: torch.Size, other_is_a: bool =
     shape = broadcast_shape(other, result) if other_is_a else broadcast_shape(result, other)
     if shape != result:
         raise RuntimeError(f"output with shape {list(result)} doesn't match the broadcast shape {list(shape)}")
+
+
+def softmax_kernel_name(x: torch.Tensor, dim: int) -> str:
+    last = x.dim() == 0 or dim in (-1, x.dim() - 1)
+    return "log_softmax_lastdim_kernel_impl" if last else "log_softmax_kernel_impl"
+
+
+def cross_entropy_arguments(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: object,
+    label_smoothing: object,
+) -> tuple[int, float]:
+    """``cross_entropy``'s checks, in torch's order, for class-index or probability targets.
+
+    ``logits`` may be any tensor of the logits' shape and dtype (the fused linear loss passes a meta
+    tensor). Returns the validated ``ignore_index`` and the clipped label smoothing.
+    """
+    ignore_index = check_int(ignore_index, "cross_entropy_loss", "ignore_index", 5)
+    cd = 0 if logits.dim() == 1 else 1
+    if logits.shape == target.shape:
+        if not target.is_floating_point():
+            raise RuntimeError(
+                f"Expected floating point type for target with class probabilities, got {dtype_name(target.dtype)}"
+            )
+        if ignore_index >= 0:
+            raise RuntimeError("ignore_index is not supported for floating point target")
+        if logits.dim() == 0:
+            raise IndexError("Dimension specified as 1 but tensor has no dimensions")
+        num_classes = logits.shape[cd]
+        if weight is not None and (weight.dim() != 1 or weight.numel() != num_classes):
+            raise RuntimeError(
+                f"cross_entropy: weight tensor should be defined either for all {num_classes} classes or no "
+                f"classes but got weight tensor of shape: [{', '.join(str(s) for s in weight.shape)}]"
+            )
+        eps = smoothing(label_smoothing)
+        check_floating(logits, softmax_kernel_name(logits, cd))
+    else:
+        eps = smoothing(label_smoothing)
+        if logits.dim() > 0:
+            check_floating(logits, softmax_kernel_name(logits, cd))
+        class_index_shapes(logits, target)
+        if eps > 0 and logits.dim() == 1 and target.dim() == 1:
+            raise RuntimeError("output with shape [] doesn't match the broadcast shape [1]")
+        num_classes = logits.shape[cd]
+        class_weight(weight, logits, num_classes)
+        class_index_dtypes(logits, target, weight, "nll_loss_out_frame")
+        class_targets(target, num_classes, ignore_index)
+    return ignore_index, eps

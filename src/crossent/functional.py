@@ -37,11 +37,6 @@ def _triton() -> Any:
     return importlib.import_module("crossent.triton")
 
 
-def _softmax_kernel_name(x: torch.Tensor, dim: int) -> str:
-    last = x.dim() == 0 or dim in (-1, x.dim() - 1)
-    return "log_softmax_lastdim_kernel_impl" if last else "log_softmax_kernel_impl"
-
-
 def cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -148,38 +143,8 @@ def cross_entropy(
         return normalized_sum(per_position, normalizer)
     _checks.check_tensor(input, "cross_entropy_loss", "input", 1)
     _checks.check_tensor(target, "cross_entropy_loss", "target", 2)
-    ignore_index = _checks.check_int(ignore_index, "cross_entropy_loss", "ignore_index", 5)
-    cd = 0 if input.dim() == 1 else 1
+    ignore_index, eps = _checks.cross_entropy_arguments(input, target, weight, ignore_index, label_smoothing)
     prob_target = input.shape == target.shape
-    if prob_target:
-        if not target.is_floating_point():
-            raise RuntimeError(
-                "Expected floating point type for target with class probabilities, "
-                f"got {_checks.dtype_name(target.dtype)}"
-            )
-        if ignore_index >= 0:
-            raise RuntimeError("ignore_index is not supported for floating point target")
-        if input.dim() == 0:
-            raise IndexError("Dimension specified as 1 but tensor has no dimensions")
-        num_classes = input.shape[cd]
-        if weight is not None and (weight.dim() != 1 or weight.numel() != num_classes):
-            raise RuntimeError(
-                f"cross_entropy: weight tensor should be defined either for all {num_classes} classes or no "
-                f"classes but got weight tensor of shape: [{', '.join(str(s) for s in weight.shape)}]"
-            )
-        eps = _checks.smoothing(label_smoothing)
-        _checks.check_floating(input, _softmax_kernel_name(input, cd))
-    else:
-        eps = _checks.smoothing(label_smoothing)
-        if input.dim() > 0:
-            _checks.check_floating(input, _softmax_kernel_name(input, cd))
-        _checks.class_index_shapes(input, target)
-        if eps > 0 and input.dim() == 1 and target.dim() == 1:
-            raise RuntimeError("output with shape [] doesn't match the broadcast shape [1]")
-        num_classes = input.shape[cd]
-        _checks.class_weight(weight, input, num_classes)
-        _checks.class_index_dtypes(input, target, weight, "nll_loss_out_frame")
-        _checks.class_targets(target, num_classes, ignore_index)
     if inplace_backward and input.requires_grad and input.is_leaf:
         raise RuntimeError(
             "cross_entropy(inplace_backward=True) would overwrite a leaf tensor that requires grad; "
@@ -293,7 +258,7 @@ def _normalise(
     d = _softmax_dim(name, x, dim, stacklevel)
     if dtype is not None:
         x = x.to(dtype)
-    kernel = _softmax_kernel_name(x, d)
+    kernel = _checks.softmax_kernel_name(x, d)
     _checks.check_floating(x, kernel if name == "log_softmax" else kernel.replace("log_softmax", "softmax"))
     if _dispatch.resolve(name, impl, x.device, {"dtype": x.dtype, "ndim": x.dim()}) == "triton":
         result: torch.Tensor = getattr(_triton(), name)(x, d)

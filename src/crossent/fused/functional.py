@@ -169,7 +169,7 @@ def linear_cross_entropy(
     else:
         logits_shape = shapes.logits
     logits = torch.empty(logits_shape, dtype=input.dtype, device="meta")
-    ignore, eps = _fused_checks.cross_entropy_arguments(
+    ignore, eps = _checks.cross_entropy_arguments(
         logits, target, weight, -100 if ignore_index is None else ignore_index, label_smoothing
     )
     _dispatch.resolve("linear_cross_entropy", "torch" if impl == "auto" else impl, input.device, {"dtype": input.dtype})
