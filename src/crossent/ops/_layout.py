@@ -32,11 +32,6 @@ def as_ncs(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
 
 
-def as_ns(t: torch.Tensor, n: int, s: int) -> torch.Tensor:
-    """View a per-position tensor (target shape) as ``(N, S)``."""
-    return t.reshape(n, s)
-
-
 def blocks(n: int, c: int, s: int) -> Iterator[Block]:
     """Row-major blocks over ``(N, S)`` covering about ``BLOCK_ELEMENTS`` values of ``(N, C, S)`` each."""
     positions = max(BLOCK_ELEMENTS // max(c, 1), 1)

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, cast
 
 import torch
 
+from crossent._reduction import reduce
 from crossent.ops import _memory
 from crossent.ops._autograd import first_order
 from crossent.ops._layout import Block, accumulation_dtype, as_ncs, blocks, class_dim
@@ -179,13 +180,10 @@ class ClassIndexCrossEntropy(torch.autograd.Function):
         ctx.opts = opts
         ctx.precomputed, ctx.precomputed_grad = precompute, grad
         ctx.save_for_backward(x, t_safe, keep, stats.max, stats.log_sum, w, total_weight)
+        loss = reduce(per_position, opts.reduction, total_weight)
         if opts.reduction == "none":
-            shape = () if x.dim() == 1 else target.shape
-            return per_position.to(x.dtype).reshape(shape)
-        total = per_position.sum()
-        if opts.reduction == "mean":
-            total = total / total_weight
-        return total.to(x.dtype)
+            loss = loss.reshape(() if x.dim() == 1 else target.shape)
+        return loss.to(x.dtype)
 
     @staticmethod
     @first_order
@@ -315,12 +313,10 @@ class ProbabilityCrossEntropy(torch.autograd.Function):
         ctx.opts = opts
         ctx.out_dtype = out_dtype
         ctx.save_for_backward(x, target, weight, row_max, log_sum)
+        loss = reduce(neg_loss, opts.reduction, _positions(n, c, s)).neg()
         if opts.reduction == "none":
-            return neg_loss.neg().to(out_dtype).reshape(() if x.dim() == 1 else (n, *x.shape[2:]))
-        total = neg_loss.sum().neg()
-        if opts.reduction == "mean":
-            total = total / _positions(n, c, s)
-        return total.to(out_dtype)
+            loss = loss.reshape(() if x.dim() == 1 else (n, *x.shape[2:]))
+        return loss.to(out_dtype)
 
     @staticmethod
     @first_order

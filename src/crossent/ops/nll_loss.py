@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from crossent._reduction import reduce
 from crossent.ops import _memory
 from crossent.ops._autograd import first_order
 from crossent.ops._layout import accumulation_dtype, class_dim
@@ -50,12 +51,7 @@ class NLLLoss(torch.autograd.Function):
         ctx.opts = opts
         ctx.shape = z.shape
         ctx.save_for_backward(t_safe, keep, w_target, total_weight)
-        if opts.reduction == "none":
-            return per_position.to(z.dtype)
-        total = per_position.sum()
-        if opts.reduction == "mean":
-            total = total / total_weight
-        return total.to(z.dtype)
+        return reduce(per_position, opts.reduction, total_weight).to(z.dtype)
 
     @staticmethod
     @first_order
