@@ -259,3 +259,13 @@ def test_torch_and_numpy_inputs_agree(pair: tuple[np.ndarray, np.ndarray], base:
         from_torch = getattr(info, name)(torch.from_numpy(p), torch.from_numpy(q), base=base)
         np.testing.assert_allclose(from_torch.numpy(), from_numpy, rtol=1e-14, atol=1e-15)
     np.testing.assert_allclose(info.entropy(torch.from_numpy(p), base=base).numpy(), info.entropy(p, base=base))
+
+
+def test_subnormal_probabilities_stay_finite() -> None:
+    """1/p overflows for p below 1/DBL_MAX; the surprisal must not go through it."""
+    tiny = np.nextafter(1 / np.finfo(np.float64).max, 0)
+    p = np.array([tiny, 0.25, 0.25, 0.25, 0.25])
+    q = np.full(5, 0.2)
+    assert np.isfinite(info.self_information(p)).all()
+    assert info.cross_entropy(p, q) == pytest.approx(info.entropy(p) + info.kl_divergence(p, q), rel=1e-10)
+    assert np.signbit(info.self_information([1.0])).item() is False

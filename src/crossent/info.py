@@ -192,9 +192,10 @@ def _distributions(ops: _Ops, values: list[Any], names: tuple[str, ...], dim: in
 def _surprisal(ops: _Ops, p: Any, q: Any) -> Any:
     """``p·log(1/q)``, 0 where ``p = 0``, inf where ``p > 0 = q``.
 
-    Written with ``1/q`` rather than as ``-p·log q`` so that a certain event gives +0, not -0.
+    Written as ``0 - p·log q``: a certain event gives +0 (not -0), and no ``1/q`` overflows to inf for
+    a subnormal ``q``.
     """
-    return ops.xlogy(p, 1 / q)
+    return 0.0 - ops.xlogy(p, q)
 
 
 def _kl_nats(ops: _Ops, p: Any, q: Any, dim: int) -> Any:
@@ -224,7 +225,7 @@ def self_information(p: Distribution, base: float | None = None) -> Any:
     log_base = _log_base(base)
     ops, (probs,) = _operands(p)
     _check_entries(probs, "p", at_most_one=True)
-    return _in_base(ops, ops.log(1 / probs), log_base)  # log(1/p): a certain event gives +0
+    return _in_base(ops, 0.0 - ops.log(probs), log_base)  # 0 - log p: a certain event gives +0, not -0
 
 
 @ieee_arithmetic
