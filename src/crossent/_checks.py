@@ -7,8 +7,11 @@ BCE range checks, which read tensor values: they run eagerly on CPU, as device-s
 
 from __future__ import annotations
 
+import numbers
+import operator
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 _TORCH_DTYPE_NAMES = {
@@ -38,16 +41,61 @@ def _shape(t: torch.Tensor) -> str:
 
 def check_tensor(value: object, fn: str, arg: str, position: int) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{fn}(): argument '{arg}' (position {position}) must be Tensor, not {type(value).__name__}")
+        raise TypeError(f"{fn}(): argument '{arg}' (position {position}) must be Tensor, not {_type_name(value)}")
     return value
 
 
-def check_int(value: object, fn: str, arg: str, position: int) -> int:
+def check_int(value: object, fn: str, arg: str, position: int, *, symint: bool = False) -> int:
+    """An integer argument, by torch's Python-argument rules.
+
+    Python and NumPy integers and 0-d integer tensors are accepted, bools never. A ``SymInt`` argument
+    (``ignore_index``) also takes any object with ``__index__`` and one-element integer tensors.
+    """
+    if isinstance(value, torch.Tensor):
+        integral = not value.is_floating_point() and not value.is_complex() and value.dtype != torch.bool
+        if integral and (value.dim() == 0 or (symint and value.numel() == 1)):
+            value = int(value.item())
+    elif symint and not isinstance(value, (bool, np.bool_)) and hasattr(type(value), "__index__"):
+        value = operator.index(value)  # type: ignore[arg-type]
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{fn}(): argument '{arg}' (position {position}) must be int, not {type(value).__name__}")
+        raise TypeError(f"{fn}(): argument '{arg}' (position {position}) must be int, not {_type_name(value)}")
     if not -(2**63) <= value < 2**63:
         raise ValueError("Overflow when unpacking long long")
     return value
+
+
+def check_float(value: object, fn: str, arg: str, position: int) -> float:
+    """A floating argument, by torch's Python-argument rules: Python and NumPy reals and bools, and 0-d
+    tensors that do not require grad."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad and not value.is_complex():
+        return float(value.item())
+    if isinstance(value, (numbers.Real, np.bool_)):
+        return float(value)
+    raise TypeError(f"{fn}(): argument '{arg}' (position {position}) must be float, not {_type_name(value)}")
+
+
+_PYTHON_DTYPES = {float: torch.float64, int: torch.int64, bool: torch.bool, complex: torch.complex128}
+
+
+def check_dtype(value: object, fn: str) -> torch.dtype:
+    """A ``dtype=`` argument: a torch.dtype, or the Python type ``float``, ``int``, ``bool`` or ``complex``."""
+    if isinstance(value, torch.dtype):
+        return value
+    if isinstance(value, type) and value in _PYTHON_DTYPES:
+        return _PYTHON_DTYPES[value]
+    raise TypeError(f"{fn}(): argument 'dtype' must be torch.dtype, not {_type_name(value)}")
+
+
+def check_optional_tensor(value: object, fn: str, arg: str, position: int) -> torch.Tensor | None:
+    return None if value is None else check_tensor(value, fn, arg, position)
+
+
+def _type_name(value: object) -> str:
+    """The type as torch's argument errors print it: builtins bare, others with their module."""
+    kind = type(value)
+    return kind.__name__ if kind.__module__ in ("builtins", "torch") else f"{kind.__module__}.{kind.__qualname__}"
 
 
 def check_floating(x: torch.Tensor, kernel: str) -> None:
@@ -56,17 +104,11 @@ def check_floating(x: torch.Tensor, kernel: str) -> None:
         raise NotImplementedError(f"\"{kernel}\" not implemented for '{dtype_name(x.dtype)}'")
 
 
-def smoothing(label_smoothing: object) -> float:
+def smoothing(label_smoothing: float) -> float:
     """torch treats label_smoothing < 0 and NaN as 0 and rejects values above 1."""
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
-        raise TypeError(
-            "cross_entropy_loss(): argument 'label_smoothing' (position 6) must be float, "
-            f"not {type(label_smoothing).__name__}"
-        )
-    eps = float(label_smoothing)
-    if eps > 1.0:
-        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {eps}")
-    return eps if eps > 0.0 else 0.0  # NaN > 0 is False
+    if label_smoothing > 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    return label_smoothing if label_smoothing > 0.0 else 0.0  # NaN > 0 is False
 
 
 def class_index_shapes(x: torch.Tensor, target: torch.Tensor) -> None:
@@ -89,22 +131,41 @@ def class_index_shapes(x: torch.Tensor, target: torch.Tensor) -> None:
             )
         if tuple(target.shape) != (x.shape[0], *x.shape[2:]):
             raise RuntimeError(f"size mismatch (got input: {_shape(x)} , target: {_shape(target)}")
-    elif tuple(target.shape[1:]) != tuple(x.shape[2:]):
-        expected = "[" + ", ".join(str(s) for s in (x.shape[0], *x.shape[2:])) + "]"
-        raise RuntimeError(f"Expected target size {expected}, got {_shape(target)}")
+    else:
+        if tuple(target.shape[1:]) != tuple(x.shape[2:]):
+            expected = "[" + ", ".join(str(s) for s in (x.shape[0], *x.shape[2:])) + "]"
+            raise RuntimeError(f"Expected target size {expected}, got {_shape(target)}")
+        if x.numel() == 0 and target.numel() > 0:
+            # torch views these inputs as (N, C, 1, -1), and an empty one as (N, C, 0, 0): without
+            # classes the targets no longer fit
+            n, c = x.shape[:2]
+            raise RuntimeError(f"size mismatch (got input: [{n}, {c}, 0, 0] , target: [{n}, 1, {target.numel() // n}]")
 
 
-def class_weight(weight: torch.Tensor | None, x: torch.Tensor, num_classes: int) -> None:
+def class_weight(
+    weight: torch.Tensor | None, x: torch.Tensor, num_classes: int, smoothing: bool = False
+) -> torch.Tensor | None:
+    """The class weight as a ``(C,)`` view, by torch's shape rules.
+
+    Inputs of at most 2 dims need a ``(C,)`` weight. K-dimensional inputs take any shape with C
+    elements (``(C, 1)``, ``(1, C)``, ...), which torch flattens; with label smoothing torch also views
+    it as ``(1, weight.size(0), 1, ...)``, so its first dim must be C.
+    """
     if weight is None:
-        return
+        return None
     if x.dim() <= 2:
         if weight.dim() != 1 or weight.numel() != num_classes:
             raise RuntimeError(
                 f"weight tensor should be defined either for all {num_classes} classes or no classes "
                 f"but got weight tensor of shape: {_shape(weight)}"
             )
-    elif weight.numel() != num_classes:
+        return weight
+    if weight.numel() != num_classes:
         raise RuntimeError("weight tensor should be defined either for all or no classes")
+    if smoothing and weight.shape[0] != num_classes:
+        view = "[" + ", ".join(str(weight.shape[0]) if d == 1 else "1" for d in range(x.dim())) + "]"
+        raise RuntimeError(f"shape '{view}' is invalid for input of size {weight.numel()}")
+    return weight.reshape(num_classes)
 
 
 def class_index_dtypes(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, kernel: str) -> None:
@@ -173,6 +234,28 @@ def in_place_broadcast(result: torch.Size, other: torch.Size, other_is_a: bool =
         raise RuntimeError(f"output with shape {list(result)} doesn't match the broadcast shape {list(shape)}")
 
 
+def in_place_gradient(x: torch.Tensor, requested: bool) -> bool:
+    """Whether ``inplace_backward=True`` may write the gradient into the storage of the logits ``x``.
+
+    The storage must not belong to a leaf that requires grad: ``x`` itself, or the tensor it is a view
+    of (``W.view(...)``, ``W[:]``, ``W.unsqueeze(0)[0]``, ``W.as_strided(...)``); writing there would
+    overwrite a parameter, so such calls raise. Elsewhere the write is safe for autograd: every view of
+    the storage shares one version counter, so a later backward that saved any of them fails loudly
+    instead of reading the gradient. The logits are left alone (a fresh buffer is used) when no
+    gradient is coming and while ``torch.compile`` traces, where the compiler plans buffers itself.
+    """
+    if not requested:
+        return False
+    owner = x._base if x._base is not None else x
+    if x.requires_grad and owner.is_leaf and owner.requires_grad:
+        what = "a leaf tensor" if owner is x else f"a view of a leaf tensor of shape {_shape(owner)}"
+        raise RuntimeError(
+            f"cross_entropy(inplace_backward=True) would overwrite {what} that requires grad (a parameter); "
+            "pass logits computed by an operation (e.g. hidden @ W.T), or inplace_backward=False"
+        )
+    return x.requires_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
 def softmax_kernel_name(x: torch.Tensor, dim: int) -> str:
     last = x.dim() == 0 or dim in (-1, x.dim() - 1)
     return "log_softmax_lastdim_kernel_impl" if last else "log_softmax_kernel_impl"
@@ -181,16 +264,19 @@ def softmax_kernel_name(x: torch.Tensor, dim: int) -> str:
 def cross_entropy_arguments(
     logits: torch.Tensor,
     target: torch.Tensor,
-    weight: torch.Tensor | None,
+    weight: object,
     ignore_index: object,
     label_smoothing: object,
-) -> tuple[int, float]:
+) -> tuple[int, float, torch.Tensor | None]:
     """``cross_entropy``'s checks, in torch's order, for class-index or probability targets.
 
     ``logits`` may be any tensor of the logits' shape and dtype (the fused linear loss passes a meta
-    tensor). Returns the validated ``ignore_index`` and the clipped label smoothing.
+    tensor). Returns the validated ``ignore_index``, the clipped label smoothing and the weight as a
+    ``(C,)`` view.
     """
-    ignore_index = check_int(ignore_index, "cross_entropy_loss", "ignore_index", 5)
+    checked_weight = check_optional_tensor(weight, "cross_entropy_loss", "weight", 3)
+    ignore_index = check_int(ignore_index, "cross_entropy_loss", "ignore_index", 5, symint=True)
+    label_smoothing = check_float(label_smoothing, "cross_entropy_loss", "label_smoothing", 6)
     cd = 0 if logits.dim() == 1 else 1
     if logits.shape == target.shape:
         if not target.is_floating_point():
@@ -202,10 +288,10 @@ def cross_entropy_arguments(
         if logits.dim() == 0:
             raise IndexError("Dimension specified as 1 but tensor has no dimensions")
         num_classes = logits.shape[cd]
-        if weight is not None and (weight.dim() != 1 or weight.numel() != num_classes):
+        if checked_weight is not None and (checked_weight.dim() != 1 or checked_weight.numel() != num_classes):
             raise RuntimeError(
                 f"cross_entropy: weight tensor should be defined either for all {num_classes} classes or no "
-                f"classes but got weight tensor of shape: [{', '.join(str(s) for s in weight.shape)}]"
+                f"classes but got weight tensor of shape: {_shape(checked_weight)}"
             )
         eps = smoothing(label_smoothing)
         check_floating(logits, softmax_kernel_name(logits, cd))
@@ -217,7 +303,7 @@ def cross_entropy_arguments(
         if eps > 0 and logits.dim() == 1 and target.dim() == 1:
             raise RuntimeError("output with shape [] doesn't match the broadcast shape [1]")
         num_classes = logits.shape[cd]
-        class_weight(weight, logits, num_classes)
-        class_index_dtypes(logits, target, weight, "nll_loss_out_frame")
+        checked_weight = class_weight(checked_weight, logits, num_classes, smoothing=eps > 0)
+        class_index_dtypes(logits, target, checked_weight, "nll_loss_out_frame")
         class_targets(target, num_classes, ignore_index)
-    return ignore_index, eps
+    return ignore_index, eps, checked_weight

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from crossent import _checks, _dispatch
+from crossent._autocast import follows_autocast
 from crossent._reduction import resolve as resolve_reduction
 from crossent.ops.binary import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
 from crossent.ops.cross_entropy import ClassIndexCrossEntropy, CrossEntropyOptions, ProbabilityCrossEntropy
@@ -37,6 +38,7 @@ def _triton() -> Any:
     return importlib.import_module("crossent.triton")
 
 
+@follows_autocast("cross_entropy")
 def cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -143,13 +145,9 @@ def cross_entropy(
         return normalized_sum(per_position, normalizer)
     _checks.check_tensor(input, "cross_entropy_loss", "input", 1)
     _checks.check_tensor(target, "cross_entropy_loss", "target", 2)
-    ignore_index, eps = _checks.cross_entropy_arguments(input, target, weight, ignore_index, label_smoothing)
+    ignore_index, eps, weight = _checks.cross_entropy_arguments(input, target, weight, ignore_index, label_smoothing)
     prob_target = input.shape == target.shape
-    if inplace_backward and input.requires_grad and input.is_leaf:
-        raise RuntimeError(
-            "cross_entropy(inplace_backward=True) would overwrite a leaf tensor that requires grad; "
-            "pass logits computed by an operation (e.g. hidden @ W.T), or inplace_backward=False"
-        )
+    inplace_backward = _checks.in_place_gradient(input, inplace_backward)
 
     options = {
         "prob_target": prob_target,
@@ -169,6 +167,7 @@ def cross_entropy(
     return function.apply(input, target, weight, opts)
 
 
+@follows_autocast("nll_loss")
 def nll_loss(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -216,10 +215,11 @@ def nll_loss(
     reduction = resolve_reduction(reduction, size_average, reduce)
     _checks.check_tensor(input, "nll_loss_nd", "input", 1)
     _checks.check_tensor(target, "nll_loss_nd", "target", 2)
-    ignore_index = _checks.check_int(ignore_index, "nll_loss_nd", "ignore_index", 5)
+    weight = _checks.check_optional_tensor(weight, "nll_loss_nd", "weight", 3)
+    ignore_index = _checks.check_int(ignore_index, "nll_loss_nd", "ignore_index", 5, symint=True)
     _checks.class_index_shapes(input, target)
     num_classes = input.shape[0 if input.dim() == 1 else 1]
-    _checks.class_weight(weight, input, num_classes)
+    weight = _checks.class_weight(weight, input, num_classes)
     _checks.class_index_dtypes(input, target, weight, "nll_loss_out_frame")
     _checks.class_targets(target, num_classes, ignore_index)
     options = {"weight": weight is not None, "reduction": reduction, "ndim": input.dim(), "dtype": input.dtype}
@@ -257,7 +257,7 @@ def _normalise(
     _checks.check_tensor(x, name, "input", 0)
     d = _softmax_dim(name, x, dim, stacklevel)
     if dtype is not None:
-        x = x.to(dtype)
+        x = x.to(_checks.check_dtype(dtype, name))
     kernel = _checks.softmax_kernel_name(x, d)
     _checks.check_floating(x, kernel if name == "log_softmax" else kernel.replace("log_softmax", "softmax"))
     if _dispatch.resolve(name, impl, x.device, {"dtype": x.dtype, "ndim": x.dim()}) == "triton":
@@ -266,6 +266,7 @@ def _normalise(
     return function.apply(x, d)
 
 
+@follows_autocast("log_softmax")
 def log_softmax(
     input: torch.Tensor,
     dim: int | None = None,
@@ -300,6 +301,7 @@ def log_softmax(
     return _normalise("log_softmax", LogSoftmax, input, dim, _stacklevel + 1, dtype, impl)
 
 
+@follows_autocast("softmax")
 def softmax(
     input: torch.Tensor,
     dim: int | None = None,
@@ -330,6 +332,7 @@ def softmax(
     return _normalise("softmax", Softmax, input, dim, _stacklevel + 1, dtype, impl)
 
 
+@follows_autocast("binary_cross_entropy")
 def binary_cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -383,7 +386,8 @@ def binary_cross_entropy(
         )
     if weight is not None:
         try:
-            torch.broadcast_shapes(target.shape, weight.shape)
+            # torch reads weight.size() unchecked: a list or an array fails right here, as in torch
+            torch.broadcast_shapes(target.size(), weight.size())
         except RuntimeError as exc:
             raise RuntimeError(str(exc)) from None
         _checks.in_place_broadcast(input.shape, weight.shape)
@@ -405,6 +409,7 @@ def binary_cross_entropy(
     return BinaryCrossEntropy.apply(input, target, weight, reduction)
 
 
+@follows_autocast("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -456,8 +461,8 @@ def binary_cross_entropy_with_logits(
     fn = "binary_cross_entropy_with_logits"
     _checks.check_tensor(input, fn, "input", 1)
     _checks.check_tensor(target, fn, "target", 2)
-    if pos_weight is not None:
-        _checks.check_tensor(pos_weight, fn, "pos_weight", 4)
+    weight = _checks.check_optional_tensor(weight, fn, "weight", 3)
+    pos_weight = _checks.check_optional_tensor(pos_weight, fn, "pos_weight", 4)
     if target.shape != input.shape:
         raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
     if not input.is_floating_point():
@@ -492,6 +497,7 @@ def binary_cross_entropy_with_logits(
     return BinaryCrossEntropyWithLogits.apply(input, target, weight, pos_weight, reduction)
 
 
+@follows_autocast("kl_div")
 def kl_div(
     input: torch.Tensor,
     target: torch.Tensor,

@@ -200,7 +200,7 @@ def loss_only(
     opts: FusedOptions,
 ) -> torch.Tensor:
     """The loss without any gradient work (no_grad, or nothing requires grad): logits and log-sum-exp only."""
-    head, out_dtype = make_head(h.dtype, target, class_weight, opts)
+    head, out_dtype = make_head(opts.logits_dtype, target, class_weight, opts)
     result = fused_pass(
         Projection(h, w, b, opts.onednn), head, opts, _kept_rows(head, opts), want_loss=True, wanted=Wanted()
     )
@@ -243,7 +243,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         class_weight: torch.Tensor | None,
         opts: FusedOptions,
     ) -> torch.Tensor:
-        head, out_dtype = make_head(h.dtype, target, class_weight, opts)
+        head, out_dtype = make_head(opts.logits_dtype, target, class_weight, opts)
         kept = _kept_rows(head, opts)
         proj = Projection(h, w, b, opts.onednn)
         ctx.opts = opts
@@ -286,7 +286,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             ctx.consumed = True
             return (*(_scale_in_place(p, grad_output) for p in precomputed), None)
         # 'none', or a second backward through a retained graph: run the pass again from the inputs
-        head, _ = make_head(h.dtype, target, class_weight, opts)
+        head, _ = make_head(opts.logits_dtype, target, class_weight, opts)
         g = grad_output.to(head.acc)
         if opts.reduction == "none":
             g = g.reshape(row_max.shape)

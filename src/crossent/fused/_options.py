@@ -39,6 +39,7 @@ class FusedOptions:
     num_classes: int  # C; the logits of a row are C * positions values
     chunk_rows: int
     grad_dtype: torch.dtype  # dtype the weight and bias gradients accumulate in
+    logits_dtype: torch.dtype  # dtype the loss takes the logits in (and returns, for class indices)
     drop_ignored: bool  # select the rows with a kept target before any matmul (eager mode only)
     onednn: bool  # float32 CPU: logits and input-gradient matmuls through oneDNN
 

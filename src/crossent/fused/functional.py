@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from crossent import _checks, _dispatch
+from crossent._autocast import follows_autocast
 from crossent._reduction import resolve as resolve_reduction
 from crossent.fused import _checks as _fused_checks
 from crossent.fused._chunks import onednn_available
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["linear_cross_entropy"]
 
 
+@follows_autocast("linear_cross_entropy")
 def linear_cross_entropy(
     input: torch.Tensor,
     linear_weight: torch.Tensor,
@@ -37,6 +39,7 @@ def linear_cross_entropy(
     process_group: torch.distributed.ProcessGroup | None = None,
     normalizer: torch.Tensor | float | None = None,
     reduce_input_grad: bool = True,
+    _logits_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` without ever holding those logits.
 
@@ -96,6 +99,8 @@ def linear_cross_entropy(
         reduce_input_grad: with ``process_group``, all-reduce the input gradient in the backward
             (each rank's share is ``dL/dlogits[V_r] @ W[V_r]``); False when your framework already
             reduces it (Megatron's column-parallel linear does).
+        _logits_dtype: set by crossent's autocast policy (float32 under ``torch.autocast``): the dtype the
+            loss takes the logits in, while the matmuls run in ``input``'s dtype.
 
     Shape:
         ==================================  ======================================  =====================
@@ -151,6 +156,7 @@ def linear_cross_entropy(
             chunk_size=chunk_size,
             workspace_bytes=workspace_bytes,
             impl=impl,
+            _logits_dtype=_logits_dtype,
         )
         return normalized_sum(total, normalizer)
     _checks.check_tensor(input, "linear_cross_entropy", "input", 1)
@@ -168,8 +174,10 @@ def linear_cross_entropy(
         target = target.reshape(n, c) if shapes.probabilities else target.reshape(n)
     else:
         logits_shape = shapes.logits
-    logits = torch.empty(logits_shape, dtype=input.dtype, device="meta")
-    ignore, eps = _checks.cross_entropy_arguments(
+    # under autocast the loss sees the logits in float32 while the matmuls run in the autocast dtype
+    logits_dtype = _logits_dtype if _logits_dtype is not None else input.dtype
+    logits = torch.empty(logits_shape, dtype=logits_dtype, device="meta")
+    ignore, eps, weight = _checks.cross_entropy_arguments(
         logits, target, weight, -100 if ignore_index is None else ignore_index, label_smoothing
     )
     _dispatch.resolve("linear_cross_entropy", "torch" if impl == "auto" else impl, input.device, {"dtype": input.dtype})
@@ -195,6 +203,7 @@ def linear_cross_entropy(
         num_classes=c,
         chunk_rows=rows,
         grad_dtype=grad_dtype,
+        logits_dtype=logits_dtype,
         # without classes every row is ignored, yet smoothing makes each loss nan: keep them
         drop_ignored=not shapes.probabilities and c > 0 and not torch.compiler.is_compiling(),
         onednn=onednn_available(input.device, input.dtype),

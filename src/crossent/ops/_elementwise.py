@@ -33,8 +33,12 @@ def reduce_blocks(
     acc: torch.dtype,
     per_element: Callable[..., torch.Tensor],
     *operands: Operand,
+    divisor: int | None = None,
 ) -> torch.Tensor:
-    """``reduction`` of ``per_element(*operand_blocks)`` over a tensor of ``shape``; sums in ``acc``."""
+    """``reduction`` of ``per_element(*operand_blocks)`` over a tensor of ``shape``; sums in ``acc``.
+
+    ``'mean'`` and ``'batchmean'`` divide the sum by ``divisor`` (by default the number of elements).
+    """
     expanded = _expanded(shape, operands)
     shape1 = torch.atleast_1d(torch.empty(shape, device="meta")).shape
     device = next(o.device for o in operands if o is not None)
@@ -51,10 +55,8 @@ def reduce_blocks(
     total = torch.zeros((), dtype=acc, device=device)
     for partial in partials:
         total += partial
-    if reduction == "mean":
-        total = total / shape.numel()
-    elif reduction == "batchmean":
-        total = total / (shape[0] if len(shape) > 0 else 1)
+    if reduction in ("mean", "batchmean"):
+        total = total / (shape.numel() if divisor is None else divisor)
     return total.to(out_dtype)
 
 

@@ -18,6 +18,7 @@ class KLDiv(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, t: torch.Tensor, reduction: str, log_target: bool) -> torch.Tensor:
         acc = accumulation_dtype(x.dtype, t.dtype)
         shape = torch.broadcast_shapes(x.shape, t.shape)
+        out_dtype = torch.result_type(x, t)  # a 0-d operand does not promote a dimensioned one
 
         def loss(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             xa, ta = x.to(acc), t.to(acc)
@@ -28,11 +29,7 @@ class KLDiv(torch.autograd.Function):
 
         ctx.reduction, ctx.log_target = reduction, log_target
         ctx.save_for_backward(x, t)
-        out = reduce_blocks(shape, reduction, torch.promote_types(x.dtype, t.dtype), acc, loss, x, t)
-        if reduction == "batchmean" and x.shape != shape and x.dim() > 0:
-            # 'batchmean' divides by input.size(0), even when broadcasting made the output larger
-            out = out * (shape[0] if len(shape) else 1) / x.shape[0]
-        return out
+        return reduce_blocks(shape, reduction, out_dtype, acc, loss, x, t, divisor=_divisor(reduction, x, shape))
 
     @staticmethod
     @first_order
@@ -40,12 +37,11 @@ class KLDiv(torch.autograd.Function):
         x, t = ctx.saved_tensors
         acc = accumulation_dtype(x.dtype, t.dtype)
         shape = torch.broadcast_shapes(x.shape, t.shape)
+        out_dtype = torch.result_type(x, t)  # a 0-d operand does not promote a dimensioned one
         need_x, need_t = ctx.needs_input_grad[:2]
         g = grad_output.to(acc)
-        if ctx.reduction == "mean":
-            g = g / shape.numel()
-        elif ctx.reduction == "batchmean":
-            g = g / (x.shape[0] if x.dim() > 0 else 1)
+        if ctx.reduction in ("mean", "batchmean"):
+            g = g / _divisor(ctx.reduction, x, shape)
 
         def grads(g: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> list[torch.Tensor | None]:
             # d/dx l = -t (or -exp(t));  d/dt l = log t + 1 - x (or exp(t) (t - x + 1))
@@ -61,3 +57,11 @@ class KLDiv(torch.autograd.Function):
         wanted = [(x.shape, x.dtype) if need_x else None, (t.shape, t.dtype) if need_t else None]
         grad_x, grad_t = grad_blocks(shape, wanted, grads, g, x, t)
         return grad_x, grad_t, None, None
+
+
+def _divisor(reduction: str, x: torch.Tensor, shape: torch.Size) -> int:
+    """'mean' divides by the broadcast element count; 'batchmean' by ``input.size(0)``, even when
+    broadcasting made the output larger, and not at all for a 0-d input."""
+    if reduction == "batchmean":
+        return x.shape[0] if x.dim() > 0 else 1
+    return shape.numel()
