@@ -15,20 +15,17 @@ linear_cross_entropy                matmul in the autocast       matmul in the a
 
 "float32" means what torch's autocast does: each floating tensor argument on the autocast device
 that is not float64 is cast to float32 (a differentiable cast, so gradients come back in the
-caller's dtype), and float64 stays float64. The body then runs with autocast off, so no internal
-op (a matmul, an einsum) is re-cast, on the caller's thread or on any worker.
+caller's dtype), and float64 stays float64. ``crossent._seam`` applies this where each public
+function starts and runs the body with autocast off, so no internal op (a matmul, an einsum) is
+re-cast, on the caller's thread or on any worker.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
-
-Fn = TypeVar("Fn", bound=Callable[..., Any])
 
 # (name, position): where an argument sits in the call; position None means keyword-only
 Arg = tuple[str, int | None]
@@ -84,8 +81,12 @@ def _eligible(value: object, device_type: str) -> bool:
     )
 
 
-def _apply(policy: Policy, device_type: str, args: list[Any], kwargs: dict[str, Any]) -> None:
-    """Rewrite the call's arguments in place as autocast would."""
+def apply(op: str, device_type: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+    """Rewrite the arguments of a call of ``op`` on ``device_type`` in place, as autocast would."""
+    cpu_policy, other_policy = POLICIES[op]
+    policy = cpu_policy if device_type == "cpu" else other_policy
+    if policy is None:
+        return
     if policy.refused is not None:
         raise RuntimeError(policy.refused)
 
@@ -111,28 +112,3 @@ def _apply(policy: Policy, device_type: str, args: list[Any], kwargs: dict[str, 
             else:
                 kwargs[name] = torch.float32
     kwargs.update(policy.extra)
-
-
-def follows_autocast(op: str) -> Callable[[Fn], Fn]:
-    """Decorate the public function ``op`` so that it follows torch's autocast policy (see the module)."""
-    cpu_policy, other_policy = POLICIES[op]
-
-    def decorate(fn: Fn) -> Fn:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            first = args[0] if args else kwargs.get("input")
-            if not isinstance(first, torch.Tensor):
-                return fn(*args, **kwargs)
-            device_type = first.device.type
-            if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
-                return fn(*args, **kwargs)
-            policy = cpu_policy if device_type == "cpu" else other_policy
-            call_args = list(args)
-            if policy is not None:
-                _apply(policy, device_type, call_args, kwargs)
-            with torch.autocast(device_type, enabled=False):
-                return fn(*call_args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
-
-    return decorate

@@ -104,11 +104,12 @@ def check_floating(x: torch.Tensor, kernel: str) -> None:
         raise NotImplementedError(f"\"{kernel}\" not implemented for '{dtype_name(x.dtype)}'")
 
 
-def smoothing(label_smoothing: float) -> float:
+def smoothing(label_smoothing: object) -> float:
     """torch treats label_smoothing < 0 and NaN as 0 and rejects values above 1."""
-    if label_smoothing > 1.0:
-        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
-    return label_smoothing if label_smoothing > 0.0 else 0.0  # NaN > 0 is False
+    eps = check_float(label_smoothing, "cross_entropy_loss", "label_smoothing", 6)
+    if eps > 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {eps}")
+    return eps if eps > 0.0 else 0.0  # NaN > 0 is False
 
 
 def class_index_shapes(x: torch.Tensor, target: torch.Tensor) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from crossent import _checks, _dispatch
-from crossent._autocast import follows_autocast
 from crossent._reduction import resolve as resolve_reduction
+from crossent._seam import public_op
 from crossent.ops.binary import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
 from crossent.ops.cross_entropy import ClassIndexCrossEntropy, CrossEntropyOptions, ProbabilityCrossEntropy
 from crossent.ops.kl_div import KLDiv
@@ -38,7 +38,7 @@ def _triton() -> Any:
     return importlib.import_module("crossent.triton")
 
 
-@follows_autocast("cross_entropy")
+@public_op("cross_entropy")
 def cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -167,7 +167,7 @@ def cross_entropy(
     return function.apply(input, target, weight, opts)
 
 
-@follows_autocast("nll_loss")
+@public_op("nll_loss")
 def nll_loss(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -266,7 +266,7 @@ def _normalise(
     return function.apply(x, d)
 
 
-@follows_autocast("log_softmax")
+@public_op("log_softmax")
 def log_softmax(
     input: torch.Tensor,
     dim: int | None = None,
@@ -301,7 +301,7 @@ def log_softmax(
     return _normalise("log_softmax", LogSoftmax, input, dim, _stacklevel + 1, dtype, impl)
 
 
-@follows_autocast("softmax")
+@public_op("softmax")
 def softmax(
     input: torch.Tensor,
     dim: int | None = None,
@@ -332,7 +332,7 @@ def softmax(
     return _normalise("softmax", Softmax, input, dim, _stacklevel + 1, dtype, impl)
 
 
-@follows_autocast("binary_cross_entropy")
+@public_op("binary_cross_entropy")
 def binary_cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -409,7 +409,7 @@ def binary_cross_entropy(
     return BinaryCrossEntropy.apply(input, target, weight, reduction)
 
 
-@follows_autocast("binary_cross_entropy_with_logits")
+@public_op("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -497,7 +497,7 @@ def binary_cross_entropy_with_logits(
     return BinaryCrossEntropyWithLogits.apply(input, target, weight, pos_weight, reduction)
 
 
-@follows_autocast("kl_div")
+@public_op("kl_div")
 def kl_div(
     input: torch.Tensor,
     target: torch.Tensor,

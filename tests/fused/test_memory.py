@@ -73,13 +73,14 @@ def test_scalar_reductions_save_the_precomputed_gradients(reduction):
     assert _bytes_beyond_inputs(saved, (h, w, b, y)) <= gradients + n * (4 + 4 + 8)
 
 
-def test_backward_hands_the_saved_weight_gradient_over_without_a_copy():
+def test_backward_hands_the_precomputed_weight_gradient_over_without_a_copy():
     h, w, y = _problem(64, 16, 300)
-    out, saved = _saved(lambda: linear_cross_entropy(h, w, y, chunk_size=8))
-    weight_sized = [t for t in saved if t.shape == w.shape and _storage(t) != _storage(w)]
-    assert len(weight_sized) == 1
+    out = linear_cross_entropy(h, w, y, chunk_size=8)
+    precomputed = out.grad_fn.precomputed[1]
+    assert precomputed.shape == w.shape and _storage(precomputed) != _storage(w)
     out.backward()
-    assert w.grad is not None and _storage(w.grad) == _storage(weight_sized[0])
+    assert w.grad is not None and _storage(w.grad) == _storage(precomputed)
+    assert out.grad_fn.precomputed is None  # handed over once; a second backward recomputes
 
 
 def _cpu_allocations(fn) -> tuple[int, int]:

@@ -208,16 +208,6 @@ def loss_only(
     return _reduce(result.loss, head, opts.reduction, out_dtype)
 
 
-def _scale_in_place(t: torch.Tensor | None, g: torch.Tensor) -> torch.Tensor | None:
-    # The buffer is private to this node: mutating it without a version bump keeps a later
-    # unpack of saved_tensors legal (retain_graph), and ctx.consumed routes that call to recompute.
-    if t is None:
-        return None
-    with torch.autograd._unsafe_preserve_version_counter(t):
-        t.mul_(g)
-    return t
-
-
 def _scaled(t: torch.Tensor | None, g: torch.Tensor) -> torch.Tensor | None:
     return None if t is None else t * g
 
@@ -247,7 +237,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         kept = _kept_rows(head, opts)
         proj = Projection(h, w, b, opts.onednn)
         ctx.opts = opts
-        ctx.consumed = False
+        ctx.precomputed = None
         if opts.reduction == "none":
             result = fused_pass(proj, head, opts, kept, want_loss=True, wanted=Wanted())
             ctx.save_for_backward(h, w, b, target, class_weight, kept, result.stats.max, result.stats.log_sum)
@@ -257,21 +247,22 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
                 g = g / head.divisor()
             wanted = Wanted(*ctx.needs_input_grad[:5])
             result = fused_pass(proj, head, opts, kept, want_loss=True, wanted=wanted, coef=head.coefficients(g))
-            ctx.save_for_backward(
-                h,
-                w,
-                b,
-                target,
-                class_weight,
-                kept,
-                result.stats.max,
-                result.stats.log_sum,
+            inputs = (h, w, b, target, class_weight, kept, result.stats.max, result.stats.log_sum)
+            precomputed = (
                 result.input,
                 _as(result.weight, w),
                 _as(result.bias, b),
                 result.extra.target,
                 _as(result.extra.class_weight, class_weight),
             )
+            if torch.compiler.is_compiling():
+                # traced: the backward returns scaled copies, and the compiler plans their buffers
+                ctx.save_for_backward(*inputs, *precomputed)
+            else:
+                # not saved tensors: the first backward hands them to autograd, which may keep them as
+                # .grad and zero or accumulate into them; nothing here reads them again
+                ctx.save_for_backward(*inputs)
+                ctx.precomputed = precomputed
         assert result.loss is not None
         return _reduce(result.loss, head, opts.reduction, out_dtype)
 
@@ -279,12 +270,13 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     @first_order
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         opts: FusedOptions = ctx.opts
-        h, w, b, target, class_weight, kept, row_max, log_sum, *precomputed = ctx.saved_tensors
-        if precomputed and torch.compiler.is_compiling():
-            return (*(_scaled(p, grad_output) for p in precomputed), None)
-        if precomputed and not ctx.consumed:
-            ctx.consumed = True
-            return (*(_scale_in_place(p, grad_output) for p in precomputed), None)
+        h, w, b, target, class_weight, kept, row_max, log_sum, *traced = ctx.saved_tensors
+        if traced:
+            return (*(_scaled(p, grad_output) for p in traced), None)
+        if ctx.precomputed is not None:
+            # the gradients are linear in the upstream gradient: scale them in place, once
+            precomputed, ctx.precomputed = ctx.precomputed, None
+            return (*(p.mul_(grad_output) if p is not None else None for p in precomputed), None)
         # 'none', or a second backward through a retained graph: run the pass again from the inputs
         head, _ = make_head(opts.logits_dtype, target, class_weight, opts)
         g = grad_output.to(head.acc)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from crossent import _checks, _dispatch
-from crossent._autocast import follows_autocast
 from crossent._reduction import resolve as resolve_reduction
+from crossent._seam import public_op
 from crossent.fused import _checks as _fused_checks
 from crossent.fused._chunks import onednn_available
 from crossent.fused._function import LinearCrossEntropyFunction, loss_only
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["linear_cross_entropy"]
 
 
-@follows_autocast("linear_cross_entropy")
+@public_op("linear_cross_entropy")
 def linear_cross_entropy(
     input: torch.Tensor,
     linear_weight: torch.Tensor,

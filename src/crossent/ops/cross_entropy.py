@@ -179,7 +179,13 @@ class ClassIndexCrossEntropy(torch.autograd.Function):
 
         ctx.opts = opts
         ctx.precomputed, ctx.precomputed_grad = precompute, grad
-        ctx.save_for_backward(x, t_safe, keep, stats.max, stats.log_sum, w, total_weight)
+        ctx.overwrote_logits = False
+        ctx.save_for_backward(t_safe, keep, stats.max, stats.log_sum, w, total_weight, *(() if precompute else (x,)))
+        if precompute:
+            # the first backward needs only the gradient; only a retained graph's second backward reads
+            # the logits again. Held unsaved with their version, so that (as with torch, which keeps
+            # the log-probabilities) editing the logits in place after the forward breaks nothing else
+            ctx.logits, ctx.logits_version = x, x._version
         loss = reduce(per_position, opts.reduction, total_weight)
         if opts.reduction == "none":
             loss = loss.reshape(() if x.dim() == 1 else target.shape)
@@ -189,21 +195,34 @@ class ClassIndexCrossEntropy(torch.autograd.Function):
     @first_order
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         # d/dx_c l_n = m_n G_n [(1-eps) w_y (p_c - [c=y]) + (eps/C)(p_c sum_k w_k - w_c)],  p = softmax(x)
-        x, t_safe, keep, row_max, log_sum, w, total_weight = ctx.saved_tensors
+        if ctx.overwrote_logits:
+            raise RuntimeError(
+                "cross_entropy(inplace_backward=True) overwrote the logits with their gradient; "
+                "backward through this graph a second time needs inplace_backward=False"
+            )
+        t_safe, keep, row_max, log_sum, w, total_weight, *saved_logits = ctx.saved_tensors
         opts: CrossEntropyOptions = ctx.opts
-        x3 = as_ncs(x)
         if ctx.precomputed:
             grad = ctx.precomputed_grad
             ctx.precomputed_grad = None
             if grad is None:
                 # a retained graph's second backward: autograd already owns the first buffer, so
                 # redo the forward's unit gradient exactly (same kernel, same bits) in a new one
+                x = ctx.logits
+                if x._version != ctx.logits_version:
+                    raise RuntimeError(
+                        "cross_entropy: the logits were modified in place after the forward; a second backward "
+                        "through the retained graph recomputes the gradient from them and needs them unchanged"
+                    )
+                x3 = as_ncs(x)
                 grad = _memory.empty(x.shape, x.dtype, x.device)
                 spec = _unit_gradient_spec(grad, t_safe, keep, w, total_weight, opts, x3.shape[1])
                 row_stats(x3, row_max.dtype, w, grad=spec)
             # the gradient is linear in the upstream gradient
             g = grad_output.to(grad.dtype)
-            return grad.mul_(g.unsqueeze(class_dim(x)) if opts.reduction == "none" else g), None, None, None
+            return grad.mul_(g.unsqueeze(class_dim(grad)) if opts.reduction == "none" else g), None, None, None
+        (x,) = saved_logits
+        x3 = as_ncs(x)
         n, c, s = x3.shape
         g = grad_output.to(row_max.dtype)
         if opts.reduction == "none":
@@ -211,6 +230,7 @@ class ClassIndexCrossEntropy(torch.autograd.Function):
         elif opts.reduction == "mean":
             g = g / total_weight
         grad = _grad_buffer(x, opts.inplace_backward)
+        ctx.overwrote_logits = grad is x
         if c > 0:
             spec = gradient_spec(as_ncs(grad), t_safe, torch.where(keep, g, 0), w, opts.label_smoothing, c)
             class_index_grad(x3, RowStats(row_max, log_sum, None), spec)

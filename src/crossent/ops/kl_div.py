@@ -18,7 +18,7 @@ class KLDiv(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, t: torch.Tensor, reduction: str, log_target: bool) -> torch.Tensor:
         acc = accumulation_dtype(x.dtype, t.dtype)
         shape = torch.broadcast_shapes(x.shape, t.shape)
-        out_dtype = torch.result_type(x, t)  # a 0-d operand does not promote a dimensioned one
+        out_dtype = _result_dtype(x, t)
 
         def loss(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             xa, ta = x.to(acc), t.to(acc)
@@ -37,7 +37,6 @@ class KLDiv(torch.autograd.Function):
         x, t = ctx.saved_tensors
         acc = accumulation_dtype(x.dtype, t.dtype)
         shape = torch.broadcast_shapes(x.shape, t.shape)
-        out_dtype = torch.result_type(x, t)  # a 0-d operand does not promote a dimensioned one
         need_x, need_t = ctx.needs_input_grad[:2]
         g = grad_output.to(acc)
         if ctx.reduction in ("mean", "batchmean"):
@@ -65,3 +64,10 @@ def _divisor(reduction: str, x: torch.Tensor, shape: torch.Size) -> int:
     if reduction == "batchmean":
         return x.shape[0] if x.dim() > 0 else 1
     return shape.numel()
+
+
+def _result_dtype(x: torch.Tensor, t: torch.Tensor) -> torch.dtype:
+    """``torch.result_type`` for two floating tensors: a 0-d one does not promote a dimensioned one."""
+    if (x.dim() == 0) != (t.dim() == 0):
+        return t.dtype if x.dim() == 0 else x.dtype
+    return torch.promote_types(x.dtype, t.dtype)
