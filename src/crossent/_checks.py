@@ -93,9 +93,10 @@ def check_optional_tensor(value: object, fn: str, arg: str, position: int) -> to
 
 
 def _type_name(value: object) -> str:
-    """The type as torch's argument errors print it: builtins bare, others with their module."""
+    """The type as torch's argument errors print it (CPython's ``tp_name``): NumPy's types with their
+    module, Python classes and builtins bare."""
     kind = type(value)
-    return kind.__name__ if kind.__module__ in ("builtins", "torch") else f"{kind.__module__}.{kind.__qualname__}"
+    return f"numpy.{kind.__name__}" if kind.__module__ == "numpy" else kind.__name__
 
 
 def check_floating(x: torch.Tensor, kernel: str) -> None:
@@ -144,13 +145,14 @@ def class_index_shapes(x: torch.Tensor, target: torch.Tensor) -> None:
 
 
 def class_weight(
-    weight: torch.Tensor | None, x: torch.Tensor, num_classes: int, smoothing: bool = False
+    weight: torch.Tensor | None, x: torch.Tensor, num_classes: int, smoothing: bool = False, reduction: str = ""
 ) -> torch.Tensor | None:
     """The class weight as a ``(C,)`` view, by torch's shape rules.
 
     Inputs of at most 2 dims need a ``(C,)`` weight. K-dimensional inputs take any shape with C
     elements (``(C, 1)``, ``(1, C)``, ...), which torch flattens; with label smoothing torch also views
-    it as ``(1, weight.size(0), 1, ...)``, so its first dim must be C.
+    it as ``(1, weight.size(0), 1, ...)``, so its first dim must be C, and its ``'mean'`` (which gathers
+    the weight by the flat targets) takes only a 1-d weight.
     """
     if weight is None:
         return None
@@ -166,6 +168,8 @@ def class_weight(
     if smoothing and weight.shape[0] != num_classes:
         view = "[" + ", ".join(str(weight.shape[0]) if d == 1 else "1" for d in range(x.dim())) + "]"
         raise RuntimeError(f"shape '{view}' is invalid for input of size {weight.numel()}")
+    if smoothing and reduction == "mean" and weight.dim() != 1:
+        raise RuntimeError("Index tensor must have the same number of dimensions as input tensor")
     return weight.reshape(num_classes)
 
 
@@ -268,6 +272,7 @@ def cross_entropy_arguments(
     weight: object,
     ignore_index: object,
     label_smoothing: object,
+    reduction: str = "mean",
 ) -> tuple[int, float, torch.Tensor | None]:
     """``cross_entropy``'s checks, in torch's order, for class-index or probability targets.
 
@@ -304,7 +309,7 @@ def cross_entropy_arguments(
         if eps > 0 and logits.dim() == 1 and target.dim() == 1:
             raise RuntimeError("output with shape [] doesn't match the broadcast shape [1]")
         num_classes = logits.shape[cd]
-        checked_weight = class_weight(checked_weight, logits, num_classes, smoothing=eps > 0)
+        checked_weight = class_weight(checked_weight, logits, num_classes, eps > 0, reduction)
         class_index_dtypes(logits, target, checked_weight, "nll_loss_out_frame")
         class_targets(target, num_classes, ignore_index)
     return ignore_index, eps, checked_weight

@@ -145,7 +145,9 @@ def cross_entropy(
         return normalized_sum(per_position, normalizer)
     _checks.check_tensor(input, "cross_entropy_loss", "input", 1)
     _checks.check_tensor(target, "cross_entropy_loss", "target", 2)
-    ignore_index, eps, weight = _checks.cross_entropy_arguments(input, target, weight, ignore_index, label_smoothing)
+    ignore_index, eps, weight = _checks.cross_entropy_arguments(
+        input, target, weight, ignore_index, label_smoothing, reduction
+    )
     prob_target = input.shape == target.shape
     inplace_backward = _checks.in_place_gradient(input, inplace_backward)
 

@@ -178,7 +178,7 @@ def linear_cross_entropy(
     logits_dtype = _logits_dtype if _logits_dtype is not None else input.dtype
     logits = torch.empty(logits_shape, dtype=logits_dtype, device="meta")
     ignore, eps, weight = _checks.cross_entropy_arguments(
-        logits, target, weight, -100 if ignore_index is None else ignore_index, label_smoothing
+        logits, target, weight, -100 if ignore_index is None else ignore_index, label_smoothing, reduction
     )
     _dispatch.resolve("linear_cross_entropy", "torch" if impl == "auto" else impl, input.device, {"dtype": input.dtype})
 

@@ -1,0 +1,78 @@
+"""A retained graph backs up twice with torch's results, whatever the caller does between the two."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import crossent
+
+F64 = torch.float64
+
+
+def _twice(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], between: str) -> list[torch.Tensor]:
+    """Gradients of the hidden states and weight after two backwards through one graph."""
+    torch.manual_seed(0)
+    hidden = torch.randn(6, 3, dtype=F64, requires_grad=True)
+    weight = torch.randn(5, 3, dtype=F64, requires_grad=True)
+    loss = loss_fn(hidden, weight)
+    loss.backward(torch.ones_like(loss), retain_graph=True)
+    first = [hidden.grad.clone(), weight.grad.clone()]
+    if between == "zero_grad(set_to_none=False)":
+        hidden.grad.zero_()
+        weight.grad.zero_()
+    elif between == "zero_grad(set_to_none=True)":
+        hidden.grad = weight.grad = None
+    loss.backward(torch.ones_like(loss))
+    return first + [hidden.grad, weight.grad]
+
+
+BETWEEN = ["zero_grad(set_to_none=False)", "zero_grad(set_to_none=True)", "accumulate"]
+target = torch.tensor([0, 1, 2, -100, 4, 1])
+
+
+@pytest.mark.parametrize("between", BETWEEN)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_fused_loss_backward_twice_matches_torch(reduction, between):
+    ours = _twice(lambda h, w: crossent.linear_cross_entropy(h, w, target, reduction=reduction), between)
+    theirs = _twice(lambda h, w: TF.linear_cross_entropy(h, w, target, reduction=reduction), between)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("between", BETWEEN)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_backward_twice_matches_torch(reduction, between):
+    def via(F):
+        return lambda h, w: F.cross_entropy(h @ w.T, target, reduction=reduction, label_smoothing=0.1)
+
+    for a, b in zip(_twice(via(crossent), between), _twice(via(TF), between), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_logits_edited_in_place_after_the_forward_do_not_break_backward(reduction):
+    grads = []
+    for F in (TF, crossent):
+        torch.manual_seed(0)
+        z = torch.randn(6, 5, dtype=F64, requires_grad=True)
+        logits = z * 1.0
+        loss = F.cross_entropy(logits, target, reduction=reduction)
+        with torch.no_grad():
+            logits.mul_(0)  # e.g. a buffer reused by the caller
+        loss.backward()
+        grads.append(z.grad)
+    torch.testing.assert_close(grads[1], grads[0])
+
+
+def test_second_backward_after_editing_the_logits_is_a_clear_error():
+    logits = torch.randn(6, 5, requires_grad=True) * 1.0
+    loss = crossent.cross_entropy(logits, target)
+    loss.backward(retain_graph=True)
+    with torch.no_grad():
+        logits.add_(1)
+    with pytest.raises(RuntimeError, match="logits were modified in place after the forward"):
+        loss.backward()
