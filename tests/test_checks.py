@@ -33,7 +33,7 @@ def _same_outcome(case: Callable[[Any], torch.Tensor]) -> None:
         except Exception as exc:  # the class and message are what is compared
             outcomes.append((type(exc), str(exc)))
     (kind_torch, torch_result), (kind_ours, our_result) = outcomes
-    assert kind_ours == kind_torch, f"torch: {kind_torch} {torch_result!s:.200}; crossent: {kind_ours} {our_result!s:.200}"
+    assert kind_ours == kind_torch, f"torch: {kind_torch} {torch_result!s:.200}; ours: {kind_ours} {our_result!s:.200}"
     if kind_torch == "value":
         assert our_result.shape == torch_result.shape and our_result.dtype == torch_result.dtype
         torch.testing.assert_close(our_result, torch_result, equal_nan=True)

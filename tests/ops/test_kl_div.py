@@ -17,7 +17,11 @@ SHAPES = {
     "(3, 1) input, (3, 5) target": ((3, 1), (3, 5)),
     "0-d input, 0-d target": ((), ()),
 }
-DTYPES = {"float64": (F64, F64), "float64 input, float32 target": (F64, F32), "float32 input, float64 target": (F32, F64)}
+DTYPES = {
+    "float64": (F64, F64),
+    "float64 input, float32 target": (F64, F32),
+    "float32 input, float64 target": (F32, F64),
+}
 
 
 @pytest.mark.parametrize("log_target", [False, True])
