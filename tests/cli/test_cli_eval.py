@@ -3,8 +3,13 @@ each kind of bad input is one line on stderr with exit code 2."""
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
+import os
 import pickle
+import warnings
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -263,4 +268,279 @@ def test_rows_pair_up_across_blank_lines_and_chunk_sizes(cli, tmp_path, data) ->
     lines = [f"{int(y)}\n" + ("\n" if i % 3 == 0 else "") for i, y in enumerate(labels)]
     (tmp_path / "labels.csv").write_text("label\n" + "".join(lines))
     result = _eval_json(cli, str(tmp_path / "logits.npy"), str(tmp_path / "labels.csv"), "--chunk-rows", "4")
+    _check_multiclass(result, logits, labels, [5])
+
+
+def _with_autograd(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The logits as a training script might save them: not detached, or as a parameter."""
+    leaf = logits.clone().requires_grad_()
+    return {
+        "output of an op": leaf * 1,
+        "leaf requiring grad": leaf,
+        "nn.Parameter": torch.nn.Parameter(logits.clone()),
+        "float32 output": leaf.float() * 1,
+        "bfloat16 output": leaf.bfloat16() * 1,
+    }
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip format", "legacy format"])
+@pytest.mark.parametrize("how", list(_with_autograd(torch.zeros(1))))
+def test_pt_outputs_saved_with_autograd_state_are_scored(cli, tmp_path, data, how: str, legacy: bool) -> None:
+    logits, labels = data
+    saved = _with_autograd(logits)[how]
+    assert saved.requires_grad
+    torch.save(saved, tmp_path / "outputs.pt", _use_new_zipfile_serialization=not legacy)
+    np.save(tmp_path / "labels.npy", labels.numpy())
+    result = _eval_json(cli, str(tmp_path / "outputs.pt"), str(tmp_path / "labels.npy"))
+    _check_multiclass(result, saved.detach().double(), labels, [5])
+
+
+def _containers(outputs: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[object, str, str]]:
+    """(what is saved, how the predictions are named, how the labels are named)."""
+    return {
+        "dict": ({"logits": outputs, "labels": labels}, ":logits", ":labels"),
+        "nested dict": (
+            {"outputs": {"logits": outputs}, "targets": {"labels": labels}},
+            ":outputs.logits",
+            ":targets.labels",
+        ),
+        "list": ([outputs, labels], ":0", ":1"),
+        "tuple": ((outputs, labels), ":0", ":1"),
+        "dict of lists": ({"batch": [{"logits": outputs}], "labels": labels}, ":batch.0.logits", ":labels"),
+        "metadata besides one tensor": ({"epoch": 3, "note": "val", "logits": outputs}, "", None),
+    }
+
+
+@pytest.mark.parametrize("container", list(_containers(torch.zeros(1), torch.zeros(1))))
+def test_pt_tensors_nested_in_containers_are_named_by_path(cli, tmp_path, data, container: str) -> None:
+    logits, labels = data
+    outputs = logits.clone().requires_grad_() * 1
+    content, prediction_name, label_name = _containers(outputs, labels)[container]
+    path = str(tmp_path / "run.pt")
+    torch.save(content, path)
+    if label_name is None:
+        np.save(tmp_path / "labels.npy", labels.numpy())
+        labels_spec = str(tmp_path / "labels.npy")
+    else:
+        labels_spec = path + label_name
+    result = _eval_json(cli, path + prediction_name, labels_spec)
+    _check_multiclass(result, logits, labels, [5])
+
+
+FLOAT8 = [getattr(torch, name) for name in dir(torch) if name.startswith("float8_")]
+ROWS = [torch.randn(2, 4), torch.randn(3, 4)]
+
+# How to make each tensor without a plain array of real numbers behind it, and what the error says it holds
+UNUSUAL_TENSORS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], str]] = {
+    "sparse COO": (lambda t: t.to_sparse(), "a sparse tensor (torch.sparse_coo)"),
+    "sparse CSR": (lambda t: t.to_sparse_csr(), "a sparse tensor (torch.sparse_csr)"),
+    "sparse CSC": (lambda t: t.to_sparse_csc(), "a sparse tensor (torch.sparse_csc)"),
+    "sparse BSR": (lambda t: t.to_sparse_bsr((2, 2)), "a sparse tensor (torch.sparse_bsr)"),
+    "sparse BSC": (lambda t: t.to_sparse_bsc((2, 2)), "a sparse tensor (torch.sparse_bsc)"),
+    "sparse, requiring grad": (lambda t: t.to_sparse().requires_grad_(), "a sparse tensor"),
+    "nested": (lambda t: torch.nested.nested_tensor(ROWS), "a nested tensor"),
+    "nested, jagged layout": (lambda t: torch.nested.nested_tensor(ROWS, layout=torch.jagged), "a nested tensor"),
+    "meta": (lambda t: t.to("meta"), "a tensor on the meta device"),
+    **{str(dtype): (lambda t, dtype=dtype: t.to(dtype), f"{dtype} values") for dtype in FLOAT8},
+    "complex": (lambda t: t.to(torch.complex64), "torch.complex64 values"),
+    "quantized": (lambda t: torch.quantize_per_tensor(t, 0.1, 0, torch.qint8), "torch.qint8 values"),
+}
+
+
+@pytest.mark.parametrize("container", ["alone", "in a dict"])
+@pytest.mark.parametrize("kind", list(UNUSUAL_TENSORS))
+def test_unusual_tensors_are_one_line_exit_two(cli, tmp_path, kind: str, container: str) -> None:
+    make, message = UNUSUAL_TENSORS[kind]
+    with warnings.catch_warnings():  # torch warns that sparse CSR and nested tensors are beta, quantized deprecated
+        warnings.simplefilter("ignore")
+        tensor = make(torch.randn(6, 4))
+        torch.save(tensor if container == "alone" else {"logits": tensor}, tmp_path / "odd.pt")
+    np.save(tmp_path / "labels.npy", np.zeros(6, dtype=np.int64))
+    # the test session turns warnings into errors, so one escaping the loader would fail here too
+    line = cli("eval", str(tmp_path / "odd.pt"), str(tmp_path / "labels.npy")).one_line_error()
+    assert f"odd.pt holds {message}" in line, line
+
+
+def _write_bad_files(tmp_path) -> None:
+    """The files of ``BAD_FILES``, none of which can be scored."""
+    t = tmp_path
+    for suffix in (".npy", ".npz", ".pt", ".csv"):
+        (t / f"empty{suffix}").write_bytes(b"")
+        (t / f"garbage{suffix}").write_bytes(bytes(range(256)) * 4)
+    np.save(t / "scalar.npy", np.array(3.0))
+    torch.save(torch.tensor(3.0), t / "scalar.pt")
+    np.savez(t / "scalar.npz", logits=np.array(3.0))
+    np.save(t / "whole.npy", np.zeros((40, 4)))
+    (t / "truncated.npy").write_bytes((t / "whole.npy").read_bytes()[:200])
+    torch.save(torch.zeros(40, 4), t / "whole.pt")
+    (t / "truncated.pt").write_bytes((t / "whole.pt").read_bytes()[:300])
+    (t / "text.npy").write_text("0.2,0.8\n0.6,0.4\n")
+    (t / "text.pt").write_text("0.2,0.8\n0.6,0.4\n")
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), t / "module.pt")
+    torch.save({"epoch": 3, "note": "no tensors"}, t / "no_tensors.pt")
+    torch.save(torch.zeros(3, 2), t / "one.pt")
+    torch.save({f"layer{i}.weight": torch.zeros(3, 2) for i in range(20)}, t / "checkpoint.pt")
+    (t / "words.csv").write_text("first,second\nthird,fourth\n0.5,0.5\n")
+
+
+# what is wrong with a file: (the file, what the error says about it)
+BAD_FILES = {
+    "empty .npy": ("empty.npy", "empty.npy is empty"),
+    "empty .npz": ("empty.npz", "empty.npz is empty"),
+    "empty .pt": ("empty.pt", "empty.pt is empty"),
+    "empty .csv": ("empty.csv", "empty.csv is empty"),
+    "garbage .npy": ("garbage.npy", "garbage.npy is not a readable .npy file"),
+    "garbage .npz": ("garbage.npz", "garbage.npz is not a readable .npz file"),
+    "garbage .pt": ("garbage.pt", "garbage.pt is not a readable .pt file"),
+    "garbage .csv": ("garbage.csv", "garbage.csv: line 2 is not a row of numbers"),
+    "0-d .npy": ("scalar.npy", "scalar.npy holds a single number"),
+    "0-d .pt": ("scalar.pt", "scalar.pt holds a single number"),
+    "0-d in an .npz": ("scalar.npz", "scalar.npz holds a single number"),
+    "truncated .npy": ("truncated.npy", "truncated.npy is not a readable .npy file"),
+    "truncated .pt": ("truncated.pt", "truncated.pt is not a readable .pt file"),
+    "text named .npy": ("text.npy", "text.npy is not a readable .npy file (not written by NumPy"),
+    "text named .pt": ("text.pt", "text.pt is not a readable .pt file (not written by torch.save"),
+    "TorchScript module": ("module.pt", "module.pt is a TorchScript module"),
+    ".pt without tensors": ("no_tensors.pt", "no_tensors.pt holds no arrays"),
+    "name of a single tensor": ("one.pt:logits", "one.pt holds a single tensor; drop :logits"),
+    "checkpoint of many tensors": ("checkpoint.pt", "layer7.weight, ... (20 in all); pick one array"),
+    "two header lines": ("words.csv", "words.csv: line 2 is not a row of numbers"),
+}
+
+
+@pytest.mark.parametrize("side", ["predictions", "labels"])
+@pytest.mark.parametrize("bad", BAD_FILES)
+def test_bad_files_are_one_line_naming_the_file(cli, tmp_path, bad: str, side: str) -> None:
+    with warnings.catch_warnings():  # torch.jit.script is deprecated; it still writes the archive users have
+        warnings.simplefilter("ignore")
+        _write_bad_files(tmp_path)
+    name, message = BAD_FILES[bad]
+    np.save(tmp_path / "p.npy", np.full((40, 4), 0.25))
+    np.save(tmp_path / "y.npy", np.zeros(40, dtype=np.int64))
+    bad_file = str(tmp_path / name)
+    argv = [bad_file, str(tmp_path / "y.npy")] if side == "predictions" else [str(tmp_path / "p.npy"), bad_file]
+    line = cli("eval", *argv).one_line_error()
+    assert message in line, line
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz", ".pt", ".csv"])
+def test_file_without_read_permission_is_one_line(cli, tmp_path, monkeypatch, suffix: str) -> None:
+    path, values = tmp_path / f"p{suffix}", np.full((4, 2), 0.5)
+    save = {
+        ".npy": lambda: np.save(path, values),
+        ".npz": lambda: np.savez(path, p=values),
+        ".pt": lambda: torch.save(torch.from_numpy(values), path),
+        ".csv": lambda: np.savetxt(path, values, delimiter=","),
+    }
+    save[suffix]()
+    np.save(tmp_path / "y.npy", np.zeros(4, dtype=np.int64))
+    # chmod cannot keep root (as tests often run) from reading, so opening the file is refused instead
+    real_open = builtins.open
+
+    def refusing_open(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
+    line = cli("eval", str(path), str(tmp_path / "y.npy")).one_line_error()
+    assert f"p{suffix}: cannot read it (Permission denied)" in line
+
+
+@pytest.mark.parametrize("kind", ["sparse CSR", "quantized"])
+def test_loader_warnings_add_no_lines_in_a_fresh_interpreter(module_cli, tmp_path, kind: str) -> None:
+    # outside pytest Python's own warning filters apply: torch.load warns about these tensors once per process
+    make, message = UNUSUAL_TENSORS[kind]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save(make(torch.randn(6, 4)), tmp_path / "odd.pt")
+    np.save(tmp_path / "labels.npy", np.zeros(6, dtype=np.int64))
+    line = module_cli("eval", str(tmp_path / "odd.pt"), str(tmp_path / "labels.npy")).one_line_error()
+    assert f"odd.pt holds {message}" in line
+
+
+def test_torchscript_warning_adds_no_line_in_a_fresh_interpreter(module_cli, tmp_path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "module.pt")
+    np.save(tmp_path / "labels.npy", np.zeros(2, dtype=np.int64))
+    line = module_cli("eval", str(tmp_path / "module.pt"), str(tmp_path / "labels.npy")).one_line_error()
+    assert "module.pt is a TorchScript module" in line
+
+
+# CSV files as spreadsheets, pandas-less scripts and np.savetxt write them: (text before the rows, line ending)
+CSV_LAYOUTS = {
+    "header, then a blank line": ("{header}\n\n", "\n"),
+    "blank lines, then a header": ("\n\n{header}\n", "\n"),
+    "header, blank lines around": ("\n{header}\n\n\n", "\n"),
+    "np.savetxt comment header": ("# {header}\n", "\n"),
+    "byte order mark and header": ("\ufeff{header}\n", "\n"),
+    "byte order mark, no header": ("\ufeff", "\n"),
+    "Windows line endings": ("{header}\r\n\r\n", "\r\n"),
+}
+
+
+@pytest.mark.parametrize("layout", list(CSV_LAYOUTS))
+def test_csv_header_and_blank_line_variants_are_read(cli, tmp_path, data, layout: str) -> None:
+    logits, labels = data
+    before, ending = CSV_LAYOUTS[layout]
+    for name, rows, header, fmt in [
+        ("logits.csv", logits.numpy(), "a,b,c,d,e,f,g", "%.17g"),
+        ("labels.csv", labels.numpy(), "label", "%d"),
+    ]:
+        lines = [",".join(fmt % v for v in np.atleast_1d(row)) for row in rows]
+        text = before.format(header=header) + "".join(line + ending for line in lines)
+        (tmp_path / name).write_bytes(text.encode("utf-8"))
+    result = _eval_json(cli, str(tmp_path / "logits.csv"), str(tmp_path / "labels.csv"), "--chunk-rows", "64")
+    _check_multiclass(result, logits, labels, [5])
+
+
+@pytest.mark.parametrize("kind", ["auto", "probabilities"])
+@pytest.mark.parametrize("classes", [3, 4, 10])
+def test_probabilities_rounded_to_three_decimals_are_probabilities(cli, tmp_path, kind: str, classes: int) -> None:
+    generator = torch.Generator().manual_seed(classes)
+    labels = torch.randint(0, classes, (300,), generator=generator)
+    raw = torch.rand(300, classes, generator=generator, dtype=torch.float64) + 0.2  # none rounds to 0
+    rounded = raw / raw.sum(dim=1, keepdim=True)
+    rounded = (rounded * 1000).round() / 1000
+    sums = rounded.sum(dim=1)
+    assert (sums - 1).abs().max() >= 0.001 - 1e-12  # rows summing to 0.999 or 1.001, as such files hold
+    np.savetxt(tmp_path / "p.csv", rounded.numpy(), fmt="%.3f", delimiter=",")
+    np.save(tmp_path / "y.npy", labels.numpy())
+    result = _eval_json(cli, str(tmp_path / "p.csv"), str(tmp_path / "y.npy"), "--kind", kind)
+    assert result["kind"] == "probabilities"
+    expected = F.nll_loss(torch.log(rounded), labels)  # the probabilities as written, not renormalised
+    assert result["cross_entropy"] == pytest.approx(expected.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["logits", "probabilities"])
+def test_auto_detected_kind_is_stated_with_its_override(cli, tmp_path, data, kind: str) -> None:
+    logits, labels = data
+    np.save(tmp_path / "p.npy", (logits if kind == "logits" else torch.softmax(logits, 1)).numpy())
+    np.save(tmp_path / "y.npy", labels.numpy())
+    out = cli("eval", str(tmp_path / "p.npy"), str(tmp_path / "y.npy")).out
+    other = "probabilities" if kind == "logits" else "logits"
+    assert f"{kind} (auto-detected)" in out
+    assert f"Predictions read as {kind}; pass --kind {other} if they are {other}." in out
+    stated = cli("eval", str(tmp_path / "p.npy"), str(tmp_path / "y.npy"), "--kind", kind).out
+    assert "auto-detected" not in stated and "Predictions read as" not in stated
+
+
+# NumPy files as other tools write them: how each writes the logits (float64 values kept exactly)
+NUMPY_VARIANTS: dict[str, Callable[[object, np.ndarray], None]] = {
+    "compressed .npz": lambda path, x: np.savez_compressed(path, logits=x),
+    "Fortran order": lambda path, x: np.save(path, np.asfortranarray(x)),
+    "big-endian": lambda path, x: np.save(path, x.astype(">f8")),
+    "a transposed view": lambda path, x: np.save(path, np.ascontiguousarray(x.T).T),
+    "float128": lambda path, x: np.save(path, x.astype(np.longdouble)),
+}
+
+
+@pytest.mark.parametrize("variant", list(NUMPY_VARIANTS))
+def test_numpy_file_variants_are_read(cli, tmp_path, data, variant: str) -> None:
+    logits, labels = data
+    path = tmp_path / ("logits.npz" if "npz" in variant else "logits.npy")
+    NUMPY_VARIANTS[variant](path, logits.numpy())
+    np.save(tmp_path / "labels.npy", labels.numpy().astype(np.uint8))
+    result = _eval_json(cli, str(path), str(tmp_path / "labels.npy"))
     _check_multiclass(result, logits, labels, [5])

@@ -98,6 +98,10 @@ CASES = {
         ["--binary", "--logits", "[40,-40,0]", "--targets", "[0,1,0.5]", "--reduction", "none"],
         _torch_bce([40, -40, 0], [0, 1, 0.5], True, reduction="none"),
     ),
+    "binary logits, 2-D, none": (
+        ["--binary", "--logits", "[[1,2],[-1,0.5]]", "--targets", "[[1,0],[0,1]]", "--reduction", "none"],
+        _torch_bce([[1, 2], [-1, 0.5]], [[1, 0], [0, 1]], True, reduction="none"),
+    ),
     "binary probabilities, clamped log": (
         ["--binary", "probabilities", "--logits", "[0.7,0,1]", "--targets", "[1,1,1]", "--reduction", "sum"],
         _torch_bce([0.7, 0, 1], [1, 1, 1], False, reduction="sum"),
@@ -107,7 +111,7 @@ CASES = {
 
 def _printed(value: torch.Tensor) -> str:
     return ", ".join(
-        "nan" if np.isnan(v) else "inf" if np.isposinf(v) else f"{v:.10f}" for v in np.atleast_1d(value.numpy())
+        "nan" if np.isnan(v) else "inf" if np.isposinf(v) else f"{v:.10f}" for v in value.numpy().reshape(-1)
     )
 
 
@@ -192,3 +196,108 @@ def test_python_dash_m_explain(module_cli) -> None:
     result = module_cli("explain", "--reduction", "sum")
     assert result.code == 0, result.err
     assert _printed(_torch_ce(LOGITS, [0, 1, 1], reduction="sum")) in result.out
+
+
+def _write_empty_inputs(tmp_path) -> None:
+    (tmp_path / "empty.json").write_text("")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "header.csv").write_text("a,b\n\n")
+    np.save(tmp_path / "no_rows.npy", np.zeros((0, 2)))
+
+
+# explain options with nothing to explain, and what the error says
+EMPTY_INPUTS = {
+    "empty list": (["--logits", "[]", "--targets", "[]"], "--logits: nothing to explain"),
+    "one empty row": (["--logits", "[[]]", "--targets", "[]"], "--logits: nothing to explain"),
+    "rows of no classes": (["--logits", "[[],[]]", "--targets", "[0,0]"], "--logits: nothing to explain"),
+    "binary, empty": (["--binary", "--logits", "[]", "--targets", "[]"], "--logits: nothing to explain"),
+    "empty .json file": (["--logits", "{t}/empty.json", "--targets", "[0]"], "--logits: {t}/empty.json is empty"),
+    "empty .npy file": (["--logits", "{t}/empty.npy", "--targets", "[0]"], "--logits: {t}/empty.npy is empty"),
+    "CSV of a header only": (["--logits", "{t}/header.csv", "--targets", "[0]"], "header.csv holds no values"),
+    "array of no rows": (["--logits", "{t}/no_rows.npy", "--targets", "[]"], "no_rows.npy holds no values"),
+    "empty targets file": (["--targets", "{t}/empty.json"], "--targets: {t}/empty.json is empty"),
+}
+
+
+@pytest.mark.parametrize("options, message", EMPTY_INPUTS.values(), ids=EMPTY_INPUTS.keys())
+def test_empty_input_is_one_line_exit_two(cli, tmp_path, options: list[str], message: str) -> None:
+    _write_empty_inputs(tmp_path)
+    line = cli("explain", *(option.format(t=tmp_path) for option in options)).one_line_error()
+    assert message.format(t=tmp_path) in line, line
+
+
+def _problem_options(tmp_path, kind: str, rows: int, classes: int) -> list[str]:
+    """Options explaining ``rows`` samples of ``classes`` classes, read from files."""
+    generator = np.random.default_rng(rows * classes)
+    np.save(tmp_path / "x.npy", 3 * generator.normal(size=(rows, classes)))
+    if kind == "probability targets":
+        targets = generator.dirichlet(np.ones(classes), size=rows)
+    elif kind == "binary":
+        targets = (generator.random((rows, classes)) < 0.5).astype(np.float64)
+    else:
+        targets = generator.integers(0, classes, rows)
+    np.save(tmp_path / "t.npy", targets)
+    options = ["--logits", str(tmp_path / "x.npy"), "--targets", str(tmp_path / "t.npy")]
+    if kind == "weights and smoothing":
+        options += ["--weight", json.dumps(list(range(1, classes + 1))), "--label-smoothing", "0.1"]
+    if kind == "binary":
+        options += ["--binary", "--pos-weight", "2", "--weight", "3"]
+    return options
+
+
+def _tables(out: str) -> list[list[str]]:
+    """The lines of each table printed."""
+    tables: list[list[str]] = []
+    for line in out.splitlines():
+        if line.startswith("┏"):
+            tables.append([])
+        if tables and line.startswith(("┏", "┃", "┡", "│", "└")):
+            tables[-1].append(line)
+    return tables
+
+
+CLASS_KINDS = ["class targets", "weights and smoothing", "probability targets"]
+
+
+@pytest.mark.parametrize("classes", [4, 5, 8, 30, 1000])
+@pytest.mark.parametrize("kind", CLASS_KINDS)
+def test_tables_of_many_classes_stay_readable_at_80_columns(cli, tmp_path, monkeypatch, kind, classes) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    result = cli("explain", *_problem_options(tmp_path, kind, 3, classes))
+    assert result.code == 0, result.err
+    for table in _tables(result.out)[:-1]:  # the steps' tables; the last is the confirmation
+        assert all(len(line) <= 80 for line in table), "\n".join(table)
+        # one line of headings and one per sample: nothing wrapped onto a second line
+        assert len(table) == 3 + 3 + 1, "\n".join(table)
+        cells = [cell.strip() for line in table if line.startswith(("┃", "│")) for cell in line.strip("┃│").split("│")]
+        assert not any(cell.endswith("…") and cell != "…" for cell in cells), "\n".join(table)  # none cut short
+    assert f"[n,{classes - 1}]" in result.out  # the last class is shown, and the first
+    assert "[n,0]" in result.out
+    if classes >= 8:
+        assert "left out to fit 80 columns" in result.out
+
+
+@pytest.mark.parametrize("kind", [*CLASS_KINDS, "binary"])
+def test_many_rows_are_summarised(cli, tmp_path, kind) -> None:
+    options = _problem_options(tmp_path, kind, 500, 3)
+    result = cli("explain", *options, "--reduction", "none")
+    assert result.code == 0, result.err
+    assert "all four agree" in result.out
+    assert len(result.out.splitlines()) < 120
+    samples = 500 * 3 if kind == "binary" else 500
+    assert f"({samples - 10} more rows are left out; --rows all shows every one)" in result.out
+    assert f"… ({samples} values)" in result.out  # the loss vector of reduction none, in the confirmation
+    for table in _tables(result.out)[:-1]:
+        assert len([line for line in table if line.startswith("│")]) == 10
+
+    three = cli("explain", *options, "--rows", "3").out
+    assert all(len([line for line in table if line.startswith("│")]) == 3 for table in _tables(three)[:-1])
+    every = cli("explain", *options, "--rows", "all").out
+    assert "more rows are left out" not in every
+    assert all(len([line for line in table if line.startswith("│")]) == samples for table in _tables(every)[:-1])
+
+
+def test_usage_text_speaks_of_the_example_not_of_where_it_came_from(cli) -> None:
+    out = cli("explain", "--help").out
+    assert "the worked example" in out
+    assert "seed" not in out

@@ -10,7 +10,7 @@ import argparse
 
 EXPLAIN_EPILOG = """\
 examples:
-  crossent explain                                   the seeds' example: logits [[1,2],[1,3],[1,3]], targets [0,1,1]
+  crossent explain                                   the worked example: logits [[1,2],[1,3],[1,3]], targets [0,1,1]
   crossent explain --weight '[1,2]' --reduction sum
   crossent explain --targets '[[0.9,0.1],[0.2,0.8],[0,1]]'       probability targets
   crossent explain --label-smoothing 0.1 --ignore-index 1
@@ -18,10 +18,20 @@ examples:
   crossent explain --binary probabilities --logits '[0.7,0.2,0.6]' --targets '[1,0,1]'
 """
 
-EVAL_EPILOG = """\
-files: .npy / .npz / .csv / .pt. Pick one array of an .npz or of a saved dict with FILE:NAME
-(e.g. outputs.npz:logits). Nothing pickled is ever loaded: np.load(allow_pickle=False),
-torch.load(weights_only=True).
+EXPLAIN_ROWS = 10  # rows of each table of ``explain``: enough to follow the steps, few enough to read
+
+# How far a row of probabilities may sum from 1: files written with 3 decimals round each value by up to
+# 5e-4, and rows of a few classes then sum to 0.999 or 1.002; a float32 softmax is off by far less.
+ROW_SUM_TOLERANCE = 1e-2
+
+EVAL_EPILOG = f"""\
+files: .npy / .npz / .csv / .pt. Pick one array of an .npz, or one tensor of a saved dict, list or
+tuple, with FILE:NAME (e.g. outputs.npz:logits, run.pt:outputs.logits, pair.pt:0). A CSV holds one
+sample per line, after an optional header line. Nothing pickled is ever loaded:
+np.load(allow_pickle=False), torch.load(weights_only=True).
+
+--kind auto reads the predictions as probabilities when every value is in [0, 1] and (without
+--multilabel) every row sums to 1 within {ROW_SUM_TOLERANCE:g}, else as logits; the table says which it assumed.
 
 examples:
   crossent eval logits.npy labels.npy
@@ -35,6 +45,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _rows(text: str) -> int | None:
+    """``--rows``: a positive count, or ``all`` (None)."""
+    if text == "all":
+        return None
+    try:
+        return _positive_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'all', got {text}") from None
 
 
 def _add_explain(commands: argparse._SubParsersAction) -> None:
@@ -70,6 +90,13 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
         help="binary cross-entropy: BCEWithLogitsLoss on logits (default) or BCELoss on probabilities",
     )
     p.add_argument("--pos-weight", metavar="JSON", help="weight of the positive term, with --binary logits")
+    p.add_argument(
+        "--rows",
+        type=_rows,
+        default=EXPLAIN_ROWS,
+        metavar="N|all",
+        help=f"rows shown in each table (default {EXPLAIN_ROWS}); the loss always uses every sample",
+    )
 
 
 def _add_eval(commands: argparse._SubParsersAction) -> None:
@@ -87,7 +114,7 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
         "--kind",
         choices=("auto", "logits", "probabilities"),
         default="auto",
-        help="what the predictions are (default: auto, probabilities when every row is a distribution)",
+        help="what the predictions are (default: auto, see below)",
     )
     p.add_argument(
         "--multilabel",

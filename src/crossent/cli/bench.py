@@ -16,6 +16,7 @@ from types import ModuleType
 
 from crossent.cli import _console
 from crossent.cli._errors import CLIError
+from crossent.cli._inputs import output_file, torch_device
 
 # src/crossent/cli/bench.py -> the repository root of an editable install
 _SOURCE_ROOT = Path(__file__).resolve().parents[3]
@@ -39,9 +40,13 @@ def run(args: argparse.Namespace) -> int:
     benchmarks = harness()
     if args.list:
         return int(benchmarks.main(["--list"]))
-    if args.plot is not None and not args.plot.lower().endswith(".png"):
-        raise CLIError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot!r}")
-    environment = benchmarks.collect_environment(args.device)
+    # paths given are checked before the benchmarks run, not after; their folders are never created
+    if args.out is not None:
+        output_file(args.out, "--out")
+    if args.plot is not None:
+        output_file(args.plot, "--plot", ".png")
+    device = torch_device(args.device)
+    environment = benchmarks.collect_environment(device)
     with _console.progress() as bar:
         task = bar.add_task("planning", total=None)
 
@@ -53,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                 args.ops,
                 args.shapes or benchmarks.DEFAULT_SHAPE_SETS,
                 args.dtypes or benchmarks.DEFAULT_DTYPES,
-                device=args.device,
+                device=device,
                 rounds=args.rounds,
                 warmup=args.warmup,
                 compiled=args.compile,
@@ -67,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
     out.print(benchmarks.results_table(rows, environment))
     if not args.no_csv:
         path = Path(args.out) if args.out else benchmarks.default_csv_path(environment)
-        benchmarks.write_csv(rows, environment, path)
+        try:
+            benchmarks.write_csv(rows, environment, path)
+        except OSError as exc:
+            raise CLIError(f"cannot write {path}: {exc.strerror or exc}") from None
         out.print(f"wrote {path}", markup=False)
     if args.plot is not None:
         from crossent.cli._plots import benchmark_ratios

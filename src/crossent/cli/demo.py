@@ -28,6 +28,7 @@ from torch import nn
 from crossent.cli import _console
 from crossent.cli._corpus import Corpus, default_text, read_text, tokenize
 from crossent.cli._errors import CLIError
+from crossent.cli._inputs import output_file, torch_device
 from crossent.cli._memory import peak_bytes
 from crossent.fused import linear_cross_entropy
 
@@ -140,22 +141,10 @@ def _corpus(args: argparse.Namespace) -> Corpus:
     return tokenize(name, text, args.vocab, min_tokens=CONTEXT + 2)
 
 
-def _device(requested: str | None) -> torch.device:
-    if requested is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as exc:  # unknown or unavailable device (no CUDA build asserts)
-        raise CLIError(f"--device {requested}: {str(exc).splitlines()[0]}") from None
-    return device
-
-
 def run(args: argparse.Namespace) -> int:
-    if not args.out.lower().endswith(".png"):
-        raise CLIError(f"--out writes a PNG; give a file name ending in .png, not {args.out!r}")
+    output_file(args.out, "--out", ".png")
     corpus = _corpus(args)
-    device = _device(args.device)
+    device = torch_device(args.device)
     out = _console.stdout()
     vocabulary = len(corpus.vocabulary)
     logits_bytes = args.batch * vocabulary * 4

@@ -18,11 +18,11 @@ import torch
 
 from crossent.cli import _console
 from crossent.cli._errors import CLIError
-from crossent.cli._inputs import ArraySource, open_array
+from crossent.cli._inputs import ArraySource, open_array, output_file
 from crossent.cli._metrics import MulticlassTally, MultilabelTally
+from crossent.cli._parser import ROW_SUM_TOLERANCE
 
 CHUNK_BYTES = 64 * 2**20  # float64 predictions per chunk
-ROW_SUM_TOLERANCE = 1e-3  # how far a row of probabilities may sum from 1 (float32 softmax of 1e5 classes: ~1e-5)
 DEFAULT_TOPK = 5
 MAX_CLASS_ROWS = 20  # classes listed in the per-class table; --json lists all
 
@@ -32,7 +32,10 @@ def _first_bad_row(bad: np.ndarray) -> int:
 
 
 def _looks_like_probabilities(scores: np.ndarray, multilabel: bool) -> bool:
-    """Every value in [0, 1], and for one-of-C rows every row summing to 1; rows with NaN are not looked at."""
+    """Every value in [0, 1], and for one-of-C rows every row summing to 1 within ``ROW_SUM_TOLERANCE``.
+
+    Rows with NaN are not looked at.
+    """
     scores = scores[~np.isnan(scores).any(axis=1)]
     if not scores.size or not np.all((scores >= 0) & (scores <= 1)):
         return False
@@ -61,8 +64,8 @@ def _check_scores(scores: np.ndarray, first_row: int, probabilities: bool, multi
         if off.any():
             row = int(np.flatnonzero(off)[0])
             raise CLIError(
-                f"predictions: row {first_row + row} of probabilities sums to {scores[row].sum():.6g}, not 1; "
-                "pass --kind logits if these are logits"
+                f"predictions: row {first_row + row} of probabilities sums to {scores[row].sum():.6g}, "
+                f"not 1 (within {ROW_SUM_TOLERANCE:g}); pass --kind logits if these are logits"
             )
 
 
@@ -132,6 +135,9 @@ def _paired_chunks(
 
 def _check_shapes(predictions: ArraySource, labels: ArraySource, multilabel: bool) -> int:
     """Values per prediction row (C); raises on shapes that cannot be scored."""
+    for source in (predictions, labels):
+        if source.shape == ():
+            raise CLIError(f"{source.name} holds a single number (a 0-d array), not one row per sample")
     shape = predictions.shape
     if shape is not None:
         if shape[0] == 0:
@@ -149,7 +155,7 @@ def _check_shapes(predictions: ArraySource, labels: ArraySource, multilabel: boo
     return predictions.row_size
 
 
-def _tally(args: argparse.Namespace) -> tuple[dict[str, object], str]:
+def _tally(args: argparse.Namespace) -> dict[str, object]:
     predictions, labels = open_array(args.predictions), open_array(args.labels)
     columns = _check_shapes(predictions, labels, args.multilabel)
     rows = args.chunk_rows or max(1, CHUNK_BYTES // (8 * columns))
@@ -181,11 +187,10 @@ def _tally(args: argparse.Namespace) -> tuple[dict[str, object], str]:
     result = tally.result()
     if tally.samples == 0:
         raise CLIError("no samples to score" + (f" (all {ignored} labels are --ignore-index)" if ignored else ""))
-    detected = " (auto-detected)" if args.kind == "auto" else ""
     result = {"predictions": args.predictions, "labels": args.labels, "kind": kind, **result}
     if not args.multilabel:
         result["ignored"] = ignored
-    return result, f"{kind}{detected}"
+    return result
 
 
 def _json_safe(value: object) -> object:
@@ -199,8 +204,10 @@ def _json_safe(value: object) -> object:
     return value
 
 
-def _print_tables(result: dict, kind_words: str, bins: int) -> None:
+def _print_tables(result: dict, detected: bool, bins: int) -> None:
     out = _console.stdout()
+    kind = result["kind"]
+    kind_words = f"{kind} (auto-detected)" if detected else kind
     num = _console.number
     multilabel = result["task"] == "multilabel"
     summary = [["samples", str(result["samples"])]]
@@ -224,6 +231,9 @@ def _print_tables(result: dict, kind_words: str, bins: int) -> None:
         ]
     summary.append([f"expected calibration error ({bins} bins)", num(result["ece"])])
     out.print(_console.table(f"{result['predictions']} vs {result['labels']}", ["metric", "value"], summary))
+    if detected:
+        other = "logits" if kind == "probabilities" else "probabilities"
+        out.print(f"Predictions read as {kind}; pass --kind {other} if they are {other}.", markup=False)
 
     if multilabel:
         columns = ["label", "positives", "predicted", "accuracy", "binary cross-entropy"]
@@ -244,11 +254,11 @@ def _print_tables(result: dict, kind_words: str, bins: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.plot is not None and not args.plot.lower().endswith(".png"):
-        raise CLIError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot!r}")
+    if args.plot is not None:
+        output_file(args.plot, "--plot", ".png")
     if args.multilabel and (args.topk is not None or args.ignore_index is not None):
         raise CLIError("--topk and --ignore-index apply to one label per sample, not to --multilabel")
-    result, kind_words = _tally(args)
+    result = _tally(args)
     if args.plot is not None:
         from crossent.cli._plots import reliability_diagram
 
@@ -256,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_json_safe(result), indent=2, allow_nan=False))
     else:
-        _print_tables(result, kind_words, args.bins)
+        _print_tables(result, args.kind == "auto", args.bins)
         if args.plot is not None:
             _console.stdout().print(f"reliability diagram written to {args.plot}")
     return 0

@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from rich.cells import cell_len
+from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from crossent import functional as crossent_functional
 from crossent import numpy as cnp
@@ -23,12 +26,12 @@ from crossent.cli import _console
 from crossent.cli._errors import CLIError
 from crossent.cli._inputs import json_or_file
 
-# The seeds' worked examples: 000 for cross-entropy, 001 for binary cross-entropy.
-SEED_LOGITS = [[1.0, 2.0], [1.0, 3.0], [1.0, 3.0]]
-SEED_TARGETS = [0, 1, 1]
-SEED_BINARY_LOGITS = [[0.8], [-1.2], [0.1]]
-SEED_BINARY_TARGETS = [[1.0], [0.0], [1.0]]
-SEED_BINARY_PROBABILITIES = [[0.7], [0.2], [0.6]]
+# The worked examples explained when no input is given: the tutorials' cross-entropy and binary cross-entropy.
+EXAMPLE_LOGITS = [[1.0, 2.0], [1.0, 3.0], [1.0, 3.0]]
+EXAMPLE_TARGETS = [0, 1, 1]
+EXAMPLE_BINARY_LOGITS = [[0.8], [-1.2], [0.1]]
+EXAMPLE_BINARY_TARGETS = [[1.0], [0.0], [1.0]]
+EXAMPLE_BINARY_PROBABILITIES = [[0.7], [0.2], [0.6]]
 
 DEFAULT_IGNORE_INDEX = -100
 BCE_LOG_FLOOR = -100.0  # BCELoss clamps each log at -100 so that 0 * log 0 stays finite
@@ -36,12 +39,17 @@ BCE_LOG_FLOOR = -100.0  # BCELoss clamps each log at -100 so that 0 * log 0 stay
 
 @dataclass
 class Step:
-    """One titled table of the calculation."""
+    """One titled table of the calculation.
+
+    ``classes`` holds the class of each column (None for a column not about one class); it is empty
+    where no column is, and lets a terminal too narrow for every class show the first and last ones.
+    """
 
     title: str
     formula: str
     columns: list[str]
     rows: list[list[str]]
+    classes: list[int | None] = field(default_factory=list)
 
 
 @dataclass
@@ -145,18 +153,20 @@ def _softmax_steps(x: np.ndarray) -> tuple[list[Step], np.ndarray]:
     # log Σ_k exp x[n,k] = x[n,c] − log p[n,c] for every c; the largest logit gives a finite one
     with np.errstate(invalid="ignore"):
         lse = x.max(axis=1) - log_p.max(axis=1)
-    classes = range(x.shape[1])
+    classes = list(range(x.shape[1]))
     softmax = Step(
         "Step 1. softmax turns each row of logits into probabilities",
         "p[n,c] = exp(x[n,c]) / Σ_k exp x[n,k]",
         ["n", *(f"x[n,{c}]" for c in classes), "log Σ_k exp x[n,k]", *(f"p[n,{c}]" for c in classes)],
         [[str(n), *_fmt(x[n]), *_fmt(lse[n]), *_fmt(p[n])] for n in range(x.shape[0])],
+        [None, *classes, None, *classes],
     )
     log_softmax = Step(
         "Step 2. log-softmax: the log of each probability",
         "log p[n,c] = x[n,c] − log Σ_k exp x[n,k]",
         ["n", *(f"log p[n,{c}]" for c in classes)],
         [[str(n), *_fmt(log_p[n])] for n in range(x.shape[0])],
+        [None, *classes],
     )
     return [softmax, log_softmax], log_p
 
@@ -247,7 +257,7 @@ def explain_probability_targets(problem: Problem) -> Explanation:
     losses = problem.numpy_loss(x, t, "none")
 
     q = (1 - eps) * t + eps / n_classes if eps else t
-    classes = range(n_classes)
+    classes = list(range(n_classes))
     weighted = "w[c] · " if problem.weight is not None else ""
     q_words = f"q[n,c] = (1 − ε)·t[n,c] + ε/C, ε = {eps:g}" if eps else "q = t"
     steps.append(
@@ -256,6 +266,7 @@ def explain_probability_targets(problem: Problem) -> Explanation:
             f"ℓ_n = −Σ_c {weighted}q[n,c] · log p[n,c],   {q_words}",
             ["n", *(f"q[n,{c}]" for c in classes), "ℓ_n"],
             [[str(n), *_fmt(q[n]), *_fmt(losses[n])] for n in range(x.shape[0])],
+            [None, *classes, None],
         )
     )
     by_hand, reduction = _reduce(losses, problem.reduction, float(x.shape[0]), "number of samples")
@@ -337,16 +348,18 @@ def problem_from_args(args: argparse.Namespace) -> Problem:
     if binary is not None and (args.ignore_index is not None or args.label_smoothing):
         raise CLIError("--ignore-index and --label-smoothing apply to cross-entropy, not --binary")
     # the tutorials' example for whatever is not given
-    seed_input, seed_targets = {
-        None: (SEED_LOGITS, SEED_TARGETS),
-        "logits": (SEED_BINARY_LOGITS, SEED_BINARY_TARGETS),
-        "probabilities": (SEED_BINARY_PROBABILITIES, SEED_BINARY_TARGETS),
+    example_input, example_targets = {
+        None: (EXAMPLE_LOGITS, EXAMPLE_TARGETS),
+        "logits": (EXAMPLE_BINARY_LOGITS, EXAMPLE_BINARY_TARGETS),
+        "probabilities": (EXAMPLE_BINARY_PROBABILITIES, EXAMPLE_BINARY_TARGETS),
     }[binary]
-    x = json_or_file(args.input, "--logits") if args.input is not None else np.asarray(seed_input, np.float64)
-    t = json_or_file(args.targets, "--targets") if args.targets is not None else np.asarray(seed_targets, np.float64)
+    x = json_or_file(args.input, "--logits") if args.input is not None else np.asarray(example_input, np.float64)
+    t = json_or_file(args.targets, "--targets") if args.targets is not None else np.asarray(example_targets, np.float64)
     x = x.astype(np.float64)
     if x.ndim not in (1, 2):
         raise CLIError(f"explain takes 1-D (C,) or 2-D (N, C) logits; got shape {x.shape}")
+    if x.size == 0:
+        raise CLIError(f"--logits: nothing to explain, the logits are empty (shape {x.shape})")
     if binary is None and t.shape != x.shape:
         t = _class_indices(t, x)
     target = torch.from_numpy(np.ascontiguousarray(t, dtype=t.dtype if t.dtype == np.int64 else np.float64))
@@ -387,8 +400,49 @@ def _optional_tensor(text: str | None, option: str, class_weights: bool = False)
     return torch.from_numpy(np.ascontiguousarray(_vector(values) if class_weights else values, np.float64))
 
 
-def _values(value: torch.Tensor | np.ndarray, digits: int = 10) -> str:
-    return ", ".join(_fmt(np.asarray(value, dtype=np.float64), digits))
+def _values(value: torch.Tensor | np.ndarray, rows: int | None) -> str:
+    """The loss as numbers: all of them, or the first ``rows`` of more (a 'none' loss of every element)."""
+    numbers = _fmt(np.asarray(value, dtype=np.float64).reshape(-1), 10)
+    if rows is None or len(numbers) <= rows:
+        return ", ".join(numbers)
+    return ", ".join(numbers[:rows]) + f", … ({len(numbers)} values)"
+
+
+def _elide(step: Step, rows: list[list[str]], kept: int) -> tuple[list[str], list[list[str]]]:
+    """The step's columns and ``rows``, with classes ``kept − 1`` … C − 2 of each block shown as one "…"."""
+    last = max((c for c in step.classes if c is not None), default=0)
+    picks: list[int | None] = []  # column indices, None for "…"
+    for index, c in enumerate(step.classes or [None] * len(step.columns)):
+        if c is None or c < kept - 1 or c == last:
+            picks.append(index)
+        elif c == kept - 1:
+            picks.append(None)
+    columns = [step.columns[i] if i is not None else "…" for i in picks]
+    return columns, [[row[i] if i is not None else "…" for i in picks] for row in rows]
+
+
+def _fitted_table(out: Console, step: Step, rows: int | None) -> tuple[Table, list[str]]:
+    """The step's first ``rows`` rows, as many classes wide as the terminal allows, and notes on what is left out."""
+    shown = step.rows[:rows]
+    n_classes = len({c for c in step.classes if c is not None})
+    # a table is as wide as its widest cells, so one row of those measures it (and much faster than every row)
+    widest = [[max((row[i] for row in shown), key=cell_len, default="") for i in range(len(step.columns))]]
+    unbounded = out.options.update_width(2**31)  # the natural width, as if the terminal had no edge
+
+    def width(kept: int) -> int:
+        return out.measure(_console.table(None, *_elide(step, widest, kept)), options=unbounded).maximum
+
+    # every column takes at least 4 characters (value, padding, border), so more than width/4 never fit
+    kept = min(n_classes, max(2, out.width // 4))
+    while kept > 2 and width(kept) > out.width:
+        kept -= 1
+    notes = []
+    if kept < n_classes:
+        left_out = f"class {kept - 1} is" if kept == n_classes - 1 else f"classes {kept - 1} to {n_classes - 2} are"
+        notes.append(f"{left_out} left out to fit {out.width} columns")
+    if len(shown) < len(step.rows):
+        notes.append(f"{len(step.rows) - len(shown)} more rows are left out; --rows all shows every one")
+    return _console.table(None, *_elide(step, shown, kept)), notes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -404,7 +458,10 @@ def run(args: argparse.Namespace) -> int:
         out.print()
         out.print(f"[bold]{escape(step.title)}[/]")
         out.print(f"  {escape(step.formula)}", soft_wrap=True)
-        out.print(_console.table(None, step.columns, step.rows))
+        table, notes = _fitted_table(out, step, args.rows)
+        out.print(table)
+        for note in notes:
+            out.print(f"  ({escape(note)})")
     out.print()
     out.print(f"[bold]Step {len(explanation.steps) + 1}. reduction[/]")
     out.print(f"  {escape(explanation.reduction)}", soft_wrap=True)
@@ -421,6 +478,7 @@ def run(args: argparse.Namespace) -> int:
     torch_value = results[-1][1]
     agree = all(np.allclose(value, torch_value, rtol=1e-9, atol=1e-12, equal_nan=True) for _, value in results)
     out.print()
-    out.print(_console.table("Confirmation", ["computed by", "loss"], [[who, _values(v)] for who, v in results]))
+    rows = [[who, _values(v, args.rows)] for who, v in results]
+    out.print(_console.table("Confirmation", ["computed by", "loss"], rows))
     out.print("all four agree" if agree else "[red]the results differ[/]")
     return 0 if agree else 1
