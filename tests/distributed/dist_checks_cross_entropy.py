@@ -194,8 +194,10 @@ def check_uint8_targets_and_noncontiguous_shards(pg: dist.ProcessGroup) -> None:
 
 
 def check_collectives(pg: dist.ProcessGroup) -> None:
-    """Forward: exactly all-reduce MAX then all-reduce SUM; backward: no collective at all."""
+    """Forward: the agreement all-reduce MAX (15 int64 per rank, whatever the input), the row-max
+    all-reduce MAX and one all-reduce SUM, both in the accumulation dtype; backward: no collective."""
     calls: list[str] = []
+    sizes: list[tuple[int, torch.dtype]] = []
     names = [
         "all_reduce",
         "all_gather",
@@ -212,7 +214,9 @@ def check_collectives(pg: dist.ProcessGroup) -> None:
 
     def spy(name: str, *args: object, **kwargs: object) -> object:
         op = kwargs.get("op")
-        calls.append(f"{name}:{op}" if op is not None else name)
+        calls.append(f"{name}:{str(op).split('.')[-1]}" if op is not None else name)
+        if isinstance(args[0], torch.Tensor):
+            sizes.append((args[0].numel(), args[0].dtype))
         return originals[name](*args, **kwargs)
 
     widths = LAYOUTS[world()][-1]
@@ -225,6 +229,7 @@ def check_collectives(pg: dist.ProcessGroup) -> None:
             for name in names:
                 setattr(dist, name, functools.partial(spy, name))
             calls.clear()
+            sizes.clear()
             loss = vocab_parallel_cross_entropy(
                 x_local, t_local, w_local, case.ignore_index, case.reduction, case.label_smoothing, process_group=pg
             )
@@ -235,10 +240,9 @@ def check_collectives(pg: dist.ProcessGroup) -> None:
         finally:
             for name, fn in originals.items():
                 setattr(dist, name, fn)
-        assert forward == ["all_reduce:ReduceOp.MAX", "all_reduce:ReduceOp.SUM"] or forward == [
-            "all_reduce:RedOpType.MAX",
-            "all_reduce:RedOpType.SUM",
-        ], f"{case}: forward collectives {forward}"
+        assert forward == ["all_reduce:MAX", "all_reduce:MAX", "all_reduce:SUM"], f"{case}: forward {forward}"
+        assert sizes[0] == (15 * world(), torch.int64), f"{case}: agreement table {sizes[0]}"
+        assert sizes[1] == (3, torch.float64), f"{case}: row maxima {sizes[1]}"
         assert backward == [], f"{case}: backward collectives {backward}"
 
 

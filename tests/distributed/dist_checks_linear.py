@@ -127,7 +127,8 @@ def check_linear_float32(pg: dist.ProcessGroup) -> None:
 
 
 def check_linear_collectives(pg: dist.ProcessGroup) -> None:
-    """Forward: MAX then SUM. Backward: one SUM of the input gradient, or none when the caller reduces it."""
+    """Forward: the agreement MAX, the row-max MAX, then SUM. Backward: one SUM of the input gradient
+    (and one flag per rank), or none when the caller reduces it."""
     calls: list[str] = []
     original = dist.all_reduce
 
@@ -155,7 +156,7 @@ def check_linear_collectives(pg: dist.ProcessGroup) -> None:
             backward = [c.split(".")[-1] for c in calls]
         finally:
             dist.all_reduce = original
-        assert forward == ["MAX", "SUM"], forward
+        assert forward == ["MAX", "MAX", "SUM"], forward
         assert backward == ["SUM"] * expected_backward, (reduce_input_grad, input_grad, backward)
 
 

@@ -30,6 +30,14 @@ COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=60)
 
 def run(suite: Suite, world_size: int) -> list[str]:
     """Run ``suite`` on ``world_size`` ranks; return one message per failed (check, rank)."""
+    return [message for messages in run_each(suite, world_size).values() for message in messages]
+
+
+def run_each(suite: Suite, world_size: int) -> dict[str, list[str]]:
+    """Run ``suite`` on ``world_size`` ranks; return each check's failure messages (empty: it passed).
+
+    A check that a rank did not finish, or never started because the rank died, fails too.
+    """
     store = dist.TCPStore(
         "127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False, timeout=COLLECTIVE_TIMEOUT
     )
@@ -39,19 +47,23 @@ def run(suite: Suite, world_size: int) -> list[str]:
             mp.spawn(_rank_main, args=(world_size, store.port, suite, out), nprocs=world_size, join=True)
         except Exception as exc:  # a rank died: report what the logs say it was doing
             crash = f"{type(exc).__name__}: {exc}"
-        return _read_logs(Path(out), world_size, crash)
+        return _read_logs(Path(out), [name for name, _ in suite()], world_size, crash)
 
 
-def _read_logs(out: Path, world_size: int, crash: str | None) -> list[str]:
-    failures: list[str] = []
+def _read_logs(out: Path, names: list[str], world_size: int, crash: str | None) -> dict[str, list[str]]:
+    failures: dict[str, list[str]] = {name: [] for name in names}
     for rank in range(world_size):
         path = out / f"rank{rank}.jsonl"
         events = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        failures += [f"[rank {rank}] {e['check']}\n{e['trace']}" for e in events if e["event"] == "fail"]
+        for e in events:
+            if e["event"] == "fail":
+                failures[e["check"]].append(f"[rank {rank}] {e['check']}\n{e['trace']}")
         if not any(e["event"] == "done" for e in events):
             started = [e["check"] for e in events if e["event"] == "start"]
             where = f"during {started[-1]}" if started else "before its first check"
-            failures.append(f"[rank {rank}] did not finish: died {where} ({crash})")
+            died = f"[rank {rank}] did not finish: died {where} ({crash})"
+            for name in names[max(len(started) - 1, 0) :]:
+                failures[name].append(died)
     return failures
 
 

@@ -7,9 +7,19 @@ import doctest
 import pytest
 import torch
 import torch.nn.functional as F
+from dist_checks_failures import COLLISIONS
+from hypothesis import given
+from hypothesis import strategies as st
 
 import crossent
-from crossent.distributed import count_targets, normalization, normalized_sum, vocab_parallel_cross_entropy, vocab_range
+from crossent.distributed import (
+    _consensus,
+    count_targets,
+    normalization,
+    normalized_sum,
+    vocab_parallel_cross_entropy,
+    vocab_range,
+)
 from crossent.distributed import cross_entropy as vp_module
 
 
@@ -97,3 +107,32 @@ def test_collective_functions_need_an_initialized_process_group() -> None:
 def test_docstring_examples(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("variant", COLLISIONS)
+def test_target_digest_tells_apart_what_a_24_bit_digest_confused(variant: str) -> None:
+    positions, _, changes = COLLISIONS[variant]
+    ours, theirs = torch.zeros(positions, dtype=torch.int64), torch.zeros(positions, dtype=torch.int64)
+    for position, (a, b) in changes.items():
+        ours[position], theirs[position] = a, b
+    assert int(_consensus.target_digest(ours)) != int(_consensus.target_digest(theirs))
+
+
+int64s = st.integers(-(2**63), 2**63 - 1)
+
+
+@given(st.lists(int64s, min_size=1, max_size=40), st.data())
+def test_target_digest_always_sees_one_changed_target(values: list[int], data: st.DataObject) -> None:
+    position = data.draw(st.integers(0, len(values) - 1))
+    changed = list(values)
+    changed[position] = data.draw(int64s.filter(lambda v: v != values[position]))
+    digest = _consensus.target_digest
+    assert int(digest(torch.tensor(values))) != int(digest(torch.tensor(changed)))
+
+
+def test_target_digest_depends_on_values_and_order_only() -> None:
+    t = torch.tensor([[3, 1, 4], [1, 5, 9]])
+    digest = int(_consensus.target_digest(t))
+    assert digest == int(_consensus.target_digest(t.t().contiguous().t()))  # the layout does not matter
+    assert digest == int(_consensus.target_digest(t.to(torch.uint8)))  # nor the integer dtype
+    assert digest != int(_consensus.target_digest(t.flip(1)))

@@ -1,26 +1,38 @@
-"""Rank agreement: every rank learns whether any rank's input is bad before it could wait forever.
+"""Rank agreement: before the loss sends anything whose size depends on the input, every rank learns
+whether all ranks were called alike and whether any rank rejected its input.
 
 A vocab-parallel loss is correct only if all ranks of the group call it with matching arguments,
-and a rank that raises on its own leaves the others blocked in the next collective until the
-process-group timeout. So each rank writes one record into a small header that rides at the front
-of the first collective (the all-reduce MAX of the row maxima): whether its own validation failed,
-its shard width, its number of positions, and a digest of its targets and options. Each field
-is non-negative and only its owner writes it (the others write 0), so MAX delivers every record to
-every rank. Every rank then runs the same checks on the same header and raises the same way, and
-the header also gives the shard layout (uneven widths welcome) without a collective of its own.
+and its collectives are safe only if every rank sends a buffer of the same size: gloo terminates a
+process whose peer sent a different size ("Received data size doesn't match expected size"), NCCL
+waits for the process-group timeout. And a rank that raises on its own leaves its peers waiting in
+the next collective. So each call starts with one all-reduce MAX of a table whose size depends on
+the group alone (``2 + len(FIELDS)`` int64 values per rank), whatever the arguments, even ones that
+are not tensors. Each rank writes its record into its own row and the smallest int64 everywhere
+else, so MAX delivers every row exactly as its owner wrote it. A record holds:
 
-Ranks that disagree about the number of positions send buffers of different lengths. gloo then
-aborts the collective ("Received data size doesn't match expected size"); NCCL waits for the
-process-group timeout. The header comes first so that a rank whose collective still completes finds
-the disagreement there and raises rather than return a wrong loss.
+* whether the rank's own validation failed (then nothing else);
+* its shard width, so the table also gives the class layout (uneven widths welcome);
+* one value per field of :data:`FIELDS`, which every rank must agree on.
 
-Checks read the header on the host for CPU tensors (the values are there already); on accelerators
-they become device-side asserts, which fire on every rank alike without a host sync.
+Every rank then runs the same checks on the same table and raises the same way: ``PeerError``
+where a rank rejected its input, ``IndexError`` for a kept class-index target outside ``[0, V)``,
+``ValueError`` naming the first field the ranks disagree on (with every rank's value, or this
+rank's own where the field is a digest). The checks read the table on the host for CPU tensors
+(free); on accelerators they become device-side asserts, which fire on every rank alike without a
+host sync, with a shorter message (and leave the CUDA context unusable, as any device-side assert
+does).
+
+Not compared, because they differ between ranks by design: the values of sharded tensors (logits,
+probability targets, class-weight slices, classifier rows and bias). Not compared either: the values
+of the linear loss's hidden states (only their shape and dtype), and what cannot make the ranks'
+results or collectives differ (``chunk_size``, the integer dtype of class ids, a rank's bias being
+None rather than zeros).
 """
 
 from __future__ import annotations
 
-import zlib
+import hashlib
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
@@ -28,28 +40,14 @@ from typing import NoReturn
 import torch
 import torch.distributed as dist
 
+from crossent import _checks
+from crossent.distributed import _peers
 from crossent.distributed._group import Group
+from crossent.distributed._validate import CrossEntropySpec
 
-# The first collective runs in float64 whatever the input dtype: a rank whose input was rejected
-# (perhaps for its dtype) still sends a buffer of the same size, and every integer field is exact.
-BUFFER_DTYPE = torch.float64
-# record fields: error flag, shard width, positions, digest
-_FIELDS = 4
-_DIGEST_MASK = (1 << 24) - 1
-_SPREAD = 2654435761  # Knuth's multiplicative-hash constant: spreads position ids over the 24-bit ring
-
-
-class PeerError(RuntimeError):
-    """Raised on every rank when another rank of the process group rejected its input.
-
-    The rank with the bad input raises the specific error (and prints its traceback); the others
-    raise this one at the same point, so that no rank waits in a collective for a peer that left.
-    """
-
-
-def reads_on_host(t: torch.Tensor) -> bool:
-    """Whether checks read ``t`` on the host (CPU tensors: free) or become device-side asserts (no sync)."""
-    return t.device.type == "cpu"
+_EMPTY = -(2**63)  # written into the other ranks' rows: below every value, so MAX keeps each row as written
+_FAILED, _WIDTH = 0, 1  # the first two columns of a record; the fields follow
+_REDUCTIONS = ("none", "mean", "sum")
 
 
 @dataclass(frozen=True)
@@ -60,87 +58,228 @@ class Layout:
     num_classes: torch.Tensor  # V, the global number of classes
 
 
-def digest(options: tuple[object, ...], target: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-    """A 24-bit hash of ``options`` and of the class-index ``target`` (None: options only).
+@dataclass(frozen=True)
+class Call:
+    """What one rank was asked to compute, as far as the ranks must agree on it."""
 
-    ``sum_n (t_n * c_n) mod 2**24`` with odd multipliers ``c_n``: a change of one target always
-    changes it, and integer arithmetic makes it bitwise identical on ranks with equal inputs.
+    function: str
+    spec: CrossEntropySpec
+    classes: int  # this rank's shard width: free to differ
+    shape: tuple[int, ...]  # input's shape without its class dimension (hidden states: all of it)
+    dtypes: tuple[torch.dtype | None, ...]  # of input, of probability targets, of weight (None: absent)
+    target: torch.Tensor  # class ids (digested) or this rank's slice of the probabilities (not compared)
+    normalizer: torch.Tensor | float | None
+    reduce_input_grad: bool = False  # the linear loss's backward all-reduces the input gradient ...
+    input_grad: bool = False  # ... when this is True too
+
+
+@dataclass(frozen=True)
+class Record:
+    """A rank's :class:`Call` and its row of the table, ``(2 + len(FIELDS),)`` int64 on the collective's device."""
+
+    call: Call
+    row: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Field:
+    """One value every rank must agree on, as an int64."""
+
+    name: str  # as error messages name it
+    value: Callable[[Call], int | torch.Tensor]
+    show: Callable[[int], str] | None = None  # prints any rank's value; None for digests, which it cannot
+    note: Callable[[Call], str] = lambda call: ""  # for digests: what this rank has, for the message
+
+
+def _digest(value: object) -> int:
+    """A 64-bit digest of a Python value (its repr), as a signed int64."""
+    return int.from_bytes(hashlib.blake2b(repr(value).encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def _bits(x: float) -> int:
+    """The float64 bits of ``x`` as an int64: equal values compare equal, bit for bit."""
+    return int(struct.unpack("<q", struct.pack("<d", x))[0])
+
+
+def _show_float(bits: int) -> str:
+    return repr(struct.unpack("<d", struct.pack("<q", bits))[0])
+
+
+def _normalizer(call: Call) -> int | torch.Tensor:
+    """The normalizer as float64 bits (0 without one); a tensor stays on its device, never read on the host."""
+    normalizer = call.normalizer
+    if normalizer is None:
+        return 0
+    if isinstance(normalizer, torch.Tensor):
+        return normalizer.detach().reshape(()).to(torch.float64).view(torch.int64)
+    return _bits(float(normalizer))
+
+
+def _dtype_names(dtypes: tuple[torch.dtype | None, ...]) -> str:
+    return ", ".join("None" if d is None else str(d).removeprefix("torch.") for d in dtypes)
+
+
+def _signed(x: int) -> int:
+    """A 64-bit constant as the int64 with the same bits."""
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+_GOLDEN = _signed(0x9E3779B97F4A7C15)  # 2**64 / golden ratio, odd: spreads the position ids
+_SPREAD = _signed(0xD6E8FEB86659FD93)  # odd: spreads the class ids
+_MIX1, _MIX2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)  # splitmix64's multipliers
+
+
+def _shift_right(z: torch.Tensor, k: int) -> torch.Tensor:
+    """``z >>> k`` on 64-bit words (``>>`` of an int64 tensor copies the sign bit)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix(z: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finalizer, elementwise: a bijection of 64-bit words that spreads every input bit."""
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    return z ^ _shift_right(z, 31)
+
+
+def target_digest(target: torch.Tensor) -> torch.Tensor:
+    """A 64-bit digest of class-index targets and their positions: a 0-dim int64 tensor on their device.
+
+    ``sum_n mix(t_n * A + n * B) mod 2**64`` over the flattened targets (``n`` from 1), with
+    splitmix64's finalizer as ``mix`` and odd constants ``A``, ``B``, computed with int64 tensor ops:
+    no host read, a few elementwise passes over the targets. What it guarantees:
+
+    * equal targets give equal digests on every rank, bit for bit (the sum wraps modulo ``2**64``,
+      so the order in which a reduction adds the terms does not matter);
+    * targets that differ at exactly one position always give different digests (for a fixed ``n``,
+      ``t -> mix(t * A + n * B)`` is a bijection, and changing one term of the sum changes the sum);
+    * any other difference (swapped targets, several changed ones) goes unnoticed only by chance,
+      about once in ``2**64`` for differences that were not constructed for the purpose. It is not
+      a cryptographic hash: targets crafted to collide with it can pass.
+
+    The shape of the targets is compared separately (``Call.shape``).
     """
-    seed = zlib.crc32(repr(options).encode()) & _DIGEST_MASK
-    if target is None or target.numel() == 0:
-        return torch.full((), seed, dtype=torch.int64, device=device)
     t = target.reshape(-1).long()
-    spread = (torch.arange(t.numel(), device=t.device) * _SPREAD * 2 + 1) & _DIGEST_MASK
-    terms = (t & _DIGEST_MASK) * spread & _DIGEST_MASK
-    return (terms.sum() + seed) & _DIGEST_MASK
+    n = torch.arange(1, t.numel() + 1, dtype=torch.int64, device=t.device)
+    return _mix(t * _SPREAD + n * _GOLDEN).sum()
 
 
-def header(group: Group, failed: bool, num_classes: int, positions: int, digest: torch.Tensor) -> torch.Tensor:
-    """This rank's record at row ``group.rank`` of a zero ``(world, 4)`` float64 table, flattened."""
-    table = torch.zeros(group.size, _FIELDS, dtype=BUFFER_DTYPE, device=digest.device)
-    # scalar fills, not a host tensor: copying one to an accelerator would synchronize the stream
-    table[group.rank, 0] = float(failed)
-    table[group.rank, 1] = num_classes
-    table[group.rank, 2] = positions
-    table[group.rank, 3] = digest
-    return table.reshape(-1)
+FIELDS: tuple[Field, ...] = (
+    Field("the function called", lambda c: _digest(c.function), note=lambda c: f"this rank called {c.function}"),
+    Field(
+        "the shape of input without its class dimension",
+        lambda c: _digest(c.shape),
+        note=lambda c: f"this rank's is {list(c.shape)}",
+    ),
+    Field(
+        "the kind of target",
+        lambda c: int(c.spec.probability),
+        lambda v: "class probabilities" if v else "class indices",
+    ),
+    Field("reduction", lambda c: _REDUCTIONS.index(c.spec.reduction), lambda v: repr(_REDUCTIONS[v])),
+    Field("ignore_index", lambda c: c.spec.ignore_index, str),
+    Field("label_smoothing", lambda c: _bits(c.spec.label_smoothing), _show_float),
+    Field("whether weight is given", lambda c: int(c.spec.weighted), lambda v: "weight" if v else "None"),
+    Field(
+        "the dtypes of input, of probability targets and of weight",
+        lambda c: _digest(c.dtypes),
+        note=lambda c: f"this rank's are ({_dtype_names(c.dtypes)})",
+    ),
+    Field(
+        "whether normalizer is given",
+        lambda c: int(c.normalizer is not None),
+        lambda v: "normalizer" if v else "None",
+    ),
+    Field("the value of normalizer (as float64)", _normalizer, _show_float),
+    Field("reduce_input_grad", lambda c: int(c.reduce_input_grad), lambda v: str(bool(v))),
+    Field(
+        "whether the input gradient is computed (input.requires_grad, with grad mode on)",
+        lambda c: int(c.input_grad),
+        lambda v: str(bool(v)),
+    ),
+    Field(
+        "the class-index targets (global class ids, identical on every rank)",
+        lambda c: 0 if c.spec.probability else target_digest(c.target),
+        note=lambda c: "compared by a 64-bit digest of the class ids and their positions",
+    ),
+)
+_COLUMNS = 2 + len(FIELDS)
 
 
-def header_size(group: Group) -> int:
-    return group.size * _FIELDS
+def record(call: Call, device: torch.device) -> Record:
+    """This rank's record, on ``device`` (tensor fields are written on the device, never read on the host)."""
+    values: list[int] = [0, call.classes]
+    on_device: dict[int, torch.Tensor] = {}
+    for column, field in enumerate(FIELDS, start=2):
+        value = field.value(call)
+        if isinstance(value, torch.Tensor):
+            on_device[column] = value
+            value = 0
+        values.append(value)
+    # a host tensor copied without blocking: a blocking copy to an accelerator would synchronize
+    row = torch.tensor(values, dtype=torch.int64).to(device, non_blocking=True)
+    for column, value in on_device.items():
+        row[column] = value.to(device, non_blocking=True)
+    return Record(call, row)
 
 
-def withdraw(group: Group, error: Exception, device: torch.device, positions: int) -> NoReturn:
-    """Join the first collective with this rank's error flag raised, then raise ``error``.
+def _exchange(group: Group, row: torch.Tensor) -> torch.Tensor:
+    """Every rank's row: the ``(world, columns)`` table after the all-reduce MAX."""
+    table = torch.full((group.size, _COLUMNS), _EMPTY, dtype=torch.int64, device=row.device)
+    table[group.rank] = row
+    dist.all_reduce(table, op=dist.ReduceOp.MAX, group=group.handle)
+    return table
+
+
+def withdraw(group: Group, error: Exception, device: torch.device) -> NoReturn:
+    """Join the agreement all-reduce with this rank's failure flag raised, then raise ``error``.
 
     Called instead of the loss when local validation fails, so the peers see the flag and raise
-    :class:`PeerError` rather than wait for this rank.
+    ``PeerError`` rather than wait for this rank. Needs nothing from the rejected arguments.
     """
-    hdr = header(group, True, 0, positions, torch.zeros((), dtype=torch.int64, device=device))
-    buffer = torch.cat([hdr, torch.zeros(positions, dtype=BUFFER_DTYPE, device=device)])
-    dist.all_reduce(buffer, op=dist.ReduceOp.MAX, group=group.handle)
+    row = torch.full((_COLUMNS,), _EMPTY, dtype=torch.int64, device=device)
+    row[_FAILED], row[_WIDTH] = 1, 0
+    _exchange(group, row)
     raise error
 
 
-def agree(
-    reduced_header: torch.Tensor, group: Group, caller: str, check_own: Callable[[Layout], None] | None = None
-) -> Layout:
-    """Check the reduced header (identically on every rank) and return this rank's class layout.
-
-    ``check_own(layout)`` validates what needs the global layout (class-index targets in ``[0, V)``);
-    it runs before the agreement checks, so a rank with a bad target reports the target itself.
-    """
-    table = reduced_header.view(group.size, _FIELDS)
-    widths = table[:, 1].long()
-    positions = table[:, 2].long()
-    digests = table[:, 3]
+def agree(group: Group, mine: Record, caller: str) -> Layout:
+    """The agreement all-reduce, then the same checks on every rank; returns this rank's class layout."""
+    table = _exchange(group, mine.row)
+    widths = table[:, _WIDTH]
     layout = Layout(offset=widths[: group.rank].sum(), num_classes=widths.sum())
-    if reads_on_host(table) and not torch.compiler.is_compiling():
-        failed = [r for r, flag in enumerate(table[:, 0].tolist()) if flag]
-        if failed:
-            raise PeerError(
-                f"{caller}: rank(s) {failed} of the process group rejected their input (their own traceback "
-                "has the reason); every rank stops here so that none waits in a collective"
-            )
-        if check_own is not None:
-            check_own(layout)
-        if len(set(positions.tolist())) > 1:
-            raise ValueError(
-                f"{caller}: every rank must hold the same positions (the batch and spatial dimensions of input), "
-                f"but the ranks hold {positions.tolist()}"
-            )
-        if len(set(digests.tolist())) > 1:
-            raise ValueError(
-                f"{caller}: the ranks were called with different targets or options (ignore_index, reduction, "
-                "label_smoothing, target kind, weight, normalizer, dtypes); targets are global class ids and must be "
-                "identical on every rank of the group"
-            )
-    elif not torch.compiler.is_compiling():
-        if check_own is not None:
-            check_own(layout)
-        agreed = (table[:, 0] == 0).all() & (positions == positions[0]).all() & (digests == digests[0]).all()
+    _peers.check_peers(table[:, _FAILED], caller, _peers.REJECTED)
+    call = mine.call
+    if not call.spec.probability:
+        _check_targets(call.target, call.spec.ignore_index, layout.num_classes)
+    if torch.compiler.is_compiling():
+        return layout
+    if _peers.reads_on_host(table):
+        rows = table.tolist()
+        for column, field in enumerate(FIELDS, start=2):
+            values = [row[column] for row in rows]
+            if any(v != values[0] for v in values):
+                raise _disagreement(caller, field, values, call, group.rank)
+    else:
         torch._assert_async(
-            agreed,
-            f"{caller}: ranks disagree (input rejected on a peer, different positions, or different targets/options)",
+            (table[:, 2:] == table[0, 2:]).all(),
+            f"{caller}: the ranks of the process group were called with different shapes, options or targets",
         )
     return layout
+
+
+def _check_targets(target: torch.Tensor, ignore_index: int, num_classes: torch.Tensor) -> None:
+    """Kept class ids lie in ``[0, V)``: ``IndexError: Target 7 is out of bounds.`` as in torch."""
+    t = target.long()
+    invalid = (t != ignore_index) & ((t < 0) | (t >= num_classes))
+    _checks._check_values(
+        invalid, IndexError, lambda: f"Target {int(t[invalid][0])} is out of bounds.", "Target is out of bounds."
+    )
+
+
+def _disagreement(caller: str, field: Field, values: list[int], call: Call, rank: int) -> ValueError:
+    if field.show is not None:
+        detail = f"the ranks have [{', '.join(field.show(v) for v in values)}]"
+    else:
+        differ = [r for r, v in enumerate(values) if v != values[0]]
+        detail = f"rank(s) {differ} differ from rank 0 (this is rank {rank}; {field.note(call)})"
+    return ValueError(f"{caller}: every rank of the process group must agree on {field.name}, but {detail}")

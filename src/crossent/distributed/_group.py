@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.distributed as dist
 
 
@@ -14,6 +15,23 @@ class Group:
     handle: dist.ProcessGroup
     rank: int
     size: int
+
+    def device_for(self, value: object) -> torch.device:
+        """Where this rank's collectives run: ``value``'s device for a tensor, else the group's default.
+
+        The default is CPU for gloo and the current CUDA device for NCCL, so that a rank whose argument
+        is not even a tensor can still join the collective its peers are in.
+        """
+        if isinstance(value, torch.Tensor):
+            return value.device
+        return default_device(self.handle)
+
+
+def default_device(process_group: dist.ProcessGroup) -> torch.device:
+    """CPU for gloo, the current CUDA device for NCCL."""
+    if dist.get_backend(process_group) == dist.Backend.NCCL:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def resolve(process_group: object, caller: str) -> Group:

@@ -3,9 +3,11 @@
 A head sees this rank's logits one block ``xb = x[n0:n1, :, s0:s1]`` at a time (the whole logits for
 ``vocab_parallel_cross_entropy``, the chunk just computed by a matmul for the linear version) and
 keeps a few numbers per position, relative to a shift ``k`` (the local row max, or 0 when the local
-row is all ``-inf``). After the first collective gives the global row max ``M``, each sum is moved to
-``M`` (``sum exp(x - k) * exp(k - M)``, ``sum w (x - k) + (k - M) sum w``, ...) and one all-reduce SUM
-makes the statistics global. Every rank then holds the same numbers, so all return the same loss.
+row is all ``-inf``). ``reduce`` then makes the loss's two collectives: an all-reduce MAX of the local
+row maxima gives the global row max ``M``, each sum is moved to ``M`` (``sum exp(x - k) * exp(k - M)``,
+``sum w (x - k) + (k - M) sum w``, ...), and one all-reduce SUM makes the statistics global. Every
+rank then holds the same numbers, so all return the same loss. Both collectives run in the
+accumulation dtype, which the ranks have agreed on (``_consensus``) before either.
 
 Class indices (``y`` global, owned by one rank; ``eps`` = label smoothing over all ``V`` classes)::
 
@@ -28,7 +30,6 @@ import math
 import torch
 import torch.distributed as dist
 
-from crossent import _checks
 from crossent.distributed._consensus import Layout
 from crossent.distributed._group import Group
 from crossent.distributed._validate import CrossEntropySpec
@@ -60,10 +61,15 @@ class _Head:
         self.shift[bn, bs] = k
         return xb - k.unsqueeze(1)
 
-    def _moved(self, global_max: torch.Tensor) -> torch.Tensor:
-        """``k - M`` per position; ``exp`` of it rescales local sums of exponentials to ``M``."""
-        self.global_max = global_max
-        return self.shift - global_max
+    def _moved(self, group: Group) -> torch.Tensor:
+        """The first collective, ``M`` = the max over ranks of the local row maxima (in place), and ``k - M``.
+
+        ``exp(k - M)`` rescales local sums of exponentials to ``M``. ``row_max`` is ``-inf`` where this
+        rank has no class.
+        """
+        dist.all_reduce(self.row_max, op=dist.ReduceOp.MAX, group=group.handle)
+        self.global_max = self.row_max
+        return self.shift - self.global_max
 
     def _log_probabilities_block(
         self, xb: torch.Tensor, bn: slice, bs: slice, out: torch.Tensor | None
@@ -106,14 +112,6 @@ class ClassIndexHead(_Head):
             self.smooth[bn, bs] = shifted.sum(1) if w is None else torch.einsum("bcs,c->bs", shifted, w)
         self.sum_exp[bn, bs] = shifted.exp_().sum(1)
 
-    def check_targets(self, layout: Layout) -> None:
-        """Kept targets lie in ``[0, V)``: ``IndexError: Target 7 is out of bounds.`` as in torch."""
-        t = self.target
-        invalid = self.keep & ((t < 0) | (t >= layout.num_classes))
-        _checks._check_values(
-            invalid, IndexError, lambda: f"Target {int(t[invalid][0])} is out of bounds.", "Target is out of bounds."
-        )
-
     def locate(self, layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
         """``(owned, local)``: which kept targets fall in this shard, and their local column (0 elsewhere)."""
         local = self.target - layout.offset
@@ -121,16 +119,15 @@ class ClassIndexHead(_Head):
         self.local_target = torch.where(self.owned, local, 0)
         return self.owned, self.local_target
 
-    def reduce(
-        self, global_max: torch.Tensor, layout: Layout, target_logit: torch.Tensor | None, group: Group
-    ) -> torch.Tensor:
-        """The second collective; returns the per-position loss ``(N, S)`` (0 at ignored positions).
+    def reduce(self, layout: Layout, target_logit: torch.Tensor | None, group: Group) -> torch.Tensor:
+        """The two collectives; returns the per-position loss ``(N, S)`` (0 at ignored positions).
 
         ``target_logit`` is ``x[n, y_n]`` where this rank owns ``y_n`` (anything elsewhere; None
         when this rank has no class).
         """
         eps, w, acc = self.spec.label_smoothing, self.weight, self.acc
-        moved = self._moved(global_max)
+        moved = self._moved(group)
+        global_max = self.global_max
         n, s = self.target.shape
         # one SUM buffer: [sum_c w_c (weighted smoothing only) | S, X, (w_y), (Z) per position]
         fields = 2 + (w is not None) + (self.smooth is not None)
@@ -224,14 +221,9 @@ class ProbabilityHead(_Head):
         self.target_mass[bn, bs] = wt.sum(1)
         self.sum_exp[bn, bs] = shifted.exp_().sum(1)
 
-    def check_targets(self, layout: Layout) -> None:
-        return None
-
-    def reduce(
-        self, global_max: torch.Tensor, layout: Layout, target_logit: torch.Tensor | None, group: Group
-    ) -> torch.Tensor:
-        """The second collective; returns the per-position loss ``(N, S)``."""
-        moved = self._moved(global_max)
+    def reduce(self, layout: Layout, target_logit: torch.Tensor | None, group: Group) -> torch.Tensor:
+        """The two collectives; returns the per-position loss ``(N, S)``."""
+        moved = self._moved(group)
         acc, eps = self.acc, self.spec.label_smoothing
         self.inv_classes = (eps / layout.num_classes.double()).to(acc)
         local_w = self.weight.sum() if self.weight is not None else self.classes

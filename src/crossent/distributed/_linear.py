@@ -4,8 +4,8 @@ Rank r holds ``W[V_r] (V_r, H)`` and ``b[V_r]``; the hidden states ``h (N, H)`` 
 rank. The forward computes this rank's logits ``h @ W[V_r].T + b[V_r]`` a chunk of rows at a time
 (never all ``N x V_r`` at once), feeds each chunk to the head (``_heads``), and makes the same two
 collectives as ``vocab_parallel_cross_entropy``. The target logit comes from the owning rank as one
-row-wise dot product ``h_n . W[y_n] + b[y_n]`` after the first collective, which tells each rank
-where its classes start.
+row-wise dot product ``h_n . W[y_n] + b[y_n]``; the agreement exchange (``_consensus``, before
+``apply``) told each rank where its classes start.
 
 The backward recomputes each chunk's logits and gradient ``G`` and forms this rank's
 ``dW[V_r] = G.T @ h``, ``db[V_r] = sum_n G`` (complete: the shard's classes see every row) and its
@@ -13,7 +13,10 @@ share of the input gradient, ``dh_r = G @ W[V_r]``. The input gradient is the su
 ranks: with ``reduce_input_grad=True`` one all-reduce SUM of ``N x H`` values (float32, or float64)
 makes it whole on every rank; with False each rank returns its share and the caller's framework
 (e.g. Megatron's column-parallel linear, whose backward already all-reduces its input gradient)
-must sum it. Reducing in both places would multiply the gradient by the group size.
+must sum it. Reducing in both places would multiply the gradient by the group size. That all-reduce
+carries one flag per rank too: a rank asked for a double backward (``create_graph=True``, which the
+first-order backward refuses) still joins it with its flag raised, so its peers raise
+``PeerError`` instead of waiting for it.
 
 Collectives run inside ``forward`` and ``backward`` of this autograd Function, on buffers outside any
 graph: ``torch.distributed.all_reduce`` has no autograd formula, so a plain all-reduce inside a
@@ -27,17 +30,18 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.autograd.function import once_differentiable
 
-from crossent.distributed import _consensus
-from crossent.distributed._exchange import global_row_max
+from crossent.distributed import _peers
+from crossent.distributed._consensus import Layout
 from crossent.distributed._group import Group
 from crossent.distributed._heads import ClassIndexHead, Head, ProbabilityHead
 from crossent.distributed._logits import reduce_loss, upstream
 from crossent.distributed._validate import CrossEntropySpec
+from crossent.ops._autograd import first_order
 from crossent.ops._layout import accumulation_dtype
 
 CALLER = "vocab_parallel_linear_cross_entropy"
+REFUSED = "refused the backward: double backward (create_graph=True) is not supported"
 # rows per chunk default to a 32 MiB budget for the chunk's logits, their float32 copy and gradient
 WORKSPACE_BYTES = 32 << 20
 
@@ -89,6 +93,7 @@ class VocabParallelLinearCrossEntropyFunction(torch.autograd.Function):
         normalizer: torch.Tensor | float | None,
         spec: CrossEntropySpec,
         group: Group,
+        layout: Layout,
         plan: LinearPlan,
         wants_input_grad: bool,
     ) -> torch.Tensor:
@@ -101,25 +106,19 @@ class VocabParallelLinearCrossEntropyFunction(torch.autograd.Function):
             for dt in dtypes[1:]:
                 out_dtype = torch.promote_types(out_dtype, dt)
             head = ProbabilityHead(spec, target.view(n, c, 1), weight, acc)
-            targets_digest = None
         else:
             acc, out_dtype = accumulation_dtype(h.dtype), h.dtype
             head = ClassIndexHead(spec, target.view(n, 1), weight, c, acc)
-            targets_digest = head.target
-        # the backward's input-gradient all-reduce must run on every rank or on none
-        options = (*spec.options(), acc, "linear", plan.reduce_input_grad, wants_input_grad)
-        digest = _consensus.digest(options, targets_digest, h.device)
 
         for bn in _chunks(n, plan.chunk_rows) if c > 0 else ():
             head.absorb(_logits(h[bn], w, b).to(acc).unsqueeze(2), bn, slice(0, 1))
-        global_max, layout = global_row_max(head.row_max, c, group, digest, CALLER, head.check_targets)
         target_logit = None
         if isinstance(head, ClassIndexHead) and c > 0:
             _, local = head.locate(layout)
             target_logit = _target_logits(h, w, b, local[:, 0], plan.chunk_rows).to(acc).unsqueeze(1)
         elif isinstance(head, ClassIndexHead):
             head.locate(layout)
-        per_position = head.reduce(global_max, layout, target_logit, group)
+        per_position = head.reduce(layout, target_logit, group)
         out, divisor = reduce_loss(per_position, head, spec, normalizer, out_dtype, plan.output_shape)
 
         ctx.head, ctx.spec, ctx.divisor, ctx.group, ctx.plan = head, spec, divisor, group, plan
@@ -128,49 +127,82 @@ class VocabParallelLinearCrossEntropyFunction(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        h, w, b, target, weight = ctx.saved_tensors
-        head: Head = ctx.head
-        plan: LinearPlan = ctx.plan
-        n, c = h.shape[0], w.shape[0]
-        acc = head.acc
-        probability = ctx.spec.probability
-        head.set_upstream(
-            upstream(grad_output, ctx.spec, ctx.divisor, n, 1, acc), target.view(n, c, 1) if probability else None
-        )
-        need_h, need_w, need_b, need_t, need_cw = ctx.needs_input_grad[:5]
-        # every rank joins the input-gradient all-reduce (the forward checked they agree on it)
-        grad_h = torch.zeros(n, h.shape[1], dtype=acc, device=h.device) if ctx.wants_input_grad else None
-        grad_w = torch.zeros(w.shape, dtype=acc, device=w.device) if need_w else None
-        grad_b = torch.zeros(c, dtype=acc, device=w.device) if need_b else None
-        grad_t = torch.empty(target.shape, dtype=target.dtype, device=target.device) if need_t else None
-        grad_cw = torch.zeros(c, dtype=acc, device=w.device) if need_cw else None
-        for bn in _chunks(n, plan.chunk_rows) if c > 0 else ():
-            gx, gt, gcw = head.grad_block(_logits(h[bn], w, b).to(acc).unsqueeze(2), bn, slice(0, 1))
-            g = gx.squeeze(2)  # (rows, V_r): d loss / d logits of the chunk
-            gm = g.to(h.dtype)  # matmuls in the input dtype, accumulated in acc across chunks
-            if grad_h is not None:
-                grad_h[bn] = gm @ w
-            if grad_w is not None:
-                grad_w += gm.T @ h[bn]
-            if grad_b is not None:
-                grad_b += g.sum(0)
-            if grad_t is not None and gt is not None:
-                grad_t[bn] = gt.squeeze(2)
-            if grad_cw is not None and gcw is not None:
-                grad_cw += gcw
-        if grad_h is not None and plan.reduce_input_grad:
-            dist.all_reduce(grad_h, op=dist.ReduceOp.SUM, group=ctx.group.handle)
-        return (
-            grad_h.to(h.dtype) if grad_h is not None and need_h else None,
-            grad_w.to(w.dtype) if grad_w is not None else None,
-            grad_b.to(b.dtype) if grad_b is not None else None,
-            grad_t,
-            grad_cw.to(weight.dtype) if grad_cw is not None else None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+        if torch.is_grad_enabled() and _sums_input_grad(ctx):
+            # _backward refuses a double backward; first join the peers' input-gradient all-reduce
+            buffer, _ = _input_grad_buffer(ctx)
+            _sum_input_grad(buffer, ctx.group, refused=True)
+        return _backward(ctx, grad_output)
+
+
+def _sums_input_grad(ctx: Any) -> bool:
+    """Whether the backward all-reduces the input gradient (the ranks agreed on it in the forward)."""
+    return bool(ctx.wants_input_grad and ctx.plan.reduce_input_grad)
+
+
+def _input_grad_buffer(ctx: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(buffer, grad_h)``: the input gradient's zero ``(N, H)`` accumulator is a view of ``buffer``,
+    followed by one flag per rank when the backward all-reduces it."""
+    h = ctx.saved_tensors[0]
+    n, hidden = h.shape
+    flags = ctx.group.size if _sums_input_grad(ctx) else 0
+    buffer = torch.zeros(n * hidden + flags, dtype=ctx.head.acc, device=h.device)
+    return buffer, buffer[: n * hidden].view(n, hidden)
+
+
+def _sum_input_grad(buffer: torch.Tensor, group: Group, refused: bool) -> None:
+    """All-reduce SUM the input gradient with this rank's flag; raise on every rank if any rank refused."""
+    flags = buffer[buffer.numel() - group.size :]
+    flags[group.rank] = float(refused)
+    dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group.handle)
+    if not refused:
+        _peers.check_peers(flags, CALLER, REFUSED)
+
+
+@first_order
+def _backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    h, w, b, target, weight = ctx.saved_tensors
+    head: Head = ctx.head
+    plan: LinearPlan = ctx.plan
+    n, c = h.shape[0], w.shape[0]
+    acc = head.acc
+    probability = ctx.spec.probability
+    head.set_upstream(
+        upstream(grad_output, ctx.spec, ctx.divisor, n, 1, acc), target.view(n, c, 1) if probability else None
+    )
+    need_h, need_w, need_b, need_t, need_cw = ctx.needs_input_grad[:5]
+    # every rank joins the input-gradient all-reduce (the forward checked they agree on it)
+    buffer, grad_h = _input_grad_buffer(ctx) if ctx.wants_input_grad else (None, None)
+    grad_w = torch.zeros(w.shape, dtype=acc, device=w.device) if need_w else None
+    grad_b = torch.zeros(c, dtype=acc, device=w.device) if need_b else None
+    grad_t = torch.empty(target.shape, dtype=target.dtype, device=target.device) if need_t else None
+    grad_cw = torch.zeros(c, dtype=acc, device=w.device) if need_cw else None
+    for bn in _chunks(n, plan.chunk_rows) if c > 0 else ():
+        gx, gt, gcw = head.grad_block(_logits(h[bn], w, b).to(acc).unsqueeze(2), bn, slice(0, 1))
+        g = gx.squeeze(2)  # (rows, V_r): d loss / d logits of the chunk
+        gm = g.to(h.dtype)  # matmuls in the input dtype, accumulated in acc across chunks
+        if grad_h is not None:
+            grad_h[bn] = gm @ w
+        if grad_w is not None:
+            grad_w += gm.T @ h[bn]
+        if grad_b is not None:
+            grad_b += g.sum(0)
+        if grad_t is not None and gt is not None:
+            grad_t[bn] = gt.squeeze(2)
+        if grad_cw is not None and gcw is not None:
+            grad_cw += gcw
+    if buffer is not None and _sums_input_grad(ctx):
+        _sum_input_grad(buffer, ctx.group, refused=False)
+    return (
+        grad_h.to(h.dtype) if grad_h is not None and need_h else None,
+        grad_w.to(w.dtype) if grad_w is not None else None,
+        grad_b.to(b.dtype) if grad_b is not None else None,
+        grad_t,
+        grad_cw.to(weight.dtype) if grad_cw is not None else None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )

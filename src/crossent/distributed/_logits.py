@@ -1,10 +1,11 @@
 """Vocab-parallel cross-entropy over logits: the autograd Function, with a hand-written local backward.
 
-Rank r holds the logits ``x[:, V_r]`` of its contiguous class range. The forward walks them in
-cache-sized blocks once (local statistics, see ``_heads``), then makes exactly two collectives: an
-all-reduce MAX of the row maxima (carrying the consensus header) and one all-reduce SUM of the
-concatenated per-position sums. The backward recomputes ``softmax`` block by block from the saved
-global statistics and makes no collective.
+Rank r holds the logits ``x[:, V_r]`` of its contiguous class range. Once the ranks have agreed
+(``_consensus``, before ``apply``), the forward walks them in cache-sized blocks once (local
+statistics, see ``_heads``), then makes exactly two collectives: an all-reduce MAX of the row maxima
+and one all-reduce SUM of the concatenated per-position sums. The backward recomputes ``softmax``
+block by block from the saved global statistics and makes no collective; it is first-order only
+(``create_graph=True`` raises).
 
 Why an autograd Function: ``torch.distributed.all_reduce`` is not differentiable. Called on tensors in
 an autograd graph it mutates them in place and autograd treats it as the identity, so each rank's
@@ -18,14 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from crossent.distributed import _consensus
-from crossent.distributed._exchange import global_row_max
+from crossent.distributed._consensus import Layout
 from crossent.distributed._group import Group
 from crossent.distributed._heads import ClassIndexHead, Head, ProbabilityHead
 from crossent.distributed._validate import CrossEntropySpec
 from crossent.distributed.normalization import as_divisor
+from crossent.ops._autograd import first_order
 from crossent.ops._layout import accumulation_dtype, as_ncs, blocks
 
 CALLER = "vocab_parallel_cross_entropy"
@@ -81,6 +81,7 @@ class VocabParallelCrossEntropyFunction(torch.autograd.Function):
         normalizer: torch.Tensor | float | None,
         spec: CrossEntropySpec,
         group: Group,
+        layout: Layout,
     ) -> torch.Tensor:
         x3 = as_ncs(x)
         n, c, s = x3.shape
@@ -92,22 +93,19 @@ class VocabParallelCrossEntropyFunction(torch.autograd.Function):
             for dt in dtypes[1:]:
                 out_dtype = torch.promote_types(out_dtype, dt)
             head = ProbabilityHead(spec, as_ncs(target), weight, acc)
-            digest = _consensus.digest((*spec.options(), acc), None, x.device)
             shape: tuple[int, ...] = () if x.dim() == 1 else (n, *x.shape[2:])
         else:
             acc, out_dtype = accumulation_dtype(x.dtype), x.dtype
             head = ClassIndexHead(spec, target.reshape(n, s), weight, c, acc)
-            digest = _consensus.digest((*spec.options(), acc), head.target, x.device)
             shape = () if x.dim() == 1 else tuple(target.shape)
 
         for bn, bs in blocks(n, c, s):
             head.absorb(x3[bn, :, bs].to(acc), bn, bs)
-        global_max, layout = global_row_max(head.row_max, c, group, digest, CALLER, head.check_targets)
         target_logit = None
         if isinstance(head, ClassIndexHead):
             _, local = head.locate(layout)
             target_logit = x3.gather(1, local.unsqueeze(1)).squeeze(1).to(acc) if c > 0 else None
-        per_position = head.reduce(global_max, layout, target_logit, group)
+        per_position = head.reduce(layout, target_logit, group)
         out, divisor = reduce_loss(per_position, head, spec, normalizer, out_dtype, shape)
 
         ctx.head, ctx.spec, ctx.divisor = head, spec, divisor
@@ -115,10 +113,10 @@ class VocabParallelCrossEntropyFunction(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
+    @first_order
     def backward(
         ctx: Any, grad_output: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None, None, None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None, None, None, None]:
         x, target, weight = ctx.saved_tensors
         head: Head = ctx.head
         x3 = as_ncs(x)
@@ -140,4 +138,4 @@ class VocabParallelCrossEntropyFunction(torch.autograd.Function):
                 as_ncs(grad_t)[bn, :, bs] = gt
             if grad_w is not None and gw is not None:
                 grad_w += gw
-        return grad_x, grad_t, grad_w.to(weight.dtype) if grad_w is not None else None, None, None, None
+        return grad_x, grad_t, grad_w.to(weight.dtype) if grad_w is not None else None, None, None, None, None

@@ -8,6 +8,7 @@ import torch.distributed as dist
 from crossent.distributed import _consensus, _validate
 from crossent.distributed._group import resolve
 from crossent.distributed._logits import CALLER, VocabParallelCrossEntropyFunction
+from crossent.ops._layout import class_dim
 
 __all__ = ["vocab_parallel_cross_entropy"]
 
@@ -45,13 +46,29 @@ def vocab_parallel_cross_entropy(
     ``'mean'`` and ``'sum'`` alike; ``'none'`` refuses it): pass the global count of kept targets
     (:func:`crossent.distributed.count_targets`) to normalize across micro-batches and ranks.
 
-    Communication: the forward pass makes two collectives on ``process_group``, an all-reduce MAX of
-    ``N * d1..dK`` float64 values (plus a 4-per-rank header) and one all-reduce SUM of 2 to 4 values per
-    position (3 for probabilities); the backward pass makes none. The header lets every rank check
-    that all ranks agree (same positions, targets and options) and that none rejected its input: a
-    bad argument on one rank raises there and :class:`crossent.distributed.PeerError` on the others,
-    instead of leaving them waiting in a collective. Set a ``timeout`` in ``init_process_group`` for
-    the failures no check can see (a rank that never calls the loss).
+    Communication: the forward pass makes three collectives on ``process_group``: an all-reduce MAX
+    of a fixed-size agreement table (15 int64 values per rank, whatever the input), an all-reduce MAX
+    of ``N * d1..dK`` values and one all-reduce SUM of 2 to 4 values per position (3 for
+    probabilities), both in float32 (float64 for float64 inputs). The backward pass makes none, and
+    is first-order: ``create_graph=True`` raises ``RuntimeError`` (as crossent's other losses do).
+
+    Agreement: before sending anything whose size depends on the input, every rank learns whether
+    any rank rejected its arguments, and whether all ranks agree on: the function called, the shape
+    of ``input`` without its class dimension, the target kind (class indices or probabilities),
+    ``reduction``, ``ignore_index``, ``label_smoothing`` (after clipping: values up to 0 mean none),
+    whether ``weight`` is given, the dtypes of ``input``, of probability targets and of ``weight``,
+    whether ``normalizer`` is given and its value (as float64, bit for bit; a tensor is compared on
+    its device, never read on the host), and the class-index targets, by a 64-bit digest of the ids
+    and their positions (a single changed target is always caught, other differences all but
+    always; it is not a cryptographic hash, so targets crafted to collide could pass). A bad
+    argument on one rank (not a tensor, a wrong shape, dtype or device, a bad option) raises there
+    the exception torch raises for it, and :class:`crossent.distributed.PeerError` on the others;
+    ranks that disagree all raise ``ValueError`` naming what differs; a kept class id outside
+    ``[0, V)`` raises ``IndexError``. No rank is left waiting in a collective. Not compared: the
+    sharded tensors (logits, probability targets, weight slices), which differ by design. On CPU
+    the checks read the table on the host; on accelerators they are device-side asserts (no host
+    sync). Set a ``timeout`` in ``init_process_group`` for what no check can see (a rank that never
+    calls the loss).
 
     Args:
         input: this rank's logits ``(N, V_r, d1..dK)`` (or ``(V_r,)``), float.
@@ -59,11 +76,13 @@ def vocab_parallel_cross_entropy(
             rank; or this rank's slice of the class probabilities, same shape as ``input``.
         weight: this rank's slice of the class weights, ``(V_r,)``, sharded like ``input``.
         ignore_index: class-index targets equal to it contribute nothing (probabilities need it < 0).
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
-        label_smoothing: ``eps`` in ``[0, 1]``, spread over all ``V`` classes.
+            The same on every rank.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``, the same on every rank.
+        label_smoothing: ``eps`` in ``[0, 1]``, spread over all ``V`` classes; the same on every rank.
         process_group: the ranks that share the class dimension (e.g. ``dist.group.WORLD``).
         normalizer: divide the summed loss by this number or one-element tensor instead of the
-            ``'mean'`` divisor. Never read on the host; no gradient flows into it.
+            ``'mean'`` divisor; the same value on every rank. Never read on the host; no gradient
+            flows into it.
 
     Shape:
         ===========================  ==============================  ==========================
@@ -85,11 +104,23 @@ def vocab_parallel_cross_entropy(
         tensor(0.4723)
     """
     group = resolve(process_group, CALLER)
+    device = group.device_for(input)
     try:
         spec = _validate.check_cross_entropy(
             input, target, weight, ignore_index, reduction, label_smoothing, normalizer, CALLER
         )
-    except Exception as error:  # reported to the peers through the first collective, then re-raised
-        _consensus.withdraw(group, error, _validate.device_of(input), _validate.positions(input))
-    out: torch.Tensor = VocabParallelCrossEntropyFunction.apply(input, target, weight, normalizer, spec, group)
+        call = _consensus.Call(
+            function=CALLER,
+            spec=spec,
+            classes=input.shape[class_dim(input)],
+            shape=_validate.batch_shape(input),
+            dtypes=_validate.loss_dtypes(input, spec, target, weight),
+            target=target,
+            normalizer=normalizer,
+        )
+        mine = _consensus.record(call, device)
+    except Exception as error:  # reported to the peers through the agreement collective, then re-raised
+        _consensus.withdraw(group, error, device)
+    layout = _consensus.agree(group, mine, CALLER)
+    out: torch.Tensor = VocabParallelCrossEntropyFunction.apply(input, target, weight, normalizer, spec, group, layout)
     return out

@@ -46,15 +46,27 @@ def vocab_parallel_linear_cross_entropy(
     Reductions: ``'none'``, ``'sum'``, ``'mean'`` (divides by ``W = sum_n m_n w[y_n]`` for class
     indices, by ``N`` for probabilities); with ``normalizer`` the loss is ``sum_n l_n / normalizer``.
 
-    Communication: the forward makes two collectives (all-reduce MAX of ``N`` values plus a small
-    header, all-reduce SUM of 2 to 4 values per row), as :func:`vocab_parallel_cross_entropy`. The
-    backward gives ``linear_weight``, ``linear_bias`` and the probability target and class weight
-    their exact gradients locally; the gradient of ``input`` is a sum over ranks of
-    ``dL/dlogits[V_r] @ W[V_r]``. With ``reduce_input_grad=True`` the backward all-reduces it (one
-    SUM of ``N x H`` float32 values, float64 for float64 inputs), so every rank holds the full
-    gradient. Pass ``False`` when your framework reduces the input gradient of the vocab-parallel
-    projection itself (Megatron's column-parallel linear does): each rank then returns its share,
-    and reducing in both places would multiply the gradient by the group size.
+    Communication: the forward makes three collectives, as :func:`vocab_parallel_cross_entropy`
+    (the fixed-size agreement table, an all-reduce MAX of ``N`` values, an all-reduce SUM of 2 to 4
+    values per row). The backward gives ``linear_weight``, ``linear_bias`` and the probability
+    target and class weight their exact gradients locally; the gradient of ``input`` is a sum over
+    ranks of ``dL/dlogits[V_r] @ W[V_r]``. With ``reduce_input_grad=True`` the backward all-reduces
+    it (one SUM of ``N x H`` float32 values, float64 for float64 inputs, plus one flag per rank), so
+    every rank holds the full gradient. Pass ``False`` when your framework reduces the input
+    gradient of the vocab-parallel projection itself (Megatron's column-parallel linear does): each
+    rank then returns its share, and reducing in both places would multiply the gradient by the
+    group size. The backward is first-order: ``create_graph=True`` raises ``RuntimeError``, and a
+    rank that asks for it still joins the input-gradient all-reduce, so its peers raise
+    :class:`crossent.distributed.PeerError` instead of waiting.
+
+    Agreement: as for :func:`vocab_parallel_cross_entropy`, a bad argument on one rank raises there
+    the exception class torch's ``linear`` and ``cross_entropy`` raise for it (``ValueError`` for a
+    bad ``chunk_size``, ``TypeError`` for a ``reduce_input_grad`` that is not a bool) and
+    ``PeerError`` on the others, and every rank checks that all agree on the options, the dtypes,
+    the class-index targets (by a 64-bit digest), the shape of ``input`` (so the hidden size ``H``
+    too), ``reduce_input_grad`` and whether the input gradient is computed (``input.requires_grad``
+    with grad mode on), before any collective whose size depends on them. Not compared: the values
+    of ``input`` (only its shape and dtype) and the sharded tensors.
 
     Args:
         input: hidden states ``(*, H)`` (or ``(H,)``), identical on every rank.
@@ -94,6 +106,7 @@ def vocab_parallel_linear_cross_entropy(
         tensor(1.1405)
     """
     group = resolve(process_group, CALLER)
+    device = group.device_for(input)
     try:
         logits, flat_target, output_shape = _check_linear(input, linear_weight, target, linear_bias, reduce_input_grad)
         spec = _validate.check_cross_entropy(
@@ -105,17 +118,31 @@ def vocab_parallel_linear_cross_entropy(
             label_smoothing,
             normalizer,
             CALLER,
+            input.device,
         )
         if chunk_size is not None and (
             isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
         ):
             raise ValueError(f"{CALLER}: chunk_size must be a positive int, got {chunk_size!r}")
-    except Exception as error:  # reported to the peers through the first collective, then re-raised
-        _consensus.withdraw(group, error, _validate.device_of(input), _rows(input))
+        wants_input_grad = torch.is_grad_enabled() and input.requires_grad
+        call = _consensus.Call(
+            function=CALLER,
+            spec=spec,
+            classes=linear_weight.shape[0],
+            shape=tuple(input.shape),
+            dtypes=_validate.loss_dtypes(input, spec, target, weight),
+            target=flat_target,
+            normalizer=normalizer,
+            reduce_input_grad=reduce_input_grad,
+            input_grad=wants_input_grad,
+        )
+        mine = _consensus.record(call, device)
+    except Exception as error:  # reported to the peers through the agreement collective, then re-raised
+        _consensus.withdraw(group, error, device)
+    layout = _consensus.agree(group, mine, CALLER)
     n, c = logits.shape
     rows = chunk_size if chunk_size is not None else default_chunk_rows(n, c, input.dtype)
     plan = LinearPlan(min(rows, max(n, 1)), reduce_input_grad, output_shape)
-    wants_input_grad = torch.is_grad_enabled() and input.requires_grad
     out: torch.Tensor = VocabParallelLinearCrossEntropyFunction.apply(
         input.reshape(n, input.shape[-1]),
         linear_weight,
@@ -125,16 +152,11 @@ def vocab_parallel_linear_cross_entropy(
         normalizer,
         spec,
         group,
+        layout,
         plan,
         wants_input_grad,
     )
     return out
-
-
-def _rows(input: object) -> int:
-    if not isinstance(input, torch.Tensor) or input.dim() == 0:
-        return 0
-    return math.prod(input.shape[:-1])
 
 
 def _check_linear(
@@ -158,6 +180,7 @@ def _check_linear(
         raise RuntimeError(
             f"{CALLER}: input has {h.shape[-1]} features but linear_weight has {w.shape[1]} (shape {list(w.shape)})"
         )
+    _validate.same_device(h.device, linear_weight=w, target=t, linear_bias=linear_bias)
     if linear_bias is not None and tuple(linear_bias.shape) != (w.shape[0],):
         raise RuntimeError(f"{CALLER}: linear_bias must have shape [{w.shape[0]}], got {list(linear_bias.shape)}")
     for name, other in (("linear_weight", w), ("linear_bias", linear_bias)):

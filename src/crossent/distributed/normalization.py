@@ -18,8 +18,7 @@ import torch
 import torch.distributed as dist
 
 from crossent import _checks
-from crossent.distributed import _consensus
-from crossent.distributed._consensus import PeerError
+from crossent.distributed import _peers
 from crossent.distributed._group import resolve
 from crossent.ops._layout import accumulation_dtype
 
@@ -98,8 +97,10 @@ def count_targets(
     ``cross_entropy(x, y, reduction='sum') / count_targets(y)`` is ``cross_entropy(x, y)``. Pass all
     targets of an optimizer step (every micro-batch) and the data-parallel group, then use the result
     as ``normalizer=`` of each micro-batch's loss. With ``process_group=None`` nothing is communicated.
-    With a group, the count is one all-reduce SUM; a rank whose input is invalid makes every rank
-    raise (:class:`crossent.distributed.PeerError` on the others) instead of leaving them waiting.
+    With a group, the count is one all-reduce SUM, in float64 (exact for counts below ``2**53``)
+    whatever the result's dtype; a rank whose input is invalid makes every rank raise
+    (:class:`crossent.distributed.PeerError` on the others) instead of leaving them waiting. The
+    ranks' ``ignore_index`` and ``weight`` are not compared.
 
     Args:
         target: class indices (any integer dtype), any shape.
@@ -126,27 +127,22 @@ def count_targets(
         >>> count_targets(torch.tensor([0, 2, -100, 2]), weight=torch.tensor([1.0, 1.0, 0.5]))
         tensor(2.)
     """
-    group = resolve(process_group, "count_targets") if process_group is not None else None
-    error: Exception | None = None
+    if process_group is None:
+        return _local_count(target, ignore_index, weight)
+    group = resolve(process_group, "count_targets")
+    # [one failure flag per rank | count], in float64 whatever the count's dtype, so that a rank with
+    # bad input still sends a buffer of the same size: no rank waits, none is aborted by the backend
+    buffer = torch.zeros(group.size + 1, dtype=torch.float64, device=group.device_for(target))
     try:
         count = _local_count(target, ignore_index, weight)
-    except Exception as exc:  # reported to the peers through the collective below, then re-raised
-        error = exc
-        device = target.device if isinstance(target, torch.Tensor) else torch.device("cpu")
-        count = torch.zeros((), dtype=torch.float32 if weight is not None else torch.int64, device=device)
-    if group is None:
-        if error is not None:
-            raise error
-        return count
-    # [one failure flag per rank | count]: a rank with bad input still joins, so no rank waits
-    buffer = torch.zeros(group.size + 1, dtype=count.dtype, device=count.device)
-    buffer[group.rank] = error is not None
-    buffer[group.size] = count
-    dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group.handle)
-    if error is not None:
+        buffer[group.size] = count
+    except Exception as error:  # reported to the peers through the collective, then re-raised
+        buffer[group.rank] = 1
+        dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group.handle)
         raise error
-    _raise_if_peer_failed(buffer[: group.size])
-    return buffer[group.size]
+    dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group.handle)
+    _peers.check_peers(buffer[: group.size], "count_targets", _peers.REJECTED)
+    return buffer[group.size].to(count.dtype)
 
 
 def _local_count(target: object, ignore_index: object, weight: object) -> torch.Tensor:
@@ -164,15 +160,3 @@ def _local_count(target: object, ignore_index: object, weight: object) -> torch.
     kept = torch.where(keep, t.long(), 0)
     w = w.to(accumulation_dtype(w.dtype))
     return torch.where(keep, w[kept], 0).sum()
-
-
-def _raise_if_peer_failed(flags: torch.Tensor) -> None:
-    if _consensus.reads_on_host(flags):
-        failed = [r for r, flag in enumerate(flags.tolist()) if flag]
-        if failed:
-            raise PeerError(
-                f"count_targets: rank(s) {failed} of the process group rejected their input (their own traceback "
-                "has the reason)"
-            )
-    elif not torch.compiler.is_compiling():
-        torch._assert_async((flags == 0).all(), "count_targets: a rank of the process group rejected its input")
