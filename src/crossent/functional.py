@@ -85,7 +85,7 @@ def cross_entropy(
         impl: ``'auto'`` | ``'torch'`` | ``'triton'`` (see ``crossent._dispatch``).
         process_group: vocab parallelism: ``input`` (and probability targets, ``weight``) hold this
             rank's contiguous slice of the classes, targets are global ids; every rank gets the loss
-            of the whole vocabulary (``crossent.distributed.vocab_parallel_cross_entropy``: two
+            of the whole vocabulary (``crossent.distributed.vocab_parallel_cross_entropy``: three
             collectives in the forward, none in the backward).
         normalizer: return ``sum_n l_n / normalizer`` (for ``'mean'`` and ``'sum'``; a number or a
             one-element tensor, never read on the host), e.g. the global count of kept targets from
