@@ -90,25 +90,23 @@ def apply(op: str, device_type: str, args: list[Any], kwargs: dict[str, Any]) ->
     if policy.refused is not None:
         raise RuntimeError(policy.refused)
 
-    def cast(arg: Arg, dtype: torch.dtype) -> None:
+    def get(arg: Arg) -> Any:
+        name, position = arg
+        return args[position] if position is not None and position < len(args) else kwargs.get(name)
+
+    def put(arg: Arg, value: Any) -> None:
         name, position = arg
         if position is not None and position < len(args):
-            if _eligible(args[position], device_type):
-                args[position] = args[position].to(dtype)
-        elif _eligible(kwargs.get(name), device_type):
-            kwargs[name] = kwargs[name].to(dtype)
+            args[position] = value
+        else:
+            kwargs[name] = value
 
     lower = torch.get_autocast_dtype(device_type)
-    for arg in policy.lower:
-        cast(arg, lower)
-    for arg in policy.fp32:
-        cast(arg, torch.float32)
-    if policy.default_dtype is not None:
-        name, position = policy.default_dtype
-        given = args[position] if position is not None and position < len(args) else kwargs.get(name)
-        if given is None and _eligible(args[0] if args else kwargs.get("input"), device_type):
-            if position is not None and position < len(args):
-                args[position] = torch.float32
-            else:
-                kwargs[name] = torch.float32
+    for casts, dtype in ((policy.lower, lower), (policy.fp32, torch.float32)):
+        for arg in casts:
+            if _eligible(get(arg), device_type):
+                put(arg, get(arg).to(dtype))
+    if policy.default_dtype is not None and get(policy.default_dtype) is None:
+        if _eligible(get(("input", 0)), device_type):
+            put(policy.default_dtype, torch.float32)
     kwargs.update(policy.extra)

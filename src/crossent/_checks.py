@@ -239,7 +239,7 @@ def in_place_broadcast(result: torch.Size, other: torch.Size, other_is_a: bool =
         raise RuntimeError(f"output with shape {list(result)} doesn't match the broadcast shape {list(shape)}")
 
 
-def in_place_gradient(x: torch.Tensor, requested: bool) -> bool:
+def in_place_gradient(x: torch.Tensor, requested: bool, gradient_expected: bool) -> bool:
     """Whether ``inplace_backward=True`` may write the gradient into the storage of the logits ``x``.
 
     The storage must not belong to a leaf that requires grad: ``x`` itself, or the tensor it is a view
@@ -258,7 +258,7 @@ def in_place_gradient(x: torch.Tensor, requested: bool) -> bool:
             f"cross_entropy(inplace_backward=True) would overwrite {what} that requires grad (a parameter); "
             "pass logits computed by an operation (e.g. hidden @ W.T), or inplace_backward=False"
         )
-    return x.requires_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+    return gradient_expected and not torch.compiler.is_compiling()
 
 
 def softmax_kernel_name(x: torch.Tensor, dim: int) -> str:

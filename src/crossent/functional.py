@@ -149,7 +149,8 @@ def cross_entropy(
         input, target, weight, ignore_index, label_smoothing, reduction
     )
     prob_target = input.shape == target.shape
-    inplace_backward = _checks.in_place_gradient(input, inplace_backward)
+    gradient_expected = torch.is_grad_enabled() and input.requires_grad
+    inplace_backward = _checks.in_place_gradient(input, inplace_backward, gradient_expected)
 
     options = {
         "prob_target": prob_target,
@@ -163,7 +164,6 @@ def cross_entropy(
     }
     if _dispatch.resolve("cross_entropy", impl, input.device, options) == "triton":
         return _triton().cross_entropy(input, target, weight, ignore_index, reduction, eps, inplace_backward)
-    gradient_expected = torch.is_grad_enabled() and input.requires_grad
     opts = CrossEntropyOptions(reduction, ignore_index, eps, inplace_backward, gradient_expected)
     function = ProbabilityCrossEntropy if prob_target else ClassIndexCrossEntropy
     return function.apply(input, target, weight, opts)
