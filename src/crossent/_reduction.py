@@ -12,12 +12,14 @@ Legacy ``size_average`` / ``reduce`` override ``reduction`` exactly as in ``torc
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Literal
 
 import torch
 
 Reduction = Literal["none", "mean", "sum"]
+KLReduction = Literal["none", "mean", "sum", "batchmean"]
 _VALID = ("none", "mean", "sum")
 
 
@@ -72,6 +74,26 @@ def reduce(loss: torch.Tensor, reduction: str, divisor: torch.Tensor | float | N
     total = loss.sum()
     if reduction == "sum":
         return total
-    if divisor is None:
-        divisor = loss.numel()
-    return total / divisor
+    return total / (loss.numel() if divisor is None else divisor)
+
+
+def upstream(
+    grad_output: torch.Tensor, reduction: str, divisor: torch.Tensor | float | None, shape: tuple[int, ...]
+) -> torch.Tensor:
+    """``d output / d loss_n`` times ``grad_output``: the gradient of each element's loss, as ``reduce`` shapes it.
+
+    ``'none'`` reshapes ``grad_output`` to ``shape``; ``'sum'`` is ``grad_output`` (0-dim, broadcast);
+    ``'mean'`` divides it by ``divisor``.
+    """
+    if reduction == "none":
+        return grad_output.reshape(shape)
+    if reduction == "sum":
+        return grad_output
+    return grad_output / (math.prod(shape) if divisor is None else divisor)
+
+
+def divisor(normalizer: torch.Tensor | float | None, acc: torch.dtype) -> torch.Tensor | float | None:
+    """A ``normalizer=`` as the divisor of a summed loss: a 0-dim ``acc`` tensor, a float, or None."""
+    if isinstance(normalizer, torch.Tensor):
+        return normalizer.detach().reshape(()).to(acc)
+    return None if normalizer is None else float(normalizer)

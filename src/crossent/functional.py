@@ -17,9 +17,9 @@ from crossent import _checks, _dispatch
 from crossent._reduction import resolve as resolve_reduction
 from crossent._seam import public_op
 from crossent.ops.binary import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
-from crossent.ops.cross_entropy import ClassIndexCrossEntropy, CrossEntropyOptions, ProbabilityCrossEntropy
+from crossent.ops.cross_entropy import CrossEntropyCall, CrossEntropyFunction
 from crossent.ops.kl_div import KLDiv
-from crossent.ops.nll_loss import NLLLoss, NLLOptions
+from crossent.ops.nll_loss import NLLLoss
 from crossent.ops.softmax import LogSoftmax, Softmax
 
 __all__ = [
@@ -164,9 +164,8 @@ def cross_entropy(
     }
     if _dispatch.resolve("cross_entropy", impl, input.device, options) == "triton":
         return _triton().cross_entropy(input, target, weight, ignore_index, reduction, eps, inplace_backward)
-    opts = CrossEntropyOptions(reduction, ignore_index, eps, inplace_backward, gradient_expected)
-    function = ProbabilityCrossEntropy if prob_target else ClassIndexCrossEntropy
-    return function.apply(input, target, weight, opts)
+    call = CrossEntropyCall(reduction, ignore_index, eps, prob_target, inplace_backward, gradient_expected)  # type: ignore[arg-type]
+    return CrossEntropyFunction.apply(input, target, weight, None, call, None)
 
 
 @public_op("nll_loss")
@@ -227,7 +226,7 @@ def nll_loss(
     options = {"weight": weight is not None, "reduction": reduction, "ndim": input.dim(), "dtype": input.dtype}
     if _dispatch.resolve("nll_loss", impl, input.device, options) == "triton":
         return _triton().nll_loss(input, target, weight, ignore_index, reduction)
-    return NLLLoss.apply(input, target, weight, NLLOptions(reduction, ignore_index))
+    return NLLLoss.apply(input, target, weight, reduction, ignore_index)
 
 
 def _softmax_dim(name: str, x: torch.Tensor, dim: int | None, stacklevel: int) -> int:

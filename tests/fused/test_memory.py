@@ -75,12 +75,11 @@ def test_scalar_reductions_save_the_precomputed_gradients(reduction):
 
 def test_backward_hands_the_precomputed_weight_gradient_over_without_a_copy():
     h, w, y = _problem(64, 16, 300)
-    out = linear_cross_entropy(h, w, y, chunk_size=8)
-    precomputed = out.grad_fn.precomputed[1]
-    assert precomputed.shape == w.shape and _storage(precomputed) != _storage(w)
+    out, saved = _saved(lambda: linear_cross_entropy(h, w, y, chunk_size=8))
+    (precomputed,) = [t for t in saved if t.shape == w.shape and _storage(t) != _storage(w)]
     out.backward()
     assert w.grad is not None and _storage(w.grad) == _storage(precomputed)
-    assert out.grad_fn.precomputed is None  # handed over once; a second backward recomputes
+    assert out.grad_fn.handed_over  # handed over once; a second backward recomputes
 
 
 def _cpu_allocations(fn) -> tuple[int, int]:

@@ -53,26 +53,33 @@ def test_cross_entropy_backward_twice_matches_torch(reduction, between):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_logits_edited_in_place_after_the_forward_do_not_break_backward(reduction):
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_logits_edited_in_place_after_the_forward_are_caught_by_autograd(reduction):
+    """The logits are saved for the backward (so ``save_on_cpu`` offloads them): editing them in place
+    in between is autograd's in-place error, never a gradient computed from the edited values."""
+    z = torch.randn(6, 5, dtype=F64, requires_grad=True)
+    logits = z * 1.0
+    loss = crossent.cross_entropy(logits, target, reduction=reduction)
+    with torch.no_grad():
+        logits.mul_(0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.sum().backward()
+
+
+def test_saved_tensor_hooks_see_the_logits_and_the_precomputed_gradient():
+    logits = torch.randn(6, 5, dtype=F64, requires_grad=True) * 1.0
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        loss = crossent.cross_entropy(logits, target)
+    assert any(t is logits or t.data_ptr() == logits.data_ptr() for t in saved)
+    assert any(t.shape == logits.shape and t.data_ptr() != logits.data_ptr() for t in saved)
+
+
+def test_save_on_cpu_gives_torchs_gradient():
     grads = []
     for F in (TF, crossent):
-        torch.manual_seed(0)
-        z = torch.randn(6, 5, dtype=F64, requires_grad=True)
-        logits = z * 1.0
-        loss = F.cross_entropy(logits, target, reduction=reduction)
-        with torch.no_grad():
-            logits.mul_(0)  # e.g. a buffer reused by the caller
-        loss.backward()
+        z = torch.randn(6, 5, dtype=F64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        with torch.autograd.graph.save_on_cpu():
+            F.cross_entropy(z * 2.0, target, label_smoothing=0.1).backward()
         grads.append(z.grad)
     torch.testing.assert_close(grads[1], grads[0])
-
-
-def test_second_backward_after_editing_the_logits_is_a_clear_error():
-    logits = torch.randn(6, 5, requires_grad=True) * 1.0
-    loss = crossent.cross_entropy(logits, target)
-    loss.backward(retain_graph=True)
-    with torch.no_grad():
-        logits.add_(1)
-    with pytest.raises(RuntimeError, match="logits were modified in place after the forward"):
-        loss.backward()

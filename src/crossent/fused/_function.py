@@ -1,14 +1,15 @@
 """The fused pass over row chunks, and the autograd Function that runs it.
 
 One pass walks the rows a chunk at a time: ``logits = h_c @ W.T + b`` into a reused workspace, the
-loss and log-sum-exp from crossent's row kernels, then (when gradients are wanted) the logits
-gradient ``G_c`` in place of the logits, ``dH_c = G_c @ W``, ``dW += G_c.T @ h_c`` and
-``db += sum_rows G_c``. No tensor with one value per (row, class) outlives its chunk.
+chunk's statistics from the cross-entropy engine (``crossent._engine``), then (when gradients are
+wanted) the logits gradient ``G_c`` in place of the logits, ``dH_c = G_c @ W``, ``dW += G_c.T @ h_c``
+and ``db += sum_rows G_c``. No tensor with one value per (row, class) outlives its chunk.
 
-``'mean'`` and ``'sum'`` run the pass once, in the forward, with the upstream gradient left out: the
-backward only multiplies the saved gradients by it (in place, so no second weight-gradient-sized
-buffer appears). ``'none'`` cannot do that, since each row has its own upstream gradient: its
-forward saves the inputs and the O(N) log-sum-exp, and its backward runs the pass again.
+A chunk holds whole rows, so its statistics are final when the classes are not sharded: then
+``'mean'`` and ``'sum'`` form the gradients in the forward's pass, for an upstream gradient of 1,
+and the backward only rescales them (``_autograd.hand_over``). ``'none'`` (each row has its own
+upstream gradient) and vocab shards (whose statistics need a collective first) save the inputs and
+the O(N) statistics, and the backward runs the pass again with them.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Any, NamedTuple
 
 import torch
 
-from crossent.fused._chunks import Projection, RowChunk, row_chunks
-from crossent.fused._heads import ClassIndexHead, Head, ProbabilityHead, TargetGradients
+from crossent import _engine
+from crossent._engine import Kind, Statistics
+from crossent._reduction import divisor, reduce, upstream
+from crossent.fused._chunks import Projection, row_chunks
 from crossent.fused._options import FusedOptions
-from crossent.ops._autograd import first_order
-from crossent.ops._layout import accumulation_dtype
-from crossent.ops.cross_entropy import RowStats
+from crossent.ops._autograd import first_order, hand_over
+from crossent.ops.cross_entropy import make_kind
 
 
 @dataclass(frozen=True)
@@ -36,184 +38,95 @@ class Wanted:
     target: bool = False
     class_weight: bool = False
 
-    @property
-    def logits_grad(self) -> bool:
-        return self.input or self.weight or self.bias
-
 
 class PassResult(NamedTuple):
-    loss: torch.Tensor | None  # (N, S) per position, acc dtype
-    stats: RowStats  # max and log_sum (N, S), acc dtype; no smoothing term
+    stats: Statistics | None  # this shard's statistics of every position (None when they were given)
     input: torch.Tensor | None  # (N, H), input dtype
     weight: torch.Tensor | None  # (V, H), opts.grad_dtype
     bias: torch.Tensor | None  # (V,), opts.grad_dtype
-    extra: TargetGradients
+    target: torch.Tensor | None  # (N, C, S) probabilities' gradient
+    class_weight: torch.Tensor | None  # (C,), accumulation dtype
 
 
-def make_head(
-    x_dtype: torch.dtype, target: torch.Tensor, weight: torch.Tensor | None, opts: FusedOptions
-) -> tuple[Head, torch.dtype]:
-    """The head for ``target`` (class indices ``(N, S)`` or probabilities ``(N, C, S)``) and the output dtype."""
-    if target.is_floating_point():
-        dtypes = (x_dtype, target.dtype) + ((weight.dtype,) if weight is not None else ())
-        acc = accumulation_dtype(*dtypes)
-        out_dtype = x_dtype
-        for dt in dtypes[1:]:
-            out_dtype = torch.promote_types(out_dtype, dt)
-        w = weight.to(acc) if weight is not None else None
-        return ProbabilityHead(target, w, opts.label_smoothing, opts.num_classes, acc), out_dtype
-    acc = accumulation_dtype(x_dtype)
-    head = ClassIndexHead.build(target, weight, opts.ignore_index, opts.label_smoothing, opts.num_classes, acc)
-    return head, x_dtype
+def kept_rows(kind: Kind, opts: FusedOptions) -> torch.Tensor | None:
+    """Row numbers with at least one kept target (None: every row), when ignored rows are dropped."""
+    if not opts.drop_ignored or not isinstance(kind, _engine.ClassIndex):
+        return None
+    rows = kind.keep.any(1).nonzero().squeeze(1)  # reads the mask: eager mode only
+    return None if rows.shape[0] == kind.keep.shape[0] else rows
 
 
 def fused_pass(
     proj: Projection,
-    head: Head,
+    kind: Kind,
     opts: FusedOptions,
-    kept_rows: torch.Tensor | None,
+    kept: torch.Tensor | None,
     *,
-    want_loss: bool,
-    wanted: Wanted,
+    stats: Statistics | None = None,
     coef: torch.Tensor | None = None,
-    stats: RowStats | None = None,
+    wanted: Wanted = Wanted(),
 ) -> PassResult:
-    """One walk over the row chunks: loss and log-sum-exp per position, and the ``wanted`` gradients.
+    """One walk over the row chunks.
 
-    ``coef (N, S)`` multiplies the gradient of each position's loss (None: no gradients). ``stats``
-    (the log-sum-exp of an earlier pass), when given, are reused instead of recomputed. Rows outside
-    ``kept_rows`` get zero loss and gradient.
+    Without ``stats`` it absorbs every chunk and returns this shard's statistics; with ``coef``
+    (``d output / d l_n``, 0-dim or per position) it also forms the ``wanted`` gradients, from each
+    chunk's own statistics when ``stats`` are not given (they must then be final: no shards), else
+    from ``stats``. Rows outside ``kept`` get zero gradient.
     """
     h, w = proj.input, proj.weight
-    n, v = h.shape[0], w.shape[0]
-    s = head.positions
-    acc = head.acc
-    grads_on = coef is not None
-    device = h.device
+    n, v, c = h.shape[0], w.shape[0], opts.num_classes
+    s = (kind.keep if isinstance(kind, _engine.ClassIndex) else kind.target).shape[-1]
+    acc, device = kind.acc, h.device
+    grads = coef is not None
+    probability = isinstance(kind, _engine.Probability)
     result = PassResult(
-        loss=torch.zeros(n, s, dtype=acc, device=device) if want_loss else None,
-        stats=stats
-        if stats is not None
-        else RowStats(torch.zeros(n, s, dtype=acc, device=device), torch.zeros(n, s, dtype=acc, device=device), None),
-        input=torch.zeros_like(h) if grads_on and wanted.input else None,
-        weight=torch.zeros(w.shape, dtype=opts.grad_dtype, device=device) if grads_on and wanted.weight else None,
-        bias=torch.zeros(v, dtype=opts.grad_dtype, device=device) if grads_on and wanted.bias else None,
-        extra=TargetGradients(
-            target=torch.zeros_like(head.target) if grads_on and wanted.target else None,
-            class_weight=torch.zeros(opts.num_classes, dtype=acc, device=device)
-            if grads_on and wanted.class_weight
-            else None,
-        ),
+        stats=None,
+        input=torch.zeros_like(h) if grads and wanted.input else None,
+        weight=torch.zeros(w.shape, dtype=opts.grad_dtype, device=device) if grads and wanted.weight else None,
+        bias=torch.zeros(v, dtype=opts.grad_dtype, device=device) if grads and wanted.bias else None,
+        target=torch.zeros_like(kind.target) if grads and probability and wanted.target else None,  # type: ignore[union-attr]
+        class_weight=torch.zeros(c, dtype=acc, device=device) if grads and wanted.class_weight else None,
     )
-    if n == 0:
-        return result
-
-    rows_max = min(opts.chunk_rows, n)
-    logits_grad = grads_on and wanted.logits_grad
-    # float16/bfloat16 logits: the gradient is formed in float32, then rounded once for the dH matmul
-    grad_buf = h.new_empty(rows_max, v, dtype=acc) if logits_grad and acc != h.dtype else None
-    workspace = Workspace(
-        logits=None if proj.onednn else h.new_empty(rows_max, v),
-        grad=grad_buf,
-        cast=h.new_empty(rows_max, v) if grad_buf is not None and result.input is not None else None,
-    )
-    for rows in row_chunks(n, kept_rows, rows_max):
-        _chunk_step(proj, head, opts, rows, workspace, result, want_loss, logits_grad, coef, stats)
-    return result
-
-
-class Workspace(NamedTuple):
-    """Buffers reused by every chunk (rows_max, V): None where not needed."""
-
-    logits: torch.Tensor | None  # None when oneDNN returns fresh logits
-    grad: torch.Tensor | None  # the logits gradient in acc, when that is not the logits' dtype
-    cast: torch.Tensor | None  # that gradient rounded to the weight's dtype, for the dH matmul
-
-
-def _chunk_step(
-    proj: Projection,
-    head: Head,
-    opts: FusedOptions,
-    rows: RowChunk,
-    workspace: Workspace,
-    result: PassResult,
-    want_loss: bool,
-    logits_grad: bool,
-    coef: torch.Tensor | None,
-    stats: RowStats | None,
-) -> None:
-    """One chunk of ``fused_pass``; its temporaries are freed on return, before the next chunk's appear."""
-    hidden = rows.take(proj.input)
-    r = hidden.shape[0]
-    s = head.positions
-    logits = proj.logits(hidden, workspace.logits[:r] if workspace.logits is not None else None)
-    grad2 = None
-    if logits_grad:
-        grad2 = logits if workspace.grad is None else workspace.grad[:r]
-    loss, chunk_stats = head.chunk(
-        logits.view(r, opts.num_classes, s),
-        rows,
-        RowStats(rows.take(stats.max), rows.take(stats.log_sum), None) if stats is not None else None,
-        rows.take(coef) if coef is not None else None,
-        grad2.view(r, opts.num_classes, s) if grad2 is not None else None,
-        want_loss,
-        result.extra,
-    )
-    if result.loss is not None and loss is not None:
-        rows.put(result.loss, loss)
+    logits_grad = grads and (wanted.input or wanted.weight or wanted.bias)
+    # the target gradients read the logits again after the statistics: keep them intact
+    overwrite = not (result.target is not None or result.class_weight is not None)
+    rows_max = min(opts.chunk_rows, max(n, 1))
+    workspace = h.new_empty(rows_max, v)
+    parts = []
+    for rows in row_chunks(n, kept, rows_max) if c > 0 else ():
+        block = (rows.rows, slice(None))
+        hidden = rows.take(h)
+        r = hidden.shape[0]
+        logits = proj.logits(hidden, workspace[:r]).view(r, c, s)
+        xb = logits.to(acc)
+        if stats is None:
+            part, exps = kind.absorb(xb, block, xb if overwrite else None)
+            parts.append((block, part))
+        else:
+            part, exps = _engine.at(stats, block), None
+        if not grads:
+            continue
+        scales = kind.scales(part, coef if coef.dim() == 0 else coef[block], block)  # type: ignore[union-attr]
+        if probability and not overwrite:
+            gt, gw = kind.target_grads(xb, block, part, scales, result.class_weight is not None)  # type: ignore[union-attr,arg-type]
+            if result.target is not None:
+                rows.put(result.target, gt)
+            if result.class_weight is not None and gw is not None:
+                result.class_weight.add_(gw)
+        if not logits_grad:
+            continue
+        g = kind.grad_block(xb, block, part, scales, xb if overwrite else None, exps).view(r, v)  # type: ignore[arg-type]
+        if result.input is not None:
+            rows.put(result.input, proj.input_grad(g))
+        if result.weight is not None:
+            # dW accumulates across chunks in grad_dtype (float32 for half inputs): bf16 sums diverge
+            result.weight.addmm_(g.t().to(result.weight.dtype), hidden.to(result.weight.dtype))
+        if result.bias is not None:
+            result.bias.add_(g.sum(0))
     if stats is None:
-        rows.put(result.stats.max, chunk_stats.max)
-        rows.put(result.stats.log_sum, chunk_stats.log_sum)
-    if grad2 is None:
-        return
-    if result.input is not None:
-        grad_in = grad2 if workspace.cast is None else workspace.cast[:r].copy_(grad2)
-        rows.put(result.input, proj.input_grad(grad_in))
-    if result.weight is not None:
-        # dW accumulates across chunks in grad_dtype (float32 for half inputs): bf16 sums diverge
-        result.weight.addmm_(grad2.t().to(result.weight.dtype), hidden.to(result.weight.dtype))
-    if result.bias is not None:
-        result.bias.add_(grad2.sum(0))
-
-
-def _reduce(loss: torch.Tensor, head: Head, reduction: str, out_dtype: torch.dtype) -> torch.Tensor:
-    if reduction == "none":
-        return loss.to(out_dtype)
-    total = loss.sum()
-    if reduction == "mean":
-        total = total / head.divisor()
-    return total.to(out_dtype)
-
-
-def _kept_rows(head: Head, opts: FusedOptions) -> torch.Tensor | None:
-    if opts.drop_ignored and isinstance(head, ClassIndexHead):
-        return head.kept_rows()
-    return None
-
-
-def loss_only(
-    h: torch.Tensor,
-    w: torch.Tensor,
-    b: torch.Tensor | None,
-    target: torch.Tensor,
-    class_weight: torch.Tensor | None,
-    opts: FusedOptions,
-) -> torch.Tensor:
-    """The loss without any gradient work (no_grad, or nothing requires grad): logits and log-sum-exp only."""
-    head, out_dtype = make_head(opts.logits_dtype, target, class_weight, opts)
-    result = fused_pass(
-        Projection(h, w, b, opts.onednn), head, opts, _kept_rows(head, opts), want_loss=True, wanted=Wanted()
-    )
-    assert result.loss is not None
-    return _reduce(result.loss, head, opts.reduction, out_dtype)
-
-
-def _scaled(t: torch.Tensor | None, g: torch.Tensor) -> torch.Tensor | None:
-    return None if t is None else t * g
-
-
-def _as(t: torch.Tensor | None, like: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None or like is None else t.to(like.dtype)
+        stats = _engine.assemble(parts, n, s) if parts else kind.empty(n, s, device)
+        return result._replace(stats=stats)
+    return result
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
@@ -231,76 +144,48 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         b: torch.Tensor | None,
         target: torch.Tensor,
         class_weight: torch.Tensor | None,
+        normalizer: torch.Tensor | float | None,
         opts: FusedOptions,
     ) -> torch.Tensor:
-        head, out_dtype = make_head(opts.logits_dtype, target, class_weight, opts)
-        kept = _kept_rows(head, opts)
-        proj = Projection(h, w, b, opts.onednn)
-        ctx.opts = opts
-        ctx.precomputed = None
-        if opts.reduction == "none":
-            result = fused_pass(proj, head, opts, kept, want_loss=True, wanted=Wanted())
-            ctx.save_for_backward(h, w, b, target, class_weight, kept, result.stats.max, result.stats.log_sum)
-        else:
-            g = torch.ones((), dtype=head.acc, device=h.device)
-            if opts.reduction == "mean":
-                g = g / head.divisor()
-            wanted = Wanted(*ctx.needs_input_grad[:5])
-            result = fused_pass(proj, head, opts, kept, want_loss=True, wanted=wanted, coef=head.coefficients(g))
-            inputs = (h, w, b, target, class_weight, kept, result.stats.max, result.stats.log_sum)
-            precomputed = (
-                result.input,
-                _as(result.weight, w),
-                _as(result.bias, b),
-                result.extra.target,
-                _as(result.extra.class_weight, class_weight),
-            )
-            if torch.compiler.is_compiling():
-                # traced: the backward returns scaled copies, and the compiler plans their buffers
-                ctx.save_for_backward(*inputs, *precomputed)
-            else:
-                # not saved tensors: the first backward hands them to autograd, which may keep them as
-                # .grad and zero or accumulate into them; nothing here reads them again
-                ctx.save_for_backward(*inputs)
-                ctx.precomputed = precomputed
-        assert result.loss is not None
-        return _reduce(result.loss, head, opts.reduction, out_dtype)
+        kind, out_dtype = make_kind(opts.logits_dtype, target, class_weight, opts.call, opts.num_classes, None)
+        kept = kept_rows(kind, opts)
+        mode, div = opts.call.reduction, divisor(normalizer, kind.acc)
+        if div is None and mode == "mean":
+            div = kind.mean_divisor()
+        if div is not None:
+            mode = "mean"
+        wanted = Wanted(*ctx.needs_input_grad[:5])
+        coef = None
+        if mode != "none" and opts.call.gradient_expected:
+            coef = upstream(torch.ones((), dtype=kind.acc, device=h.device), mode, div, ())
+        result = fused_pass(Projection(h, w, b), kind, opts, kept, coef=coef, wanted=wanted)
+        stats = result.stats
+        assert stats is not None
+        precomputed = _as_inputs(result, (h, w, b, target, class_weight))
+        ctx.mode, ctx.opts = mode, opts
+        ctx.save_for_backward(
+            h, w, b, target, class_weight, kept, div, *_engine.for_backward(stats), *(precomputed if coef is not None else ())
+        )
+        return reduce(kind.loss(stats), mode, div).to(out_dtype)
 
     @staticmethod
     @first_order
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         opts: FusedOptions = ctx.opts
-        h, w, b, target, class_weight, kept, row_max, log_sum, *traced = ctx.saved_tensors
-        if traced:
-            return (*(_scaled(p, grad_output) for p in traced), None)
-        if ctx.precomputed is not None:
-            # the gradients are linear in the upstream gradient: scale them in place, once
-            precomputed, ctx.precomputed = ctx.precomputed, None
-            return (*(p.mul_(grad_output) if p is not None else None for p in precomputed), None)
+        h, w, b, target, class_weight, kept, div, *fields = ctx.saved_tensors
+        handed = hand_over(ctx, fields[3:], grad_output) if len(fields) > 3 else None
+        if handed is not None:
+            return (*handed, None, None)
         # 'none', or a second backward through a retained graph: run the pass again from the inputs
-        head, _ = make_head(opts.logits_dtype, target, class_weight, opts)
-        g = grad_output.to(head.acc)
-        if opts.reduction == "none":
-            g = g.reshape(row_max.shape)
-        elif opts.reduction == "mean":
-            g = g / head.divisor()
+        kind, _ = make_kind(opts.logits_dtype, target, class_weight, opts.call, opts.num_classes, None)
+        stats = _engine.from_saved(*fields[:3])
+        coef = upstream(grad_output.to(kind.acc), ctx.mode, div, tuple(stats.shift.shape))
         wanted = Wanted(*ctx.needs_input_grad[:5])
-        stats = RowStats(row_max, log_sum, None)
-        result = fused_pass(
-            Projection(h, w, b, opts.onednn),
-            head,
-            opts,
-            kept,
-            want_loss=False,
-            wanted=wanted,
-            coef=head.coefficients(g),
-            stats=stats,
-        )
-        return (
-            result.input,
-            _as(result.weight, w),
-            _as(result.bias, b),
-            result.extra.target,
-            _as(result.extra.class_weight, class_weight),
-            None,
-        )
+        r = fused_pass(Projection(h, w, b), kind, opts, kept, stats=stats, coef=coef, wanted=wanted)
+        return (*_as_inputs(r, (h, w, b, target, class_weight)), None, None)
+
+
+def _as_inputs(result: PassResult, inputs: tuple[torch.Tensor | None, ...]) -> list[torch.Tensor | None]:
+    """The pass's gradients in the dtypes of the inputs they belong to."""
+    grads = (result.input, result.weight, result.bias, result.target, result.class_weight)
+    return [g.to(t.dtype) if g is not None and t is not None else g for g, t in zip(grads, inputs, strict=True)]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from crossent.ops.cross_entropy import CrossEntropyCall
+
 MIN_WORKSPACE_BYTES = 16 << 20
 MAX_WORKSPACE_BYTES = 256 << 20
 
@@ -33,15 +35,12 @@ def default_workspace_bytes(weight_grad_bytes: int) -> int:
 class FusedOptions:
     """Everything about a call that is not a tensor."""
 
-    reduction: str  # 'none' | 'mean' | 'sum', already resolved
-    ignore_index: int
-    label_smoothing: float  # already clipped to [0, 1]
+    call: CrossEntropyCall  # the cross-entropy the call stands for
     num_classes: int  # C; the logits of a row are C * positions values
     chunk_rows: int
     grad_dtype: torch.dtype  # dtype the weight and bias gradients accumulate in
     logits_dtype: torch.dtype  # dtype the loss takes the logits in (and returns, for class indices)
     drop_ignored: bool  # select the rows with a kept target before any matmul (eager mode only)
-    onednn: bool  # float32 CPU: logits and input-gradient matmuls through oneDNN
 
 
 def workspace_row_bytes(classes: int, logits_dtype: torch.dtype, grad_dtype: torch.dtype | None) -> int:

@@ -9,11 +9,12 @@ import torch
 from crossent import _checks, _dispatch
 from crossent._reduction import resolve as resolve_reduction
 from crossent._seam import public_op
+from crossent.distributed.normalization import check_normalizer
 from crossent.fused import _checks as _fused_checks
-from crossent.fused._chunks import onednn_available
-from crossent.fused._function import LinearCrossEntropyFunction, loss_only
+from crossent.fused._function import LinearCrossEntropyFunction
 from crossent.fused._options import FusedOptions, chunk_rows, default_workspace_bytes, workspace_row_bytes
 from crossent.ops._layout import accumulation_dtype
+from crossent.ops.cross_entropy import CrossEntropyCall
 
 if TYPE_CHECKING:
     from torch.nn import LinearCrossEntropyOptions
@@ -139,26 +140,6 @@ def linear_cross_entropy(
             reduce_input_grad=reduce_input_grad,
             chunk_size=chunk_size,
         )
-    if normalizer is not None:
-        from crossent.distributed.normalization import check_normalizer, normalized_sum
-
-        check_normalizer(normalizer, resolve_reduction(reduction), "linear_cross_entropy")
-        total = linear_cross_entropy(
-            input,
-            linear_weight,
-            target,
-            linear_bias=linear_bias,
-            weight=weight,
-            reduction="sum",  # keeps the fused path's gradients-in-the-forward
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-            options=options,
-            chunk_size=chunk_size,
-            workspace_bytes=workspace_bytes,
-            impl=impl,
-            _logits_dtype=_logits_dtype,
-        )
-        return normalized_sum(total, normalizer)
     _checks.check_tensor(input, "linear_cross_entropy", "input", 1)
     _checks.check_tensor(linear_weight, "linear_cross_entropy", "linear_weight", 2)
     _checks.check_tensor(target, "linear_cross_entropy", "target", 3)
@@ -167,6 +148,7 @@ def linear_cross_entropy(
     shapes = _fused_checks.linear_shapes(input, linear_weight, target, linear_bias, ignore_index)
     _fused_checks.linear_dtypes(input, linear_weight, linear_bias)
     reduction = resolve_reduction(reduction)
+    check_normalizer(normalizer, reduction, "linear_cross_entropy")
 
     n, c, s = shapes.rows, shapes.num_classes, shapes.positions
     if input.dim() > 2:  # crossent's extension: the call stands for logits (N, C)
@@ -196,26 +178,21 @@ def linear_cross_entropy(
         workspace_bytes,
         default_workspace_bytes(linear_weight.numel() * grad_dtype.itemsize),
     )
+    call = CrossEntropyCall(reduction, ignore, eps, shapes.probabilities, gradient_expected=needs_grad)  # type: ignore[arg-type]
     opts = FusedOptions(
-        reduction=reduction,
-        ignore_index=ignore,
-        label_smoothing=eps,
+        call=call,
         num_classes=c,
         chunk_rows=rows,
         grad_dtype=grad_dtype,
         logits_dtype=logits_dtype,
         # without classes every row is ignored, yet smoothing makes each loss nan: keep them
         drop_ignored=not shapes.probabilities and c > 0 and not torch.compiler.is_compiling(),
-        onednn=onednn_available(input.device, input.dtype),
     )
     h = input.reshape(n, shapes.in_features)
     w = linear_weight.reshape(c * s, shapes.in_features)
     b = linear_bias.reshape(c * s) if linear_bias is not None else None
     t = target.reshape(n, c, s) if shapes.probabilities else target.reshape(n, s)
-    if needs_grad:
-        out = LinearCrossEntropyFunction.apply(h, w, b, t, weight, opts)
-    else:
-        out = loss_only(h, w, b, t, weight, opts)
+    out = LinearCrossEntropyFunction.apply(h, w, b, t, weight, normalizer, opts)
     if reduction == "none":
         return out.reshape(() if input.dim() == 1 else (*shapes.batch, *shapes.out_features))
     return out

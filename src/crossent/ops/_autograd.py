@@ -1,9 +1,9 @@
-"""Backward passes here are first-order: hand-written, fast, and not themselves differentiable."""
+"""What every autograd Function here shares: first-order backward passes, and the gradient hand-over."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -31,3 +31,30 @@ def first_order(backward: Backward) -> Backward:
         return inner(ctx, *grad_outputs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def hand_over(
+    ctx: Any, precomputed: Sequence[torch.Tensor | None], factor: torch.Tensor
+) -> list[torch.Tensor | None] | None:
+    """Gradients formed in the forward for an upstream gradient of 1, times ``factor``; at most once.
+
+    Gradients are linear in the upstream gradient, so a forward that formed them (from the same
+    exponentials as the loss) leaves the backward only a rescale. The forward saves them with
+    ``save_for_backward`` like any other tensor, so ``saved_tensors_hooks`` (``save_on_cpu``) see
+    them. The first backward scales them in place and hands them to autograd, which may keep them as
+    ``.grad``; that write goes through an alias with its own version counter, so the saved tensors
+    still unpack. Later backwards through a retained graph get None and recompute from the saved
+    inputs. Traced by ``torch.compile``, it returns scaled copies and the compiler plans the buffers.
+    """
+    if all(p is None for p in precomputed) or getattr(ctx, "handed_over", False):
+        return None
+    ctx.handed_over = True
+    if torch.compiler.is_compiling():
+        return [None if p is None else p * factor for p in precomputed]
+    return [None if p is None else _alias(p).mul_(factor) for p in precomputed]
+
+
+def _alias(t: torch.Tensor) -> torch.Tensor:
+    """``t``'s storage and layout under a tensor with its own version counter."""
+    alias = torch.empty(0, dtype=t.dtype, device=t.device)
+    return alias.set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())

@@ -11,9 +11,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from crossent.ops import _memory
+
 from crossent.ops._layout import row_blocks
-from crossent.ops._parallel import for_each_block
 
 Operand = torch.Tensor | None
 
@@ -43,14 +42,15 @@ def reduce_blocks(
     shape1 = torch.atleast_1d(torch.empty(shape, device="meta")).shape
     device = next(o.device for o in operands if o is not None)
     if reduction == "none":
-        out = _memory.empty(shape1, out_dtype, device)
+        out = torch.empty(shape1, dtype=out_dtype, device=device)
 
         def write(rows: slice) -> None:
             out[rows] = per_element(*_block(expanded, rows))
 
-        for_each_block(list(row_blocks(shape1)), write, device)
+        for rows in row_blocks(shape1, device):
+            write(rows)
         return out.reshape(shape)
-    partials = for_each_block(list(row_blocks(shape1)), lambda rows: per_element(*_block(expanded, rows)).sum(), device)
+    partials = [per_element(*_block(expanded, rows)).sum() for rows in row_blocks(shape1, device)]
     # block sums added in block order: the same result on any number of threads
     total = torch.zeros((), dtype=acc, device=device)
     for partial in partials:
@@ -73,14 +73,15 @@ def grad_blocks(
     expanded = _expanded(shape, operands)
     shape1 = torch.atleast_1d(torch.empty(shape, device="meta")).shape
     device = next(o.device for o in operands if o is not None)
-    outs = [_memory.empty(shape1, w[1], device) if w is not None else None for w in wanted]
+    outs = [torch.empty(shape1, dtype=w[1], device=device) if w is not None else None for w in wanted]
 
     def write(rows: slice) -> None:
         for out, grad in zip(outs, per_element(*_block(expanded, rows)), strict=True):
             if out is not None and grad is not None:
                 out[rows] = grad
 
-    for_each_block(list(row_blocks(shape1)), write, device)
+    for rows in row_blocks(shape1, device):
+        write(rows)
     return [
         out.reshape(shape).sum_to_size(w[0]) if out is not None and w is not None else None
         for out, w in zip(outs, wanted, strict=True)

@@ -1,24 +1,71 @@
-"""Class-dimension layout and cache-sized blocks for the row kernels.
+"""Class-dimension layout, dtypes, and cache-sized blocks for the row kernels.
 
 Every class-dim input is viewed as ``(N, C, S)``: batch, classes, and the flattened spatial
 positions ``d1 * ... * dK`` (``S = 1`` for ``(N, C)``; an unbatched ``(C,)`` is ``(1, C, 1)``).
 For contiguous inputs this is a view, so gradients and in-place writes land in the caller's layout.
-Kernels then walk the tensor in blocks ``x3[n0:n1, :, s0:s1]`` of about ``BLOCK_ELEMENTS`` values,
-small enough for the working set (block, its exponentials, the gradient) to stay in L2.
+Kernels then walk the tensor in blocks ``x3[n0:n1, :, s0:s1]`` of about ``block_elements(device)``
+values.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
-# 4 MiB of float32 per block (one worker thread each): measured fastest on a 2-core machine, few enough
-# blocks that per-op dispatch overhead stays under ~5% for (4096, 32768) logits.
-BLOCK_ELEMENTS = 1 << 20
-
 Block = tuple[slice, slice]
+
+# a block's working set: its values in float32, their exponentials, and the gradient written from them
+_WORKING_SET_BYTES_PER_ELEMENT = 12
+_DEFAULT_CACHE_BYTES = 2 << 20
+# on accelerators nothing is reused between ops from a cache: blocks only bound the temporaries
+_ACCELERATOR_BLOCK = 1 << 26
+
+
+def _cpu_count(cpu_list: str) -> int:
+    """The number of CPUs in a sysfs list such as ``0-3,8``."""
+    count = 0
+    for part in cpu_list.strip().split(","):
+        low, _, high = part.partition("-")
+        count += int(high or low) - int(low) + 1
+    return count
+
+
+def cache_bytes_per_core(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
+    """The cache one core can count on, as the CPU reports it: the larger of its own L2 and its share of L3.
+
+    Read from Linux's sysfs; ``_DEFAULT_CACHE_BYTES`` where that is unavailable.
+    """
+    best = 0
+    for index in root.glob("index*"):
+        try:
+            level = int((index / "level").read_text())
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+            sharing = _cpu_count((index / "shared_cpu_list").read_text())
+        except (OSError, ValueError):
+            continue
+        if level < 2 or kind == "Instruction":
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+        best = max(best, int(size.rstrip("KMG")) * scale // max(sharing, 1))
+    return best or _DEFAULT_CACHE_BYTES
+
+
+# a fixed block size instead, for tests that walk many small blocks
+BLOCK_ELEMENTS: int | None = None
+
+
+_CPU_BLOCK = min(max(cache_bytes_per_core() // _WORKING_SET_BYTES_PER_ELEMENT, 1 << 16), 1 << 22)
+
+
+def block_elements(device: torch.device) -> int:
+    """Values per block: on CPUs, a block's working set fits the cache of one core."""
+    if BLOCK_ELEMENTS is not None:
+        return BLOCK_ELEMENTS
+    return _CPU_BLOCK if device.type == "cpu" else _ACCELERATOR_BLOCK
 
 
 def class_dim(x: torch.Tensor) -> int:
@@ -32,9 +79,9 @@ def as_ncs(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
 
 
-def blocks(n: int, c: int, s: int) -> Iterator[Block]:
-    """Row-major blocks over ``(N, S)`` covering about ``BLOCK_ELEMENTS`` values of ``(N, C, S)`` each."""
-    positions = max(BLOCK_ELEMENTS // max(c, 1), 1)
+def blocks(n: int, c: int, s: int, device: torch.device) -> Iterator[Block]:
+    """Row-major blocks over ``(N, S)`` covering about ``block_elements`` values of ``(N, C, S)`` each."""
+    positions = max(block_elements(device) // max(c, 1), 1)
     if s >= positions:
         for n0 in range(n):
             for s0 in range(0, s, positions):
@@ -45,15 +92,22 @@ def blocks(n: int, c: int, s: int) -> Iterator[Block]:
             yield slice(n0, min(n0 + rows, n)), slice(0, s)
 
 
+def row_blocks(shape: torch.Size, device: torch.device) -> Iterator[slice]:
+    """Slices along dim 0 of a tensor of ``shape`` (at least 1-d) covering about ``block_elements`` each."""
+    rows = shape[0]
+    step = max(block_elements(device) // max(math.prod(shape[1:]), 1), 1)
+    for r0 in range(0, rows, step):
+        yield slice(r0, min(r0 + step, rows))
+
+
 def accumulation_dtype(*dtypes: torch.dtype) -> torch.dtype:
     """float64 when any input is float64, else float32: half precisions accumulate in float32."""
     return torch.float64 if torch.float64 in dtypes else torch.float32
 
 
-def row_blocks(shape: torch.Size) -> Iterator[slice]:
-    """Slices along dim 0 of a tensor of ``shape`` (at least 1-d) covering about ``BLOCK_ELEMENTS`` each."""
-    rows = shape[0]
-    per_row = max(math.prod(shape[1:]), 1)
-    step = max(BLOCK_ELEMENTS // per_row, 1)
-    for r0 in range(0, rows, step):
-        yield slice(r0, min(r0 + step, rows))
+def result_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The dtype of a loss computed from tensors of ``dtypes``: torch's type promotion of all of them."""
+    out = dtypes[0]
+    for dt in dtypes[1:]:
+        out = torch.promote_types(out, dt)
+    return out

@@ -1,402 +1,198 @@
-"""Cross-entropy on logits: blocked forward and backward that never hold a logits-sized temporary.
+"""Cross-entropy on logits: the engine (``crossent._engine``) driven over cache-sized blocks of the logits.
 
-Forward walks ``(N, C, S)`` logits in cache-sized blocks and keeps the float32 (float64 for float64
-inputs) log-sum-exp per position, as its two parts ``max`` and ``log_sum`` (see ``RowStats``). When a
-gradient is expected, the forward also writes it (for an upstream gradient of 1) from the block's own
-exponentials, and the backward only rescales it. Otherwise (``inplace_backward=True``, while
-``torch.compile`` traces) the backward recomputes ``softmax = exp(x - max) / exp(log_sum)`` block by
-block and writes the gradient once, into a fresh buffer or into the logits' own storage.
+The forward reads each block once: its statistics, and (when a gradient is expected and nothing
+else needs one) the gradient for an upstream gradient of 1, formed from the block's own
+exponentials while they are in cache. The backward then only rescales that gradient
+(``_autograd.hand_over``). Otherwise (``inplace_backward=True``, vocab shards, probability targets
+whose target or weight needs a gradient, a retained graph's second backward) the backward
+recomputes ``exp(x - k)`` block by block from the saved statistics and writes the gradient once,
+into a fresh buffer or into the logits' own storage.
+
+Across vocab shards (``shard``), the same driver combines the statistics with two collectives
+between the forward's block walk and the loss; the backward is local.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, NamedTuple, cast
+from typing import Any
 
 import torch
 
-from crossent._reduction import reduce
-from crossent.ops import _memory
-from crossent.ops._autograd import first_order
-from crossent.ops._layout import Block, accumulation_dtype, as_ncs, blocks, class_dim
-from crossent.ops._parallel import for_each_block
+from crossent import _engine
+from crossent._engine import Kind
+from crossent._reduction import Reduction, divisor, reduce, upstream
+from crossent.ops._autograd import first_order, hand_over
+from crossent.ops._layout import accumulation_dtype, as_ncs, blocks, result_dtype
 
 
 @dataclass(frozen=True)
-class CrossEntropyOptions:
-    reduction: str = "mean"  # 'none' | 'mean' | 'sum', already resolved
+class CrossEntropyCall:
+    """A validated cross-entropy call, apart from its tensors."""
+
+    reduction: Reduction
     ignore_index: int = -100
-    label_smoothing: float = 0.0  # already clipped to [0, 1]
+    label_smoothing: float = 0.0  # clipped to [0, 1]
+    probability: bool = False  # class-probability targets of the logits' shape
     inplace_backward: bool = False
-    # a gradient will be asked for (grad mode on at the call, input requires grad): the forward forms it
-    gradient_expected: bool = False
-
-
-class RowStats(NamedTuple):
-    """Per-position log-sum-exp kept as ``max + log_sum`` (``log_sum = log sum_c exp(x_c - max)``).
-
-    Keeping the two parts apart makes ``x - max`` exact (Sterbenz) and leaves only the small ``log_sum``
-    rounded: a single ``lse = max + log_sum`` would carry an error of ``ulp(max)`` into every log-prob,
-    e.g. 6e-5 for float32 logits near 1000, against torch's ``(x - max) - log_sum``.
-    """
-
-    max: torch.Tensor  # (N, S)
-    log_sum: torch.Tensor  # (N, S)
-    smooth: torch.Tensor | None  # (N, S): sum_c w_c (lse - x_c), when label smoothing is on
+    gradient_expected: bool = False  # grad mode on and the logits require grad: the forward forms it
 
 
 @dataclass(frozen=True)
-class GradientSpec:
-    """``d loss / d logits = p_scale * softmax(x) - target_scale * onehot(y) - smooth_scale * w``.
+class Shard:
+    """Where a vocab shard sits: its group, its first class id and the global class count (0-dim tensors)."""
 
-    Scales are per position ``(N, S)``; the gradient is written into ``out3`` (which may alias the
-    logits for an in-place backward).
-    """
-
-    out3: torch.Tensor
-    target: torch.Tensor
-    p_scale: torch.Tensor
-    target_scale: torch.Tensor
-    smooth_scale: torch.Tensor | None
-    weight: torch.Tensor | None
+    group: Any
+    offset: torch.Tensor
+    num_classes: torch.Tensor
 
 
-def _finish_grad_block(
-    gb: torch.Tensor, block: Block, spec: GradientSpec, exp_scale: torch.Tensor, in_place: bool
-) -> None:
-    """Turn ``gb = exp(x - max)`` into the gradient block; copy it into ``spec.out3`` unless it is already there."""
-    bn, bs = block
-    gb.mul_(exp_scale.unsqueeze(1))
-    gb.scatter_add_(1, spec.target[bn, bs].unsqueeze(1), spec.target_scale[bn, bs].neg().unsqueeze(1))
-    if spec.smooth_scale is not None:
-        if spec.weight is None:
-            gb.sub_(spec.smooth_scale[bn, bs].unsqueeze(1))
-        else:
-            gb.addcmul_(spec.smooth_scale[bn, bs].unsqueeze(1), spec.weight.view(1, -1, 1), value=-1)
-    if not in_place:
-        spec.out3[bn, :, bs] = gb
+def make_kind(
+    x_dtype: torch.dtype,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    call: CrossEntropyCall,
+    classes: int,
+    shard: Shard | None,
+) -> tuple[Kind, torch.dtype]:
+    """The engine's view of the targets (``(N, S)`` ids or ``(N, C, S)`` probabilities) and the output dtype."""
+    num_classes = shard.num_classes if shard is not None else None
+    if call.probability:
+        dtypes = (x_dtype, target.dtype, *((weight.dtype,) if weight is not None else ()))
+        kind = _engine.Probability.build(target, weight, call.label_smoothing, accumulation_dtype(*dtypes), num_classes)
+        return kind, result_dtype(*dtypes)
+    offset = shard.offset if shard is not None else None
+    acc = accumulation_dtype(x_dtype)
+    kind = _engine.ClassIndex.build(
+        target, weight, call.ignore_index, call.label_smoothing, classes, acc, offset, num_classes
+    )
+    return kind, x_dtype
 
 
-def row_stats(
-    x3: torch.Tensor,
-    acc: torch.dtype,
-    smoothing_weight: torch.Tensor | None = None,
-    smoothing: bool = False,
-    grad: GradientSpec | None = None,
-) -> RowStats:
-    """Max and log-sum-exp of each position of ``(N, C, S)`` logits, block by block.
-
-    With ``smoothing``, also ``sum_c w_c (lse - x_c) = log_sum * sum(w) - sum_c w_c (x_c - max)``, where
-    every term of the last sum has one sign (``x_c - max <= 0``): no cancellation, even for C = 256k.
-    With ``grad``, the gradient is formed from the same block's exponentials while they are in cache,
-    saving the backward's second ``exp`` pass.
-    """
-    n, c, s = x3.shape
-    if c == 0:  # log of an empty sum; no smoothing term without classes
-        zeros = torch.zeros(n, s, dtype=acc, device=x3.device)
-        return RowStats(zeros, torch.full_like(zeros, -math.inf), zeros if smoothing else None)
-    row_max = torch.empty(n, s, dtype=acc, device=x3.device)
-    log_sum = torch.empty(n, s, dtype=acc, device=x3.device)
-    smooth = torch.empty(n, s, dtype=acc, device=x3.device) if smoothing else None
-    sum_w = smoothing_weight.sum() if smoothing_weight is not None else c
-    grad_in_place = grad is not None and grad.out3.dtype == acc
-
-    def stats_of(block: Block) -> None:
-        bn, bs = block
-        xb = x3[bn, :, bs].to(acc)
-        m = xb.amax(1, keepdim=True)
-        shifted = torch.sub(xb, m, out=grad.out3[bn, :, bs]) if grad is not None and grad_in_place else xb - m
-        if smooth is not None:
-            if smoothing_weight is None:
-                weighted = shifted.sum(1)
-            else:
-                weighted = torch.einsum("bcs,c->bs", shifted, smoothing_weight)
-        sum_exp = shifted.exp_().sum(1)
-        block_log_sum = sum_exp.log()
-        row_max[bn, bs] = m.squeeze(1)
-        log_sum[bn, bs] = block_log_sum
-        if smooth is not None:
-            smooth[bn, bs] = block_log_sum * sum_w - weighted
-        if grad is not None:
-            _finish_grad_block(shifted, block, grad, grad.p_scale[bn, bs] / sum_exp, grad_in_place)
-
-    for_each_block(list(blocks(n, c, s)), stats_of, x3.device)
-    return RowStats(row_max, log_sum, smooth)
+def _weight_sum(kind: Kind) -> torch.Tensor | float | None:
+    return kind.weight_sum if isinstance(kind, _engine.ClassIndex) else None
 
 
-def class_index_grad(x3: torch.Tensor, stats: RowStats, grad: GradientSpec) -> None:
-    """Write the gradient ``grad`` describes into ``grad.out3``, recomputing ``exp(x - max)`` block by block."""
-    n, c, s = x3.shape
-    acc = stats.max.dtype
-    # softmax = exp(x - max) / exp(log_sum): fold the division into the per-position scale
-    exp_scale = grad.p_scale * stats.log_sum.neg().exp()
-    direct = grad.out3.dtype == acc
-
-    def grad_of(block: Block) -> None:
-        bn, bs = block
-        xb = x3[bn, :, bs].to(acc)
-        gb = grad.out3[bn, :, bs] if direct else torch.empty_like(xb)
-        torch.sub(xb, stats.max[bn, bs].unsqueeze(1), out=gb).exp_()
-        _finish_grad_block(gb, block, grad, exp_scale[bn, bs], direct)
-
-    for_each_block(list(blocks(n, c, s)), grad_of, x3.device)
+def _output_shape(x: torch.Tensor) -> tuple[int, ...]:
+    return () if x.dim() == 1 else (x.shape[0], *x.shape[2:])
 
 
-def _grad_buffer(x: torch.Tensor, inplace: bool) -> torch.Tensor:
-    """The tensor the gradient is written into: the logits themselves when asked and possible."""
-    if inplace and x.is_contiguous():
-        return x
-    return _memory.empty(x.shape, x.dtype, x.device)
+def _targets(x3: torch.Tensor, target: torch.Tensor, call: CrossEntropyCall) -> torch.Tensor:
+    n, _, s = x3.shape
+    return as_ncs(target) if call.probability else target.reshape(n, s)
 
 
-class ClassIndexCrossEntropy(torch.autograd.Function):
-    """``l_n = m_n [(1 - eps) w_{y_n} (lse_n - x_{n,y_n}) + (eps / C) sum_c w_c (lse_n - x_{n,c})]``."""
+class CrossEntropyFunction(torch.autograd.Function):
+    """``loss = reduce(l)`` of the logits ``x``, for class indices or probabilities (see ``_engine``)."""
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, opts: CrossEntropyOptions
+        ctx: Any,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None,
+        normalizer: torch.Tensor | float | None,
+        call: CrossEntropyCall,
+        shard: Shard | None,
     ) -> torch.Tensor:
         x3 = as_ncs(x)
         n, c, s = x3.shape
-        acc = accumulation_dtype(x.dtype)
-        eps = opts.label_smoothing
-        t = target.reshape(n, s).long()
-        keep = t != opts.ignore_index
-        t_safe = torch.where(keep, t, 0)
-        w = weight.to(acc) if weight is not None else None
-        w_target = w[t_safe] if w is not None and c > 0 else torch.ones((), dtype=acc, device=x.device)
-        total_weight = torch.where(keep, w_target, 0).sum()
-        # with a gradient to come, form it now from the forward's own exponentials (for upstream
-        # gradient 1; the backward rescales it): one exp pass instead of two, and no second read of x
-        precompute = opts.gradient_expected and not opts.inplace_backward and c > 0
-        precompute = precompute and not torch.compiler.is_compiling()
-        grad = _memory.empty(x.shape, x.dtype, x.device) if precompute else None
-        spec = _unit_gradient_spec(grad, t_safe, keep, w, total_weight, opts, c) if grad is not None else None
+        kind, out_dtype = make_kind(x.dtype, _targets(x3, target, call), weight, call, c, shard)
+        acc = kind.acc
+        precompute = call.gradient_expected and not call.inplace_backward and shard is None and c > 0
+        precompute = precompute and not any(ctx.needs_input_grad[1:3])
+        grad = torch.empty(x.shape, dtype=x.dtype, device=x.device) if precompute else None
+        mode, div = call.reduction, divisor(normalizer, acc)
+        if div is None and mode == "mean" and shard is None:
+            div = kind.mean_divisor()  # known before the walk: a local call has every target weight
+        if div is not None:
+            mode = "mean"
+        # the gradient for an upstream gradient of 1 (per position for 'none')
+        coef = upstream(torch.ones((), dtype=acc, device=x.device), "sum" if mode == "none" else mode, div, (n, s))
 
-        stats = row_stats(x3, acc, w, smoothing=eps > 0, grad=spec)
-        per_position = class_index_loss(x3, stats, t_safe, keep, w_target, eps)
-
-        ctx.opts = opts
-        ctx.precomputed, ctx.precomputed_grad = precompute, grad
-        ctx.overwrote_logits = False
-        ctx.save_for_backward(t_safe, keep, stats.max, stats.log_sum, w, total_weight, *(() if precompute else (x,)))
-        if precompute:
-            # the first backward needs only the gradient; only a retained graph's second backward reads
-            # the logits again. Held unsaved with their version, so that (as with torch, which keeps
-            # the log-probabilities) editing the logits in place after the forward breaks nothing else
-            ctx.logits, ctx.logits_version = x, x._version
-        loss = reduce(per_position, opts.reduction, total_weight)
-        if opts.reduction == "none":
-            loss = loss.reshape(() if x.dim() == 1 else target.shape)
-        return loss.to(x.dtype)
-
-    @staticmethod
-    @first_order
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
-        # d/dx_c l_n = m_n G_n [(1-eps) w_y (p_c - [c=y]) + (eps/C)(p_c sum_k w_k - w_c)],  p = softmax(x)
-        if ctx.overwrote_logits:
-            raise RuntimeError(
-                "cross_entropy(inplace_backward=True) overwrote the logits with their gradient; "
-                "backward through this graph a second time needs inplace_backward=False"
-            )
-        t_safe, keep, row_max, log_sum, w, total_weight, *saved_logits = ctx.saved_tensors
-        opts: CrossEntropyOptions = ctx.opts
-        if ctx.precomputed:
-            grad = ctx.precomputed_grad
-            ctx.precomputed_grad = None
-            if grad is None:
-                # a retained graph's second backward: autograd already owns the first buffer, so
-                # redo the forward's unit gradient exactly (same kernel, same bits) in a new one
-                x = ctx.logits
-                if x._version != ctx.logits_version:
-                    raise RuntimeError(
-                        "cross_entropy: the logits were modified in place after the forward; a second backward "
-                        "through the retained graph recomputes the gradient from them and needs them unchanged"
-                    )
-                x3 = as_ncs(x)
-                grad = _memory.empty(x.shape, x.dtype, x.device)
-                spec = _unit_gradient_spec(grad, t_safe, keep, w, total_weight, opts, x3.shape[1])
-                row_stats(x3, row_max.dtype, w, grad=spec)
-            # the gradient is linear in the upstream gradient
-            g = grad_output.to(grad.dtype)
-            return grad.mul_(g.unsqueeze(class_dim(grad)) if opts.reduction == "none" else g), None, None, None
-        (x,) = saved_logits
-        x3 = as_ncs(x)
-        n, c, s = x3.shape
-        g = grad_output.to(row_max.dtype)
-        if opts.reduction == "none":
-            g = g.reshape(n, s)
-        elif opts.reduction == "mean":
-            g = g / total_weight
-        grad = _grad_buffer(x, opts.inplace_backward)
-        ctx.overwrote_logits = grad is x
-        if c > 0:
-            spec = gradient_spec(as_ncs(grad), t_safe, torch.where(keep, g, 0), w, opts.label_smoothing, c)
-            class_index_grad(x3, RowStats(row_max, log_sum, None), spec)
-        return grad, None, None, None
-
-
-def _unit_gradient_spec(
-    grad: torch.Tensor,
-    t_safe: torch.Tensor,
-    keep: torch.Tensor,
-    w: torch.Tensor | None,
-    total_weight: torch.Tensor,
-    opts: CrossEntropyOptions,
-    c: int,
-) -> GradientSpec:
-    """The gradient for an upstream gradient of 1, to be written into ``grad``."""
-    unit = torch.ones((), dtype=total_weight.dtype, device=grad.device)
-    g = unit / total_weight if opts.reduction == "mean" else unit
-    return gradient_spec(as_ncs(grad), t_safe, torch.where(keep, g, 0), w, opts.label_smoothing, c)
-
-
-def class_index_loss(
-    x3: torch.Tensor,
-    stats: RowStats,
-    t_safe: torch.Tensor,
-    keep: torch.Tensor,
-    w_target: torch.Tensor | None,
-    eps: float,
-) -> torch.Tensor:
-    """Per-position ``m_n [(1 - eps) w_y (lse - x_y) + (eps / C) sum_c w_c (lse - x_c)]`` from ``stats``."""
-    c = x3.shape[1]
-    x_target = x3.gather(1, t_safe.unsqueeze(1)).squeeze(1).to(stats.max.dtype) if c > 0 else stats.max
-    # lse - x_y = (max - x_y) + log_sum, the order that keeps huge logits exact
-    nll = (stats.max - x_target).add_(stats.log_sum)
-    # where, not multiply: an ignored row of NaN logits still contributes exactly 0
-    loss = torch.where(keep, nll if w_target is None else nll * w_target, 0)
-    if stats.smooth is not None:
-        # eps / C is NaN without classes, as torch's 0/0 there
-        loss = (1 - eps) * loss + (eps / c if c else math.nan) * torch.where(keep, stats.smooth, 0)
-    return loss
-
-
-def gradient_spec(
-    out3: torch.Tensor,
-    t_safe: torch.Tensor,
-    coef: torch.Tensor,
-    w: torch.Tensor | None,
-    eps: float,
-    c: int,
-) -> GradientSpec:
-    """The per-position scales of ``d l / d x`` for ``coef``, the upstream gradient already zeroed at
-    ignored positions (per position or scalar)."""
-    w_target = w[t_safe] if w is not None else 1.0
-    target_scale = coef * ((1 - eps) * w_target)
-    smooth_scale = coef * (eps / c) if eps > 0 else None
-    p_scale = target_scale
-    if smooth_scale is not None:
-        p_scale = target_scale + smooth_scale * (w.sum() if w is not None else c)
-    return GradientSpec(out3, t_safe, p_scale, target_scale, smooth_scale, w)
-
-
-class ProbabilityCrossEntropy(torch.autograd.Function):
-    """``l_n = -sum_c w_c q_{n,c} log_softmax(x)_{n,c}`` with ``q = (1 - eps) t + eps / C``."""
-
-    @staticmethod
-    def forward(
-        ctx: Any, x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, opts: CrossEntropyOptions
-    ) -> torch.Tensor:
-        x3, t3 = as_ncs(x), as_ncs(target)
-        n, c, s = x3.shape
-        dtypes = (x.dtype, target.dtype) + ((weight.dtype,) if weight is not None else ())
-        acc = accumulation_dtype(*dtypes)
-        out_dtype = x.dtype
-        for dt in dtypes[1:]:
-            out_dtype = torch.promote_types(out_dtype, dt)
-        w = weight.to(acc).view(1, c, 1) if weight is not None else None
-        eps = opts.label_smoothing
-
-        row_max = torch.empty(n, s, dtype=acc, device=x.device)
-        log_sum = torch.empty(n, s, dtype=acc, device=x.device)
-        # sum_c w_c q_c lp_c; its negation is the loss, so an empty sum is -0. as in torch
-        neg_loss = torch.zeros(n, s, dtype=acc, device=x.device)
-
-        def loss_of(block: Block) -> None:
+        parts = []
+        for block in blocks(n, c, s, x.device) if c > 0 else ():
             bn, bs = block
-            lp = x3[bn, :, bs].to(acc)
-            m = lp.amax(1, keepdim=True)
-            lp = lp - m
-            block_log_sum = lp.exp().sum(1, keepdim=True).log_()
-            row_max[bn, bs] = m.squeeze(1)
-            log_sum[bn, bs] = block_log_sum.squeeze(1)
-            lp.sub_(block_log_sum)
-            lp.mul_(_smoothed(t3[bn, :, bs].to(acc), eps, c))  # 0 * (-inf) = nan, as in torch
-            if w is not None:
-                lp.mul_(w)
-            neg_loss[bn, bs] = lp.sum(1)
+            xb = x3[bn, :, bs].to(acc)
+            out = None
+            if grad is not None and grad.dtype == acc:
+                out = as_ncs(grad)[bn, :, bs]
+            elif xb.dtype != x.dtype:
+                out = xb  # a fresh copy already
+            part, exps = kind.absorb(xb, block, out)
+            if grad is not None:
+                scales = kind.scales(part, coef, block)
+                block_grad = kind.grad_block(xb, block, part, scales, exps=exps)  # type: ignore[arg-type]
+                if block_grad.dtype != grad.dtype:
+                    as_ncs(grad)[bn, :, bs] = block_grad
+            parts.append((block, part))
+        stats = _engine.assemble(parts, n, s) if parts else kind.empty(n, s, x.device)
+        kind, stats = kind.combine(stats, shard.group if shard is not None else None)
+        if div is None and mode == "mean":
+            div = kind.mean_divisor(stats)  # the target weights of every shard
+        loss = reduce(kind.loss(stats), mode, div)
 
-        if c > 0:
-            for_each_block(list(blocks(n, c, s)), loss_of, x.device)
-        ctx.opts = opts
-        ctx.out_dtype = out_dtype
-        ctx.save_for_backward(x, target, weight, row_max, log_sum)
-        loss = reduce(neg_loss, opts.reduction, _positions(n, c, s)).neg()
-        if opts.reduction == "none":
-            loss = loss.reshape(() if x.dim() == 1 else (n, *x.shape[2:]))
+        ctx.call, ctx.shard, ctx.mode, ctx.overwrote_logits = call, shard, mode, False
+        ctx.scalars = [v if not isinstance(v, torch.Tensor) else None for v in (div, _weight_sum(kind))]
+        tensors = [v if isinstance(v, torch.Tensor) else None for v in (div, _weight_sum(kind))]
+        ctx.save_for_backward(x, target, weight, *_engine.for_backward(stats), *tensors, grad)
+        if mode == "none":
+            loss = loss.reshape(_output_shape(x) if call.probability else tuple(target.shape))
         return loss.to(out_dtype)
 
     @staticmethod
     @first_order
     def backward(
         ctx: Any, grad_output: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
-        # d/dx_c l = G (p_c sum_k w_k q_k - w_c q_c);  d/dt_c l = -(1-eps) w_c lp_c G;  d/dw_c l = -q_c lp_c G
-        x, target, weight, row_max, log_sum = ctx.saved_tensors
-        opts: CrossEntropyOptions = ctx.opts
-        x3, t3 = as_ncs(x), as_ncs(target)
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None, None, None]:
+        if ctx.overwrote_logits:
+            raise RuntimeError(
+                "cross_entropy(inplace_backward=True) overwrote the logits with their gradient; "
+                "backward through this graph a second time needs inplace_backward=False"
+            )
+        x, target, weight, *fields, saved_divisor, saved_weight_sum, precomputed = ctx.saved_tensors
+        call: CrossEntropyCall = ctx.call
+        x3 = as_ncs(x)
         n, c, s = x3.shape
-        acc = row_max.dtype
-        eps = opts.label_smoothing
-        g = grad_output.to(acc)
-        if opts.reduction == "none":
-            g = g.reshape(n, s)
-        elif opts.reduction == "mean":
-            g = g / _positions(n, c, s)
-        g = g.expand(n, s)
-        w = weight.to(acc).view(1, c, 1) if weight is not None else None
+        factor = grad_output.unsqueeze(1) if ctx.mode == "none" and x.dim() > 1 else grad_output
+        handed = hand_over(ctx, [precomputed], factor.to(x.dtype))
+        grad_x = handed[0] if handed is not None else None
         need_x, need_t, need_w = ctx.needs_input_grad[:3]
-        grad_x = _grad_buffer(x, opts.inplace_backward) if need_x else None
-        grad_t = _memory.empty(target.shape, target.dtype, target.device) if need_t else None
-        grad_x3 = as_ncs(grad_x) if grad_x is not None else None
-        grad_t3 = as_ncs(grad_t) if grad_t is not None else None
+        if grad_x is not None and not (need_t or need_w):
+            return grad_x, None, None, None, None, None
 
-        def grads_of(block: Block) -> torch.Tensor | None:
+        kind, _ = make_kind(x.dtype, _targets(x3, target, call), weight, call, c, ctx.shard)
+        stats = _engine.from_saved(*fields)
+        div, weight_sum = (t if t is not None else v for t, v in zip((saved_divisor, saved_weight_sum), ctx.scalars))
+        if isinstance(kind, _engine.ClassIndex):
+            kind = dataclasses.replace(kind, weight_sum=weight_sum)  # over every shard
+        coef = upstream(grad_output.to(kind.acc), ctx.mode, div, (n, s))
+        scales = kind.scales(stats, coef)
+        in_place = call.inplace_backward and x.is_contiguous()
+        if need_x and grad_x is None:
+            grad_x = x if in_place else torch.empty(x.shape, dtype=x.dtype, device=x.device)
+            ctx.overwrote_logits = in_place
+        else:
+            need_x = False
+        grad_t = torch.empty_like(target) if need_t else None
+        grad_w = torch.zeros(c, dtype=kind.acc, device=x.device) if need_w else None
+        for block in blocks(n, c, s, x.device) if c > 0 else ():
             bn, bs = block
-            gb = g[bn, bs].unsqueeze(1)
-            lp = (x3[bn, :, bs].to(acc) - row_max[bn, bs].unsqueeze(1)).sub_(log_sum[bn, bs].unsqueeze(1))
-            q = _smoothed(t3[bn, :, bs].to(acc), eps, c)
-            wq = q * w if w is not None else q
-            if grad_t3 is not None:
-                scale = -(1 - eps) * gb
-                grad_t3[bn, :, bs] = lp * (scale * w if w is not None else scale)
-            partial_grad_w = (q * lp * gb).sum((0, 2)).neg_() if need_w else None
-            if grad_x3 is not None:
-                p = lp.exp_()
-                grad_x3[bn, :, bs] = p.mul_(wq.sum(1, keepdim=True)).sub_(wq).mul_(gb)
-            return partial_grad_w
-
-        partials = for_each_block(list(blocks(n, c, s)), grads_of, x.device)
-        grad_w = None
-        if need_w:
-            # per-block partial sums added in block order: the same result on any number of threads
-            grad_w = torch.zeros(c, dtype=acc, device=x.device)
-            for partial in partials:
-                grad_w += cast(torch.Tensor, partial)
-        return (
-            grad_x,
-            grad_t,
-            grad_w.to(weight.dtype) if grad_w is not None else None,
-            None,
-        )
-
-
-def _positions(n: int, c: int, s: int) -> int:
-    """torch's probability-target 'mean' divisor ``numel / C``: 0 (so 0/0 = nan) when there are no classes."""
-    return n * s if c > 0 else 0
-
-
-def _smoothed(t: torch.Tensor, eps: float, c: int) -> torch.Tensor:
-    return t * (1 - eps) + eps / c if eps > 0 and c > 0 else t
+            xb = x3[bn, :, bs].to(kind.acc)
+            stats_b, scales_b = _engine.at(stats, block), _engine.at(scales, block)
+            if isinstance(kind, _engine.Probability) and (need_t or need_w):
+                gt, gw = kind.target_grads(xb, block, stats_b, scales_b, need_w)  # type: ignore[arg-type]
+                if grad_t is not None:
+                    as_ncs(grad_t)[bn, :, bs] = gt
+                if grad_w is not None and gw is not None:
+                    grad_w += gw  # block partial sums in block order: deterministic
+            if need_x and grad_x is not None:
+                direct = grad_x.dtype == kind.acc and grad_x.is_contiguous()
+                out = as_ncs(grad_x)[bn, :, bs] if direct else None
+                gb = kind.grad_block(xb, block, stats_b, scales_b, out)  # type: ignore[arg-type]
+                if not direct:
+                    as_ncs(grad_x)[bn, :, bs] = gb
+        if need_x and c == 0 and grad_x is not None:
+            grad_x.zero_()
+        return grad_x, grad_t, grad_w.to(weight.dtype) if grad_w is not None else None, None, None, None

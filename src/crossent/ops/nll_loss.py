@@ -1,31 +1,25 @@
-"""Negative log-likelihood on log-probabilities: a gather forward and a scatter backward."""
+"""Negative log-likelihood on log-probabilities: a gather forward and a scatter backward.
+
+The targets are read by the cross-entropy engine's ``ClassIndex`` (kept mask, in-range ids, the
+target weights and the ``'mean'`` divisor), so NLL and cross-entropy share one reading of them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from crossent._reduction import reduce
-from crossent.ops import _memory
+from crossent._engine import ClassIndex
+from crossent._reduction import Reduction, reduce, upstream
 from crossent.ops._autograd import first_order
-from crossent.ops._layout import accumulation_dtype, class_dim
+from crossent.ops._layout import accumulation_dtype, as_ncs
 
 
-@dataclass(frozen=True)
-class NLLOptions:
-    reduction: str = "mean"  # 'none' | 'mean' | 'sum', already resolved
-    ignore_index: int = -100
-
-
-def _targets(x: torch.Tensor, target: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Kept mask and in-range class ids; an unbatched ``(C,)`` input takes a ``()`` or ``(1,)`` target."""
-    t = target.long()
-    if x.dim() == 1:
-        t = t.reshape(())
-    keep = t != ignore_index
-    return keep, torch.where(keep, t, 0)
+def _kind(z: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int) -> ClassIndex:
+    z3 = as_ncs(z)
+    n, c, s = z3.shape
+    return ClassIndex.build(target.reshape(n, s), weight, ignore_index, 0.0, c, accumulation_dtype(z.dtype))
 
 
 class NLLLoss(torch.autograd.Function):
@@ -33,38 +27,30 @@ class NLLLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, z: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, opts: NLLOptions
+        ctx: Any, z: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, reduction: Reduction, ignore_index: int
     ) -> torch.Tensor:
-        cd = class_dim(z)
-        acc = accumulation_dtype(z.dtype)
-        keep, t_safe = _targets(z, target, opts.ignore_index)
-        has_classes = z.shape[cd] > 0
-        picked = (
-            z.gather(cd, t_safe.unsqueeze(cd)).squeeze(cd).to(acc)
-            if has_classes
-            else torch.zeros(t_safe.shape, dtype=acc, device=z.device)
-        )
-        w_target = weight.to(acc)[t_safe] if weight is not None else torch.ones((), dtype=acc, device=z.device)
+        kind = _kind(z, target, weight, ignore_index)
+        z3 = as_ncs(z)
+        picked = z3.gather(1, kind.local.unsqueeze(1)).squeeze(1).to(kind.acc) if z3.shape[1] > 0 else kind.local * 0
+        if kind.target_weight is not None:
+            picked = picked * kind.target_weight
         # where, not multiply: ignored positions are exactly 0 even when z is -inf or NaN there
-        per_position = torch.where(keep, -picked * w_target, 0)
-        total_weight = torch.where(keep, w_target, 0).sum()
-        ctx.opts = opts
-        ctx.shape = z.shape
-        ctx.save_for_backward(t_safe, keep, w_target, total_weight)
-        return reduce(per_position, opts.reduction, total_weight).to(z.dtype)
+        loss = reduce(torch.where(kind.keep, -picked, 0), reduction, kind.mean_divisor())
+        ctx.reduction, ctx.ignore_index = reduction, ignore_index
+        ctx.save_for_backward(z, target, weight)
+        shape = () if z.dim() == 1 else (z.shape[0], *z.shape[2:])
+        return (loss.reshape(shape) if reduction == "none" else loss).to(z.dtype)
 
     @staticmethod
     @first_order
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
         # d/dz_{n,c} l = -w_c [c = y_n] m_n G_n: one nonzero per kept position
-        t_safe, keep, w_target, total_weight = ctx.saved_tensors
-        opts: NLLOptions = ctx.opts
-        g = grad_output.to(w_target.dtype)
-        if opts.reduction == "mean":
-            g = g / total_weight
-        picked_grad = torch.where(keep, -g * w_target, 0)
-        cd = 0 if len(ctx.shape) == 1 else 1
-        grad = _memory.zeros(ctx.shape, grad_output.dtype, grad_output.device)
-        if ctx.shape[cd] > 0:
-            grad.scatter_(cd, t_safe.unsqueeze(cd), picked_grad.to(grad.dtype).unsqueeze(cd))
-        return grad, None, None, None
+        z, target, weight = ctx.saved_tensors
+        kind = _kind(z, target, weight, ctx.ignore_index)
+        g = upstream(grad_output.to(kind.acc), ctx.reduction, kind.mean_divisor(), tuple(kind.keep.shape))
+        picked = -g if kind.target_weight is None else -g * kind.target_weight
+        grad = torch.zeros(z.shape, dtype=grad_output.dtype, device=z.device)
+        if z.numel() > 0:
+            src = torch.where(kind.keep, picked, 0).to(grad.dtype).unsqueeze(1)
+            as_ncs(grad).scatter_(1, kind.local.unsqueeze(1), src)
+        return grad, None, None, None, None

@@ -8,10 +8,9 @@ from typing import Any
 
 import torch
 
-from crossent.ops import _memory
+
 from crossent.ops._autograd import first_order
 from crossent.ops._layout import accumulation_dtype, blocks
-from crossent.ops._parallel import for_each_block
 
 
 def around_dim(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -28,7 +27,7 @@ def map_blocks(fn: Callable[..., None], dim: int, *tensors: torch.Tensor) -> tor
     agree, so no block is copied twice)."""
     like = tensors[0]
     acc = accumulation_dtype(like.dtype)
-    out = _memory.empty(like.shape, like.dtype, like.device)
+    out = torch.empty(like.shape, dtype=like.dtype, device=like.device)
     views = [around_dim(t.contiguous(), dim) for t in tensors]
     out3 = around_dim(out, dim)
     n, c, s = out3.shape
@@ -44,7 +43,8 @@ def map_blocks(fn: Callable[..., None], dim: int, *tensors: torch.Tensor) -> tor
             out3[bn, :, bs] = target
 
     if out.numel() > 0:
-        for_each_block(list(blocks(n, c, s)), apply, out.device)
+        for block in blocks(n, c, s, out.device):
+            apply(block)
     return out
 
 

@@ -1,0 +1,382 @@
+"""The cross-entropy engine: per-position statistics, their combination over shards, the loss and its gradient.
+
+Every cross-entropy path is a driver over this module. ``ops.cross_entropy`` walks blocks of the
+logits, ``fused`` walks the row chunks of a matmul, and vocab-parallel runs either driver with a
+collective ``combine``. The Triton kernels compute the same statistics on the GPU. For one call::
+
+    kind = ClassIndex.build(...) or Probability.build(...)
+    part, exps = kind.absorb(xb, block)            # per block xb = x[rows, :, cols] in float32/64
+    stats = kind.combine(assembled parts, group)   # the identity locally; two all-reduces for shards
+    loss = kind.loss(stats)                        # (N, S) per position
+    scales = kind.scales(stats, coef)              # coef: d output / d loss_n, per position
+    grad = kind.grad_block(xb, block, stats, scales)
+
+Statistics are kept relative to a per-position shift ``k``: the row max, or 0 where the row is all
+``-inf`` (so ``x - k`` is ``-inf`` there, not NaN). ``x - k`` is then exact (Sterbenz), and
+``lse - x_y`` is formed as ``(k - x_y) + log S``: a single ``lse = k + log S`` would carry an error
+of ``ulp(k)`` into every log-probability (6e-5 for float32 logits near 1000).
+
+Class indices ``y`` (``m = [y != ignore_index]``, ``eps`` = label smoothing over all ``V`` classes)::
+
+    S = sum_c exp(x_c - k)    T = x_y    Z = sum_c w_c (x_c - k)    (w_y from the shard owning y)
+    l = m [(1 - eps) w_y ((k - T) + log S) + (eps / V) (log S sum_c w_c - Z)]
+
+Class probabilities ``t`` (``q = (1 - eps) t + eps / V``)::
+
+    S = sum_c exp(x_c - k)    A = sum_c w_c q_c (x_c - k)    B = sum_c w_c q_c
+    l = B log S - A
+
+Every term of ``Z`` and ``A`` has one sign (``x_c - k <= 0``): no cancellation, even for V = 256k.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, TypeVar
+
+import torch
+
+Block = tuple[slice | torch.Tensor, slice]  # rows (a slice, or the numbers of kept rows) and positions
+
+
+class Statistics(NamedTuple):
+    """Per-position sums ``(N, S)`` in the accumulation dtype; see the module docstring."""
+
+    shift: torch.Tensor  # k
+    sum_exp: torch.Tensor  # S
+    target: torch.Tensor  # class indices: T = x_y; probabilities: A
+    weight: torch.Tensor | None  # class indices: w_y (None: unweighted); probabilities: B
+    smooth: torch.Tensor | None  # class indices with label smoothing: Z
+
+
+def for_backward(stats: Statistics) -> tuple[torch.Tensor | None, ...]:
+    """The fields the gradient needs (``k``, ``S`` and ``w_y`` or ``B``); ``from_saved`` restores them."""
+    return stats.shift, stats.sum_exp, stats.weight
+
+
+def from_saved(shift: torch.Tensor, sum_exp: torch.Tensor, weight: torch.Tensor | None) -> Statistics:
+    return Statistics(shift, sum_exp, sum_exp, weight, None)  # the target sums are not needed again
+
+
+def _shift(row_max: torch.Tensor) -> torch.Tensor:
+    return torch.where(row_max > -math.inf, row_max, 0)
+
+
+def _common_shift(stats: Statistics, group: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """The all-reduce MAX of the row maxima over shards, ``M``, and ``k - M`` (which moves local sums to ``M``).
+
+    A shard row without a finite logit (``S = 0``) takes part as ``-inf``.
+    """
+    import torch.distributed as dist
+
+    global_shift = torch.where(stats.sum_exp > 0, stats.shift, -math.inf)
+    dist.all_reduce(global_shift, op=dist.ReduceOp.MAX, group=group)  # type: ignore[arg-type]
+    return global_shift, stats.shift - global_shift
+
+
+def _all_sum(fields: list[torch.Tensor], scalar: torch.Tensor | float | None, group: object) -> torch.Tensor:
+    """One all-reduce SUM of the per-position ``fields`` (and of one ``scalar``, returned as a last row)."""
+    import torch.distributed as dist
+
+    summed = torch.stack(fields)
+    if scalar is not None:
+        row = torch.zeros_like(summed[:1])
+        row[0, 0] = scalar
+        summed = torch.cat([summed, row])
+    dist.all_reduce(summed, op=dist.ReduceOp.SUM, group=group)  # type: ignore[arg-type]
+    return summed
+
+
+ALL: Block = (slice(None), slice(None))
+
+
+def _at(t: torch.Tensor, block: Block) -> torch.Tensor:
+    """The block's part of a per-position tensor ``(N, S)``."""
+    return t if block is ALL else t[block]
+
+
+Fields = TypeVar("Fields", bound=tuple)
+
+
+def at(fields: Fields, block: Block) -> Fields:
+    """The block's positions of per-position fields (``Statistics``, or a kind's scales)."""
+    if block is ALL:
+        return fields
+    return type(fields)(*(None if f is None else f[block] for f in fields))
+
+
+def assemble(parts: list[tuple[Block, Statistics]], n: int, s: int) -> Statistics:
+    """The statistics of all positions from those of each block (one block covering all is used as is)."""
+    if len(parts) == 1 and parts[0][1].shift.shape == (n, s):
+        return parts[0][1]
+    first = parts[0][1]
+    fields = [
+        None if f is None else torch.zeros(n, s, dtype=f.dtype, device=f.device) for f in first
+    ]  # zeros: rows no block covers (dropped, every target ignored) stay finite
+    for block, part in parts:
+        for whole, piece in zip(fields, part, strict=True):
+            if whole is not None and piece is not None:
+                whole[block] = piece
+    return Statistics(*fields)
+
+
+@dataclass(frozen=True)
+class ClassIndex:
+    """Class-index targets as one shard of the classes sees them (the whole class dim locally)."""
+
+    keep: torch.Tensor  # (N, S) bool: y != ignore_index
+    owned: torch.Tensor | None  # (N, S) bool: kept and in this shard; None when that is every kept target
+    local: torch.Tensor  # (N, S) int64: y - offset where owned, else 0
+    weight: torch.Tensor | None  # (C_local,) class weights in acc
+    target_weight: torch.Tensor | None  # (N, S) w_y where owned, else 0
+    eps: float
+    inv_classes: float | torch.Tensor  # 1 / V (a 0-dim tensor when V comes from a collective)
+    weight_sum: float | torch.Tensor  # sum_c w_c over this shard's classes until ``combine``, then all V
+    classes: int  # C_local
+    acc: torch.dtype
+
+    @classmethod
+    def build(
+        cls,
+        target: torch.Tensor,
+        weight: torch.Tensor | None,
+        ignore_index: int,
+        eps: float,
+        classes: int,
+        acc: torch.dtype,
+        offset: torch.Tensor | None = None,
+        num_classes: torch.Tensor | None = None,
+    ) -> ClassIndex:
+        """``target (N, S)`` of global ids; ``offset``/``num_classes`` place this shard among ``V`` classes."""
+        t = target.long()
+        keep = t != ignore_index
+        owned = None
+        if offset is None:
+            local = torch.where(keep, t, 0)
+        else:
+            local = t - offset
+            owned = keep & (local >= 0) & (local < classes)
+            local = torch.where(owned, local, 0)
+        w = weight.to(acc) if weight is not None else None
+        target_weight = None
+        if w is not None:
+            target_weight = w[local] if classes > 0 else torch.zeros(local.shape, dtype=acc, device=t.device)
+            if owned is not None:
+                target_weight = torch.where(owned, target_weight, 0)
+        if num_classes is not None:
+            inv: float | torch.Tensor = num_classes.to(acc).reciprocal()
+        else:
+            inv = 1 / classes if classes else math.nan  # eps / C is NaN without classes, as torch's 0/0
+        weight_sum = w.sum() if w is not None else (num_classes.to(acc) if num_classes is not None else float(classes))
+        return cls(keep, owned, local, w, target_weight, eps, inv, weight_sum, classes, acc)
+
+    def mean_divisor(self, stats: Statistics | None = None) -> torch.Tensor:
+        """``'mean'`` divides by the total target weight ``sum_n m_n w_{y_n}`` (0/0 = NaN when all are ignored).
+
+        ``stats`` carry ``w_y`` after ``combine``; without them, this shard's own (all of them locally).
+        """
+        target_weight = self.target_weight if stats is None else stats.weight
+        if target_weight is None:
+            return self.keep.sum(dtype=self.acc)
+        return torch.where(self.keep, target_weight, 0).sum()
+
+    def absorb(
+        self, xb: torch.Tensor, block: Block, out: torch.Tensor | None = None
+    ) -> tuple[Statistics, torch.Tensor]:
+        """Statistics of the block ``xb = x[rows, :, cols]`` (C > 0), and ``exp(xb - k)`` (into ``out`` if given)."""
+        target = xb.gather(1, self.local[block].unsqueeze(1)).squeeze(1)
+        k = _shift(xb.amax(1, keepdim=True))
+        shifted = torch.sub(xb, k, out=out)
+        smooth = None
+        if self.eps > 0:
+            smooth = shifted.sum(1) if self.weight is None else torch.einsum("bcs,c->bs", shifted, self.weight)
+        tw = None if self.target_weight is None else self.target_weight[block]
+        exps = shifted.exp_()
+        return Statistics(k.squeeze(1), exps.sum(1), target, tw, smooth), exps
+
+    def empty(self, n: int, s: int, device: torch.device) -> Statistics:
+        """The statistics without classes: every target is ignored."""
+        zeros = torch.zeros(n, s, dtype=self.acc, device=device)
+        return Statistics(zeros, zeros, zeros, self.target_weight, zeros if self.eps > 0 else None)
+
+    def combine(self, stats: Statistics, group: object | None) -> tuple[ClassIndex, Statistics]:
+        """The identity without a group; across vocab shards an all-reduce MAX of the shifts and one SUM
+        of the moved sums (and of the class-weight sum, for weighted smoothing)."""
+        if group is None:
+            return self, stats
+        global_shift, moved = _common_shift(stats, group)
+        fields = [stats.sum_exp * moved.exp(), torch.where(self.owned, stats.target, 0)]  # type: ignore[arg-type]
+        if stats.weight is not None:
+            fields.append(stats.weight)
+        if stats.smooth is not None:
+            fields.append(stats.smooth + moved * (self.weight_sum if self.weight is not None else self.classes))
+        scalar = self.weight is not None and stats.smooth is not None
+        summed = _all_sum(fields, self.weight_sum if scalar else None, group)
+        kind = dataclasses.replace(self, weight_sum=summed[-1][0, 0]) if scalar else self
+        weight = summed[2] if stats.weight is not None else None
+        smooth = summed[len(fields) - 1] if stats.smooth is not None else None
+        return kind, Statistics(global_shift, summed[0], summed[1], weight, smooth)
+
+    def loss(self, stats: Statistics) -> torch.Tensor:
+        """``l (N, S)``; ignored positions are exactly 0, even for NaN logits (``where``, not a product)."""
+        log_sum = stats.sum_exp.log()
+        nll = (stats.shift - stats.target).add_(log_sum)
+        if stats.weight is not None:
+            nll = nll * stats.weight
+        loss = torch.where(self.keep, nll, 0)
+        if stats.smooth is not None:
+            smooth = log_sum * self.weight_sum - stats.smooth
+            loss = (1 - self.eps) * loss + self.eps * self.inv_classes * torch.where(self.keep, smooth, 0)
+        return loss
+
+    def scales(self, stats: Statistics, coef: torch.Tensor, block: Block = ALL) -> ClassIndexScales:
+        """The factors of ``d l / d x`` at the positions of ``block`` (whose ``stats`` are given), for
+        ``coef = d output / d l_n`` (0-dim, or per position of the block)."""
+        # d/dx_c l = m coef [(1-eps) w_y (p_c - [c=y]) + (eps/V)(p_c sum_k w_k - w_c)],  p = exp(x - k) / S
+        coef = torch.where(_at(self.keep, block), coef, 0)
+        target = coef * (1 - self.eps) if stats.weight is None else coef * ((1 - self.eps) * stats.weight)
+        smooth = coef * (self.eps * self.inv_classes) if self.eps > 0 else None
+        p = target if smooth is None else target + smooth * self.weight_sum
+        if self.owned is not None:
+            target = torch.where(_at(self.owned, block), target, 0)
+        return ClassIndexScales(p / stats.sum_exp, target.neg(), smooth)
+
+    def grad_block(
+        self,
+        xb: torch.Tensor,
+        block: Block,
+        stats: Statistics,
+        scales: ClassIndexScales,
+        out: torch.Tensor | None = None,
+        exps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``d l / d x`` for the block (into ``out`` if given), from the block's ``stats`` and ``scales``;
+        ``exps = exp(xb - k)`` when the caller has it already."""
+        if exps is None:
+            exps = torch.sub(xb, stats.shift.unsqueeze(1), out=out).exp_()
+        grad = exps.mul_(scales.p.unsqueeze(1))
+        grad.scatter_add_(1, _at(self.local, block).unsqueeze(1), scales.target.unsqueeze(1))
+        if scales.smooth is not None:
+            if self.weight is None:
+                grad.sub_(scales.smooth.unsqueeze(1))
+            else:
+                grad.addcmul_(scales.smooth.unsqueeze(1), self.weight.view(1, -1, 1), value=-1)
+        return grad
+
+
+class ClassIndexScales(NamedTuple):
+    p: torch.Tensor  # (N, S) multiplies exp(x - k)
+    target: torch.Tensor  # (N, S) added at the target's column (negative)
+    smooth: torch.Tensor | None  # (N, S) times w_c, subtracted from every column
+
+
+@dataclass(frozen=True)
+class Probability:
+    """Class-probability targets ``(N, C_local, S)``, sharded like the logits."""
+
+    target: torch.Tensor
+    weight: torch.Tensor | None  # (C_local,) in acc
+    eps: float
+    inv_classes: float | torch.Tensor
+    acc: torch.dtype
+
+    @classmethod
+    def build(
+        cls,
+        target: torch.Tensor,
+        weight: torch.Tensor | None,
+        eps: float,
+        acc: torch.dtype,
+        num_classes: torch.Tensor | None = None,
+    ) -> Probability:
+        c = target.shape[1]
+        inv: float | torch.Tensor = num_classes.to(acc).reciprocal() if num_classes is not None else 1 / max(c, 1)
+        return cls(target, weight.to(acc) if weight is not None else None, eps, inv, acc)
+
+    def mean_divisor(self, stats: Statistics | None = None) -> torch.Tensor:
+        """``'mean'`` divides by the number of positions, 0 without classes (torch's ``numel / C``)."""
+        n, c, s = self.target.shape
+        return torch.tensor(n * s if c > 0 else 0, dtype=self.acc, device=self.target.device)
+
+    def _weighted(self, block: Block) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(q, w q)`` for the block."""
+        bn, bs = block
+        q = self.target[bn, :, bs].to(self.acc)
+        if self.eps > 0:
+            q = q * (1 - self.eps) + self.eps * self.inv_classes
+        return q, (q if self.weight is None else q * self.weight.view(1, -1, 1))
+
+    def absorb(
+        self, xb: torch.Tensor, block: Block, out: torch.Tensor | None = None
+    ) -> tuple[Statistics, torch.Tensor]:
+        k = _shift(xb.amax(1, keepdim=True))
+        shifted = torch.sub(xb, k, out=out)
+        _, wq = self._weighted(block)
+        # 0 * (-inf) = NaN where a -inf logit has zero target mass, as in torch
+        weighted_shift = (shifted * wq).sum(1)
+        exps = shifted.exp_()
+        return Statistics(k.squeeze(1), exps.sum(1), weighted_shift, wq.sum(1), None), exps
+
+    def empty(self, n: int, s: int, device: torch.device) -> Statistics:
+        zeros = torch.zeros(n, s, dtype=self.acc, device=device)
+        return Statistics(zeros, zeros, zeros, zeros, None)
+
+    def combine(self, stats: Statistics, group: object | None) -> tuple[Probability, Statistics]:
+        if group is None:
+            return self, stats
+        global_shift, moved = _common_shift(stats, group)
+        mass = stats.weight
+        assert mass is not None  # every probability Statistics carries B
+        summed = _all_sum([stats.sum_exp * moved.exp(), stats.target + moved * mass, mass], None, group)
+        return self, Statistics(global_shift, summed[0], summed[1], summed[2], None)
+
+    def loss(self, stats: Statistics) -> torch.Tensor:
+        """``l = B log S - A``: both terms are >= 0, so there is no cancellation (-0. without classes, as torch)."""
+        assert stats.weight is not None
+        if self.target.shape[1] == 0:
+            return torch.full_like(stats.target, -0.0)
+        return stats.weight * stats.sum_exp.log() - stats.target
+
+    def scales(self, stats: Statistics, coef: torch.Tensor, block: Block = ALL) -> ProbabilityScales:
+        assert stats.weight is not None
+        coef = coef.expand(stats.shift.shape)
+        return ProbabilityScales(coef * stats.weight / stats.sum_exp, coef, stats.sum_exp.log())
+
+    def grad_block(
+        self,
+        xb: torch.Tensor,
+        block: Block,
+        stats: Statistics,
+        scales: ProbabilityScales,
+        out: torch.Tensor | None = None,
+        exps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``d l / d x`` for the block (into ``out`` if given)."""
+        # d/dx_c l = g (p_c B - w_c q_c),  p = exp(x - k) / S
+        if exps is None:
+            exps = torch.sub(xb, stats.shift.unsqueeze(1), out=out).exp_()
+        _, wq = self._weighted(block)
+        return exps.mul_(scales.p.unsqueeze(1)).addcmul_(wq, scales.coef.unsqueeze(1), value=-1)
+
+    def target_grads(
+        self, xb: torch.Tensor, block: Block, stats: Statistics, scales: ProbabilityScales, want_weight: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The gradient of the target block, and the block's part of the class-weight gradient ``(C_local,)``."""
+        # d/dt_c l = -(1-eps) w_c lp_c g;  d/dw_c l = -q_c lp_c g,  lp = (x - k) - log S
+        g = scales.coef.unsqueeze(1)
+        lp = (xb - stats.shift.unsqueeze(1)).sub_(scales.log_sum.unsqueeze(1))
+        scale = -(1 - self.eps) * g
+        grad_t = lp * (scale if self.weight is None else scale * self.weight.view(1, -1, 1))
+        q, _ = self._weighted(block)
+        return grad_t, (q * lp * g).sum((0, 2)).neg_() if want_weight else None
+
+
+class ProbabilityScales(NamedTuple):
+    p: torch.Tensor  # (N, S) g B / S, multiplies exp(x - k)
+    coef: torch.Tensor  # (N, S) g = d output / d l_n
+    log_sum: torch.Tensor  # (N, S) log S
+
+
+Kind = ClassIndex | Probability
