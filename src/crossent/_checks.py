@@ -313,3 +313,92 @@ def cross_entropy_arguments(
         class_index_dtypes(logits, target, checked_weight, "nll_loss_out_frame")
         class_targets(target, num_classes, ignore_index)
     return ignore_index, eps, checked_weight
+
+
+def check_normalizer(normalizer: object, reduction: str, caller: str) -> None:
+    """A ``normalizer=`` is one number (a Python number or a one-element tensor) and divides a summed loss."""
+    if normalizer is None:
+        return
+    if isinstance(normalizer, bool) or not isinstance(normalizer, (int, float, torch.Tensor)):
+        raise TypeError(f"{caller}: normalizer must be a number or a Tensor, not {type(normalizer).__name__}")
+    if isinstance(normalizer, torch.Tensor) and normalizer.numel() != 1:
+        raise ValueError(
+            f"{caller}: normalizer must hold one value, but got a tensor of shape {list(normalizer.shape)}"
+        )
+    if reduction == "none":
+        raise ValueError(f"{caller}: normalizer divides the summed loss; use reduction='sum' or 'mean', not 'none'")
+
+
+def binary_cross_entropy_arguments(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> None:
+    """``binary_cross_entropy``'s checks, in torch's order (the range checks read values)."""
+    check_tensor(input, "binary_cross_entropy", "input", 1)
+    check_tensor(target, "binary_cross_entropy", "target", 2)
+    if target.shape != input.shape:
+        raise ValueError(
+            f"Using a target size ({target.size()}) that is different to the input size ({input.size()}) "
+            "is deprecated. Please ensure they have the same size."
+        )
+    if weight is not None:
+        try:
+            # torch reads weight.size() unchecked: a list or an array fails right here, as in torch
+            torch.broadcast_shapes(target.size(), weight.size())
+        except RuntimeError as exc:
+            raise RuntimeError(str(exc)) from None
+        in_place_broadcast(input.shape, weight.shape)
+    check_floating(input, "binary_cross_entropy")
+    if target.dtype != input.dtype:
+        raise RuntimeError(f"Found dtype {dtype_name(target.dtype)} but expected {dtype_name(input.dtype)}")
+    if weight is not None and weight.requires_grad:
+        raise RuntimeError(
+            "The function 'binary_cross_entropy' is not differentiable with respect to argument 'weight'. "
+            "This input cannot have requires_grad True."
+        )
+    unit_interval(input, "input")
+    unit_interval(target, "target")
+
+
+def binary_cross_entropy_with_logits_arguments(
+    input: torch.Tensor, target: torch.Tensor, weight: object, pos_weight: object
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``binary_cross_entropy_with_logits``'s checks, in torch's order; returns ``(weight, pos_weight)``."""
+    fn = "binary_cross_entropy_with_logits"
+    check_tensor(input, fn, "input", 1)
+    check_tensor(target, fn, "target", 2)
+    weight = check_optional_tensor(weight, fn, "weight", 3)
+    pos_weight = check_optional_tensor(pos_weight, fn, "pos_weight", 4)
+    if target.shape != input.shape:
+        raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
+    if not input.is_floating_point():
+        raise NotImplementedError(f"\"log_sigmoid_cpu\" not implemented for '{dtype_name(input.dtype)}'")
+    if target.dtype == torch.bool:
+        raise RuntimeError(
+            "Subtraction, the `-` operator, with two bool tensors is not supported. "
+            "Use the `^` or `logical_xor()` operator instead."
+        )
+    if not target.is_floating_point():
+        raise RuntimeError(f"result type Float can't be cast to the desired output type {dtype_name(target.dtype)}")
+    if pos_weight is not None:
+        in_place_broadcast(target.shape, pos_weight.shape, other_is_a=True)
+    if weight is not None:
+        in_place_broadcast(target.shape, weight.shape)
+    for name, extra in (("weight", weight), ("pos_weight", pos_weight)):
+        if extra is not None and extra.requires_grad:
+            raise RuntimeError(
+                f"The function '{fn}' is not differentiable with respect to argument '{name}'. "
+                "This input cannot have requires_grad True."
+            )
+    return weight, pos_weight
+
+
+def kl_div_arguments(input: torch.Tensor, target: torch.Tensor, log_target: object) -> None:
+    """``kl_div``'s checks, in torch's order."""
+    check_tensor(input, "kl_div", "input", 1)
+    check_tensor(target, "kl_div", "target", 2)
+    if not isinstance(log_target, bool):
+        raise TypeError(f"kl_div(): argument 'log_target' must be bool, not {type(log_target).__name__}")
+    for t in (input, target):
+        if t.is_complex():
+            raise RuntimeError("kl_div: Complex inputs not supported.")
+        if not t.is_floating_point():
+            raise RuntimeError("kl_div: Integral inputs not supported.")
+    broadcast_shape(target.shape, input.shape)

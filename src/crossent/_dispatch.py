@@ -1,23 +1,24 @@
 """The one place where an implementation is chosen for an op.
 
-``impl="auto"`` picks Triton for CUDA tensors when Triton imports and the kernel supports the
-requested options, and crossent's PyTorch path otherwise. An explicitly requested implementation
-that cannot run raises ``RuntimeError`` naming the ones that can.
+``impl="auto"`` picks Triton for CUDA tensors when Triton imports and its kernel supports the call,
+and crossent's PyTorch path otherwise. An explicitly requested implementation that cannot run
+raises ``RuntimeError`` naming the ones that can. A backend's capability check sees the call as a
+frozen ``CallSpec``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import os
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
 Impl = Literal["auto", "torch", "triton"]
-IMPLS: tuple[str, ...] = ("torch", "triton")
-
-OPS: tuple[str, ...] = (
+Op = Literal[
     "cross_entropy",
     "nll_loss",
     "log_softmax",
@@ -26,7 +27,25 @@ OPS: tuple[str, ...] = (
     "binary_cross_entropy_with_logits",
     "kl_div",
     "linear_cross_entropy",
-)
+]
+OPS: tuple[Op, ...] = get_args(Op)
+IMPLS: tuple[str, ...] = tuple(i for i in get_args(Impl) if i != "auto")
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    """What a capability check may ask about a call (defaults: a plain float32 call)."""
+
+    dtype: torch.dtype = torch.float32
+    ndim: int = 2
+    probability: bool = False  # cross_entropy with class-probability targets
+    weight: bool = False
+    weight_requires_grad: bool = False
+    pos_weight: bool = False
+    label_smoothing: float = 0.0
+    reduction: str = "mean"
+    inplace_backward: bool = False
+    log_target: bool = False
 
 
 @functools.lru_cache(maxsize=1)
@@ -39,7 +58,7 @@ def triton_status() -> str | None:
     return None
 
 
-def _triton_reason(op: str, device: torch.device, options: dict[str, object]) -> str | None:
+def _triton_reason(op: Op, device: torch.device, spec: CallSpec) -> str | None:
     """Why the Triton kernel cannot run this call, or None when it can."""
     status = triton_status()
     if status is not None:
@@ -47,36 +66,36 @@ def _triton_reason(op: str, device: torch.device, options: dict[str, object]) ->
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     if device.type != "cuda" and not (interpret and device.type == "cpu"):
         return f"triton needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), got {device.type}"
-    reason: str | None = importlib.import_module("crossent.triton").unsupported_reason(op, options)
+    reason: str | None = importlib.import_module("crossent.triton").unsupported_reason(op, spec)
     return reason
 
 
-def resolve(op: str, impl: str, device: torch.device, options: dict[str, object] | None = None) -> str:
-    """The implementation that runs ``op`` on ``device`` with ``options``: "torch" or "triton"."""
+def resolve(op: Op, impl: Impl, device: torch.device, spec: CallSpec = CallSpec()) -> Literal["torch", "triton"]:
+    """The implementation that runs ``op`` on ``device`` for the call ``spec``."""
     if op not in OPS:
         raise ValueError(f"unknown op {op!r}; crossent dispatches {', '.join(OPS)}")
-    if impl not in ("auto", *IMPLS):
+    if impl not in get_args(Impl):
         raise ValueError(f"impl must be one of 'auto', {', '.join(repr(i) for i in IMPLS)}; got {impl!r}")
-    opts = options or {}
     if impl == "torch":
         return "torch"
-    if impl == "triton":
-        reason = _triton_reason(op, device, opts)
-        if reason is not None:
-            raise RuntimeError(f"impl='triton' cannot run {op}: {reason}. Available here: 'torch'")
-        return "triton"
-    if device.type == "cuda" and _triton_reason(op, device, opts) is None:
-        return "triton"
-    return "torch"
+    reason = _triton_reason(op, device, spec) if impl == "triton" or device.type == "cuda" else "not CUDA"
+    if impl == "triton" and reason is not None:
+        raise RuntimeError(f"impl='triton' cannot run {op}: {reason}. Available here: 'torch'")
+    return "triton" if reason is None else "torch"
 
 
 def explain(device: torch.device) -> dict[str, str]:
-    """For each op, what ``impl="auto"`` resolves to on ``device`` with default options, and why."""
+    """For each op, what ``impl="auto"`` resolves to on ``device`` for a plain call, and why."""
     table: dict[str, str] = {}
     for op in OPS:
         choice = resolve(op, "auto", device)
         if choice == "torch" and device.type == "cuda":
-            table[op] = f"torch ({_triton_reason(op, device, {})})"
+            table[op] = f"torch ({_triton_reason(op, device, CallSpec())})"
         else:
             table[op] = choice
     return table
+
+
+def spec_of(x: torch.Tensor, **options: object) -> CallSpec:
+    """The ``CallSpec`` of a call on ``x`` with ``options`` (``CallSpec``'s field names; a typo raises)."""
+    return dataclasses.replace(CallSpec(dtype=x.dtype, ndim=x.dim()), **options)  # type: ignore[arg-type]

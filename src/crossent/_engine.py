@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 
@@ -64,7 +65,7 @@ def _shift(row_max: torch.Tensor) -> torch.Tensor:
     return torch.where(row_max > -math.inf, row_max, 0)
 
 
-def _common_shift(stats: Statistics, group: object) -> tuple[torch.Tensor, torch.Tensor]:
+def _common_shift(stats: Statistics, group: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The all-reduce MAX of the row maxima over shards, ``M``, and ``k - M`` (which moves local sums to ``M``).
 
     A shard row without a finite logit (``S = 0``) takes part as ``-inf``.
@@ -72,11 +73,11 @@ def _common_shift(stats: Statistics, group: object) -> tuple[torch.Tensor, torch
     import torch.distributed as dist
 
     global_shift = torch.where(stats.sum_exp > 0, stats.shift, -math.inf)
-    dist.all_reduce(global_shift, op=dist.ReduceOp.MAX, group=group)  # type: ignore[arg-type]
+    dist.all_reduce(global_shift, op=dist.ReduceOp.MAX, group=group)
     return global_shift, stats.shift - global_shift
 
 
-def _all_sum(fields: list[torch.Tensor], scalar: torch.Tensor | float | None, group: object) -> torch.Tensor:
+def _all_sum(fields: list[torch.Tensor], scalar: torch.Tensor | float | None, group: Any) -> torch.Tensor:
     """One all-reduce SUM of the per-position ``fields`` (and of one ``scalar``, returned as a last row)."""
     import torch.distributed as dist
 
@@ -85,7 +86,7 @@ def _all_sum(fields: list[torch.Tensor], scalar: torch.Tensor | float | None, gr
         row = torch.zeros_like(summed[:1])
         row[0, 0] = scalar
         summed = torch.cat([summed, row])
-    dist.all_reduce(summed, op=dist.ReduceOp.SUM, group=group)  # type: ignore[arg-type]
+    dist.all_reduce(summed, op=dist.ReduceOp.SUM, group=group)
     return summed
 
 
@@ -104,10 +105,10 @@ def at(fields: Fields, block: Block) -> Fields:
     """The block's positions of per-position fields (``Statistics``, or a kind's scales)."""
     if block is ALL:
         return fields
-    return type(fields)(*(None if f is None else f[block] for f in fields))
+    return type(fields)(*(None if f is None else f[block] for f in fields))  # type: ignore[arg-type]
 
 
-def assemble(parts: list[tuple[Block, Statistics]], n: int, s: int) -> Statistics:
+def assemble(parts: Sequence[tuple[Block, Statistics]], n: int, s: int) -> Statistics:
     """The statistics of all positions from those of each block (one block covering all is used as is)."""
     if len(parts) == 1 and parts[0][1].shift.shape == (n, s):
         return parts[0][1]
@@ -119,7 +120,7 @@ def assemble(parts: list[tuple[Block, Statistics]], n: int, s: int) -> Statistic
         for whole, piece in zip(fields, part, strict=True):
             if whole is not None and piece is not None:
                 whole[block] = piece
-    return Statistics(*fields)
+    return Statistics(*fields)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
@@ -23,22 +23,16 @@ KLReduction = Literal["none", "mean", "sum", "batchmean"]
 _VALID = ("none", "mean", "sum")
 
 
-def legacy_reduction(size_average: bool | None, reduce: bool | None, emit_warning: bool = True) -> str:
+def legacy_reduction(size_average: bool | None, reduce: bool | None) -> Reduction:
     """The reduction string that legacy ``size_average`` / ``reduce`` stand for (``None`` counts as True)."""
     size_average = True if size_average is None else size_average
     reduce = True if reduce is None else reduce
-    if not reduce:
-        ret = "none"
-    elif size_average:
-        ret = "mean"
-    else:
-        ret = "sum"
-    if emit_warning:
-        warnings.warn(
-            f"size_average and reduce args will be deprecated, please use reduction='{ret}' instead.",
-            UserWarning,
-            stacklevel=3,
-        )
+    ret: Reduction = "none" if not reduce else "mean" if size_average else "sum"
+    warnings.warn(
+        f"size_average and reduce args will be deprecated, please use reduction='{ret}' instead.",
+        UserWarning,
+        stacklevel=3,
+    )
     return ret
 
 
@@ -48,7 +42,7 @@ def resolve(
     reduce: bool | None = None,
     *,
     allow_batchmean: bool = False,
-) -> str:
+) -> Reduction:
     """Validate ``reduction`` (after applying legacy arguments) and return the canonical string."""
     if size_average is not None or reduce is not None:
         return legacy_reduction(size_average, reduce)
@@ -60,7 +54,7 @@ def resolve(
         )
         return "mean"
     if reduction in _VALID or (allow_batchmean and reduction == "batchmean"):
-        return str(reduction)
+        return cast(Reduction, reduction)  # 'batchmean' too, for kl_div
     raise ValueError(f"{reduction} is not a valid value for reduction")
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from crossent import _checks, _dispatch
+from crossent._dispatch import Impl
+from crossent._reduction import KLReduction, Reduction, divisor
 from crossent._reduction import resolve as resolve_reduction
 from crossent._seam import public_op
 from crossent.ops.binary import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
@@ -46,11 +48,11 @@ def cross_entropy(
     size_average: bool | None = None,
     ignore_index: int = -100,
     reduce: bool | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
     *,
     inplace_backward: bool = False,
-    impl: str = "auto",
+    impl: Impl = "auto",
     process_group: torch.distributed.ProcessGroup | None = None,
     normalizer: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
@@ -128,44 +130,31 @@ def cross_entropy(
             process_group=process_group,
             normalizer=normalizer,
         )
-    if normalizer is not None:
-        from crossent.distributed.normalization import check_normalizer, normalized_sum
-
-        check_normalizer(normalizer, reduction, "cross_entropy")
-        per_position = cross_entropy(
-            input,
-            target,
-            weight,
-            ignore_index=ignore_index,
-            reduction="none",
-            label_smoothing=label_smoothing,
-            inplace_backward=inplace_backward,
-            impl=impl,
-        )
-        return normalized_sum(per_position, normalizer)
     _checks.check_tensor(input, "cross_entropy_loss", "input", 1)
     _checks.check_tensor(target, "cross_entropy_loss", "target", 2)
+    _checks.check_normalizer(normalizer, reduction, "cross_entropy")
     ignore_index, eps, weight = _checks.cross_entropy_arguments(
         input, target, weight, ignore_index, label_smoothing, reduction
     )
-    prob_target = input.shape == target.shape
+    probability = input.shape == target.shape
     gradient_expected = torch.is_grad_enabled() and input.requires_grad
     inplace_backward = _checks.in_place_gradient(input, inplace_backward, gradient_expected)
-
-    options = {
-        "prob_target": prob_target,
-        "weight": weight is not None,
-        "weight_requires_grad": weight is not None and weight.requires_grad,
-        "label_smoothing": eps,
-        "reduction": reduction,
-        "inplace_backward": inplace_backward,
-        "ndim": input.dim(),
-        "dtype": input.dtype,
-    }
-    if _dispatch.resolve("cross_entropy", impl, input.device, options) == "triton":
-        return _triton().cross_entropy(input, target, weight, ignore_index, reduction, eps, inplace_backward)
-    call = CrossEntropyCall(reduction, ignore_index, eps, prob_target, inplace_backward, gradient_expected)  # type: ignore[arg-type]
-    return CrossEntropyFunction.apply(input, target, weight, None, call, None)
+    spec = _dispatch.spec_of(
+        input,
+        probability=probability,
+        weight=weight is not None,
+        weight_requires_grad=weight is not None and weight.requires_grad,
+        label_smoothing=eps,
+        reduction=reduction,
+        inplace_backward=inplace_backward,
+    )
+    if _dispatch.resolve("cross_entropy", impl, input.device, spec) == "triton":
+        if normalizer is None:
+            return _triton().cross_entropy(input, target, weight, ignore_index, reduction, eps, inplace_backward)
+        total = _triton().cross_entropy(input, target, weight, ignore_index, "sum", eps, inplace_backward)
+        return (total.float() / divisor(normalizer, torch.float32)).to(total.dtype)
+    call = CrossEntropyCall(reduction, ignore_index, eps, probability, inplace_backward, gradient_expected)
+    return CrossEntropyFunction.apply(input, target, weight, normalizer, call, None)
 
 
 @public_op("nll_loss")
@@ -176,9 +165,9 @@ def nll_loss(
     size_average: bool | None = None,
     ignore_index: int = -100,
     reduce: bool | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     *,
-    impl: str = "auto",
+    impl: Impl = "auto",
 ) -> torch.Tensor:
     r"""Negative log-likelihood of class indices under log-probabilities ``z``.
 
@@ -223,8 +212,8 @@ def nll_loss(
     weight = _checks.class_weight(weight, input, num_classes)
     _checks.class_index_dtypes(input, target, weight, "nll_loss_out_frame")
     _checks.class_targets(target, num_classes, ignore_index)
-    options = {"weight": weight is not None, "reduction": reduction, "ndim": input.dim(), "dtype": input.dtype}
-    if _dispatch.resolve("nll_loss", impl, input.device, options) == "triton":
+    spec = _dispatch.spec_of(input, weight=weight is not None, reduction=reduction)
+    if _dispatch.resolve("nll_loss", impl, input.device, spec) == "triton":
         return _triton().nll_loss(input, target, weight, ignore_index, reduction)
     return NLLLoss.apply(input, target, weight, reduction, ignore_index)
 
@@ -246,13 +235,13 @@ def _softmax_dim(name: str, x: torch.Tensor, dim: int | None, stacklevel: int) -
 
 
 def _normalise(
-    name: str,
+    name: Literal["log_softmax", "softmax"],
     function: type[torch.autograd.Function],
     x: torch.Tensor,
     dim: int | None,
     stacklevel: int,
     dtype: torch.dtype | None,
-    impl: str,
+    impl: Impl,
 ) -> torch.Tensor:
     """softmax / log_softmax: validate, cast, dispatch, apply."""
     _checks.check_tensor(x, name, "input", 0)
@@ -261,7 +250,7 @@ def _normalise(
         x = x.to(_checks.check_dtype(dtype, name))
     kernel = _checks.softmax_kernel_name(x, d)
     _checks.check_floating(x, kernel if name == "log_softmax" else kernel.replace("log_softmax", "softmax"))
-    if _dispatch.resolve(name, impl, x.device, {"dtype": x.dtype, "ndim": x.dim()}) == "triton":
+    if _dispatch.resolve(name, impl, x.device, _dispatch.spec_of(x)) == "triton":
         result: torch.Tensor = getattr(_triton(), name)(x, d)
         return result
     return function.apply(x, d)
@@ -274,7 +263,7 @@ def log_softmax(
     _stacklevel: int = 3,
     dtype: torch.dtype | None = None,
     *,
-    impl: str = "auto",
+    impl: Impl = "auto",
 ) -> torch.Tensor:
     r"""Log of the softmax along ``dim``: ``y_i = x_i - log sum_j exp(x_j)``.
 
@@ -309,7 +298,7 @@ def softmax(
     _stacklevel: int = 3,
     dtype: torch.dtype | None = None,
     *,
-    impl: str = "auto",
+    impl: Impl = "auto",
 ) -> torch.Tensor:
     r"""Softmax along ``dim``: ``y_i = exp(x_i - m) / sum_j exp(x_j - m)``, ``m = max_j x_j``.
 
@@ -340,9 +329,9 @@ def binary_cross_entropy(
     weight: torch.Tensor | None = None,
     size_average: bool | None = None,
     reduce: bool | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     *,
-    impl: str = "auto",
+    impl: Impl = "auto",
 ) -> torch.Tensor:
     r"""Binary cross-entropy between probabilities ``x`` and targets ``y`` in ``[0, 1]``.
 
@@ -378,34 +367,9 @@ def binary_cross_entropy(
         tensor(0.1643)
     """
     reduction = resolve_reduction(reduction, size_average, reduce)
-    _checks.check_tensor(input, "binary_cross_entropy", "input", 1)
-    _checks.check_tensor(target, "binary_cross_entropy", "target", 2)
-    if target.shape != input.shape:
-        raise ValueError(
-            f"Using a target size ({target.size()}) that is different to the input size ({input.size()}) "
-            "is deprecated. Please ensure they have the same size."
-        )
-    if weight is not None:
-        try:
-            # torch reads weight.size() unchecked: a list or an array fails right here, as in torch
-            torch.broadcast_shapes(target.size(), weight.size())
-        except RuntimeError as exc:
-            raise RuntimeError(str(exc)) from None
-        _checks.in_place_broadcast(input.shape, weight.shape)
-    _checks.check_floating(input, "binary_cross_entropy")
-    if target.dtype != input.dtype:
-        raise RuntimeError(
-            f"Found dtype {_checks.dtype_name(target.dtype)} but expected {_checks.dtype_name(input.dtype)}"
-        )
-    if weight is not None and weight.requires_grad:
-        raise RuntimeError(
-            "The function 'binary_cross_entropy' is not differentiable with respect to argument 'weight'. "
-            "This input cannot have requires_grad True."
-        )
-    _checks.unit_interval(input, "input")
-    _checks.unit_interval(target, "target")
-    options = {"weight": weight is not None, "reduction": reduction, "dtype": input.dtype}
-    if _dispatch.resolve("binary_cross_entropy", impl, input.device, options) == "triton":
+    _checks.binary_cross_entropy_arguments(input, target, weight)
+    spec = _dispatch.spec_of(input, weight=weight is not None, reduction=reduction)
+    if _dispatch.resolve("binary_cross_entropy", impl, input.device, spec) == "triton":
         return _triton().binary_cross_entropy(input, target, weight, reduction)
     return BinaryCrossEntropy.apply(input, target, weight, reduction)
 
@@ -417,10 +381,10 @@ def binary_cross_entropy_with_logits(
     weight: torch.Tensor | None = None,
     size_average: bool | None = None,
     reduce: bool | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     pos_weight: torch.Tensor | None = None,
     *,
-    impl: str = "auto",
+    impl: Impl = "auto",
 ) -> torch.Tensor:
     r"""Binary cross-entropy on logits, stable for any ``x``.
 
@@ -459,41 +423,15 @@ def binary_cross_entropy_with_logits(
         tensor(0.3539)
     """
     reduction = resolve_reduction(reduction, size_average, reduce)
-    fn = "binary_cross_entropy_with_logits"
-    _checks.check_tensor(input, fn, "input", 1)
-    _checks.check_tensor(target, fn, "target", 2)
-    weight = _checks.check_optional_tensor(weight, fn, "weight", 3)
-    pos_weight = _checks.check_optional_tensor(pos_weight, fn, "pos_weight", 4)
-    if target.shape != input.shape:
-        raise ValueError(f"Target size ({target.size()}) must be the same as input size ({input.size()})")
-    if not input.is_floating_point():
-        raise NotImplementedError(f"\"log_sigmoid_cpu\" not implemented for '{_checks.dtype_name(input.dtype)}'")
-    if target.dtype == torch.bool:
-        raise RuntimeError(
-            "Subtraction, the `-` operator, with two bool tensors is not supported. "
-            "Use the `^` or `logical_xor()` operator instead."
-        )
-    if not target.is_floating_point():
-        raise RuntimeError(
-            f"result type Float can't be cast to the desired output type {_checks.dtype_name(target.dtype)}"
-        )
-    if pos_weight is not None:
-        _checks.in_place_broadcast(target.shape, pos_weight.shape, other_is_a=True)
-    if weight is not None:
-        _checks.in_place_broadcast(target.shape, weight.shape)
-    for name, extra in (("weight", weight), ("pos_weight", pos_weight)):
-        if extra is not None and extra.requires_grad:
-            raise RuntimeError(
-                f"The function '{fn}' is not differentiable with respect to argument '{name}'. "
-                "This input cannot have requires_grad True."
-            )
-    options = {
-        "weight": weight is not None,
-        "pos_weight": pos_weight is not None,
-        "reduction": reduction,
-        "dtype": torch.promote_types(input.dtype, target.dtype),
-    }
-    if _dispatch.resolve(fn, impl, input.device, options) == "triton":
+    weight, pos_weight = _checks.binary_cross_entropy_with_logits_arguments(input, target, weight, pos_weight)
+    spec = _dispatch.spec_of(
+        input,
+        dtype=torch.promote_types(input.dtype, target.dtype),
+        weight=weight is not None,
+        pos_weight=pos_weight is not None,
+        reduction=reduction,
+    )
+    if _dispatch.resolve("binary_cross_entropy_with_logits", impl, input.device, spec) == "triton":
         return _triton().binary_cross_entropy_with_logits(input, target, weight, reduction, pos_weight)
     return BinaryCrossEntropyWithLogits.apply(input, target, weight, pos_weight, reduction)
 
@@ -504,10 +442,10 @@ def kl_div(
     target: torch.Tensor,
     size_average: bool | None = None,
     reduce: bool | None = None,
-    reduction: str = "mean",
+    reduction: KLReduction = "mean",
     log_target: bool = False,
     *,
-    impl: str = "auto",
+    impl: Impl = "auto",
 ) -> torch.Tensor:
     r"""Kullback-Leibler divergence ``KL(P || Q)`` with ``input = log Q`` and ``target = P``.
 
@@ -554,18 +492,9 @@ def kl_div(
             UserWarning,
             stacklevel=2,
         )
-    _checks.check_tensor(input, "kl_div", "input", 1)
-    _checks.check_tensor(target, "kl_div", "target", 2)
-    if not isinstance(log_target, bool):
-        raise TypeError(f"kl_div(): argument 'log_target' must be bool, not {type(log_target).__name__}")
-    for t in (input, target):
-        if t.is_complex():
-            raise RuntimeError("kl_div: Complex inputs not supported.")
-        if not t.is_floating_point():
-            raise RuntimeError("kl_div: Integral inputs not supported.")
-    _checks.broadcast_shape(target.shape, input.shape)
-    options = {"reduction": reduction, "log_target": log_target}
-    if _dispatch.resolve("kl_div", impl, input.device, options) == "triton":
+    _checks.kl_div_arguments(input, target, log_target)
+    spec = _dispatch.spec_of(input, reduction=reduction, log_target=log_target)
+    if _dispatch.resolve("kl_div", impl, input.device, spec) == "triton":
         out = _triton().kl_div(input, target, reduction, log_target)
     else:
         out = KLDiv.apply(input, target, reduction, log_target)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from crossent import functional as F
-from crossent._reduction import legacy_reduction
+from crossent._reduction import KLReduction, Reduction, legacy_reduction
 from crossent.fused.modules import LinearCrossEntropyLoss
 
 __all__ = [
@@ -28,9 +28,9 @@ __all__ = [
 class _Loss(torch.nn.Module):
     """Holds ``reduction``; legacy ``size_average`` / ``reduce`` are mapped once, here."""
 
-    reduction: str
+    reduction: Reduction
 
-    def __init__(self, size_average: bool | None = None, reduce: bool | None = None, reduction: str = "mean") -> None:
+    def __init__(self, size_average: bool | None = None, reduce: bool | None = None, reduction: Reduction = "mean") -> None:
         super().__init__()
         if size_average is not None or reduce is not None:
             self.reduction = legacy_reduction(size_average, reduce)
@@ -48,7 +48,7 @@ class _WeightedLoss(_Loss):
         weight: Tensor | None = None,
         size_average: bool | None = None,
         reduce: bool | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__(size_average, reduce, reduction)
         self.register_buffer("weight", weight)
@@ -66,7 +66,7 @@ class NLLLoss(_WeightedLoss):
         size_average: bool | None = None,
         ignore_index: int = -100,
         reduce: bool | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__(weight, size_average, reduce, reduction)
         self.ignore_index = ignore_index
@@ -95,7 +95,7 @@ class CrossEntropyLoss(_WeightedLoss):
         size_average: bool | None = None,
         ignore_index: int = -100,
         reduce: bool | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(weight, size_average, reduce, reduction)
@@ -133,7 +133,7 @@ class BCEWithLogitsLoss(_Loss):
         weight: Tensor | None = None,
         size_average: bool | None = None,
         reduce: bool | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         pos_weight: Tensor | None = None,
     ) -> None:
         super().__init__(size_average, reduce, reduction)
@@ -156,10 +156,10 @@ class KLDivLoss(_Loss):
         self,
         size_average: bool | None = None,
         reduce: bool | None = None,
-        reduction: str = "mean",
+        reduction: KLReduction = "mean",
         log_target: bool = False,
     ) -> None:
-        super().__init__(size_average, reduce, reduction)
+        super().__init__(size_average, reduce, reduction)  # type: ignore[arg-type]
         self.log_target = log_target
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:

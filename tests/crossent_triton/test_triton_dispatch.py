@@ -35,17 +35,26 @@ def test_public_api_runs_the_triton_kernels_when_asked() -> None:
     "op, options, reason",
     [
         ("cross_entropy", {}, None),
-        ("cross_entropy", {"prob_target": True, "weight": True, "label_smoothing": 0.3, "unknown": 1}, None),
+        ("cross_entropy", {"probability": True, "weight": True, "label_smoothing": 0.3}, None),
         ("nll_loss", {"dtype": torch.bfloat16, "ndim": 4}, None),
         ("log_softmax", {"dtype": torch.int64}, "float16, bfloat16, float32 or float64"),
         ("cross_entropy", {"weight_requires_grad": True}, "do not differentiate the weight"),
-        ("linear_cross_entropy", {}, "does not call the Triton chunk kernel yet"),
+        ("linear_cross_entropy", {}, "no Triton kernel for linear_cross_entropy"),
         ("entropy", {}, "no Triton kernel for entropy"),
     ],
 )
 def test_unsupported_reason(op: str, options: dict[str, object], reason: str | None) -> None:
-    got = ct.unsupported_reason(op, options)
+    from crossent._dispatch import CallSpec
+
+    got = ct.unsupported_reason(op, CallSpec(**options))
     assert got is None if reason is None else reason in got
+
+
+def test_a_misspelled_option_is_an_error_not_a_silent_default() -> None:
+    from crossent._dispatch import spec_of
+
+    with pytest.raises(TypeError):
+        spec_of(torch.zeros(2, 3), prob_target=True)
 
 
 def test_every_dispatched_op_has_an_answer() -> None:
@@ -54,7 +63,7 @@ def test_every_dispatched_op_has_an_answer() -> None:
     for op in _dispatch.OPS:
         # the fused loss runs its chunks on the PyTorch path and says so
         expected_none = op != "linear_cross_entropy"
-        assert (ct.unsupported_reason(op, {}) is None) == expected_none, op
+        assert (ct.unsupported_reason(op, _dispatch.CallSpec()) is None) == expected_none, op
 
 
 def _samples() -> list[tuple[object, tuple[object, ...]]]:

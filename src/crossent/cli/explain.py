@@ -22,6 +22,7 @@ from rich.table import Table
 
 from crossent import functional as crossent_functional
 from crossent import numpy as cnp
+from crossent._reduction import Reduction
 from crossent.cli import _console
 from crossent.cli._errors import CLIError
 from crossent.cli._inputs import json_or_file
@@ -78,7 +79,7 @@ class Problem:
     pos_weight: torch.Tensor | None
     ignore_index: int
     label_smoothing: float
-    reduction: str
+    reduction: Reduction
     binary: str | None  # None (cross-entropy), "logits" or "probabilities"
 
     @property

@@ -104,9 +104,9 @@ def fused_pass(
             parts.append((block, part))
         else:
             part, exps = _engine.at(stats, block), None
-        if not grads:
+        if coef is None:
             continue
-        scales = kind.scales(part, coef if coef.dim() == 0 else coef[block], block)  # type: ignore[union-attr]
+        scales = kind.scales(part, coef if coef.dim() == 0 else coef[block], block)
         if probability and not overwrite:
             gt, gw = kind.target_grads(xb, block, part, scales, result.class_weight is not None)  # type: ignore[union-attr,arg-type]
             if result.target is not None:
@@ -164,7 +164,15 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         precomputed = _as_inputs(result, (h, w, b, target, class_weight))
         ctx.mode, ctx.opts = mode, opts
         ctx.save_for_backward(
-            h, w, b, target, class_weight, kept, div, *_engine.for_backward(stats), *(precomputed if coef is not None else ())
+            h,
+            w,
+            b,
+            target,
+            class_weight,
+            kept,
+            div,
+            *_engine.for_backward(stats),
+            *(precomputed if coef is not None else ()),
         )
         return reduce(kind.loss(stats), mode, div).to(out_dtype)
 

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from crossent import _checks, _dispatch
+from crossent._dispatch import Impl
+from crossent._reduction import Reduction
 from crossent._reduction import resolve as resolve_reduction
 from crossent._seam import public_op
-from crossent.distributed.normalization import check_normalizer
 from crossent.fused import _checks as _fused_checks
 from crossent.fused._function import LinearCrossEntropyFunction
 from crossent.fused._options import FusedOptions, chunk_rows, default_workspace_bytes, workspace_row_bytes
@@ -30,13 +31,13 @@ def linear_cross_entropy(
     *,
     linear_bias: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
     options: LinearCrossEntropyOptions | None = None,
     chunk_size: int | None = None,
     workspace_bytes: int | None = None,
-    impl: str = "auto",
+    impl: Impl = "auto",
     process_group: torch.distributed.ProcessGroup | None = None,
     normalizer: torch.Tensor | float | None = None,
     reduce_input_grad: bool = True,
@@ -148,7 +149,7 @@ def linear_cross_entropy(
     shapes = _fused_checks.linear_shapes(input, linear_weight, target, linear_bias, ignore_index)
     _fused_checks.linear_dtypes(input, linear_weight, linear_bias)
     reduction = resolve_reduction(reduction)
-    check_normalizer(normalizer, reduction, "linear_cross_entropy")
+    _checks.check_normalizer(normalizer, reduction, "linear_cross_entropy")
 
     n, c, s = shapes.rows, shapes.num_classes, shapes.positions
     if input.dim() > 2:  # crossent's extension: the call stands for logits (N, C)
@@ -162,7 +163,7 @@ def linear_cross_entropy(
     ignore, eps, weight = _checks.cross_entropy_arguments(
         logits, target, weight, -100 if ignore_index is None else ignore_index, label_smoothing, reduction
     )
-    _dispatch.resolve("linear_cross_entropy", "torch" if impl == "auto" else impl, input.device, {"dtype": input.dtype})
+    _dispatch.resolve("linear_cross_entropy", impl, input.device, _dispatch.spec_of(input))
 
     grad_tensors = [input, linear_weight, linear_bias] + ([target, weight] if shapes.probabilities else [])
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in grad_tensors)
@@ -178,7 +179,7 @@ def linear_cross_entropy(
         workspace_bytes,
         default_workspace_bytes(linear_weight.numel() * grad_dtype.itemsize),
     )
-    call = CrossEntropyCall(reduction, ignore, eps, shapes.probabilities, gradient_expected=needs_grad)  # type: ignore[arg-type]
+    call = CrossEntropyCall(reduction, ignore, eps, shapes.probabilities, gradient_expected=needs_grad)
     opts = FusedOptions(
         call=call,
         num_classes=c,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from crossent._reduction import Reduction
 from crossent.fused.functional import linear_cross_entropy
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         bias: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         weight: Tensor | None = None,
         ignore_index: int | None = None,
         label_smoothing: float = 0.0,

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-
 from crossent.ops._layout import row_blocks
 
 Operand = torch.Tensor | None

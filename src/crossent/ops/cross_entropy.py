@@ -60,14 +60,12 @@ def make_kind(
     num_classes = shard.num_classes if shard is not None else None
     if call.probability:
         dtypes = (x_dtype, target.dtype, *((weight.dtype,) if weight is not None else ()))
-        kind = _engine.Probability.build(target, weight, call.label_smoothing, accumulation_dtype(*dtypes), num_classes)
-        return kind, result_dtype(*dtypes)
+        acc = accumulation_dtype(*dtypes)
+        return _engine.Probability.build(target, weight, call.label_smoothing, acc, num_classes), result_dtype(*dtypes)
     offset = shard.offset if shard is not None else None
     acc = accumulation_dtype(x_dtype)
-    kind = _engine.ClassIndex.build(
-        target, weight, call.ignore_index, call.label_smoothing, classes, acc, offset, num_classes
-    )
-    return kind, x_dtype
+    eps = call.label_smoothing
+    return _engine.ClassIndex.build(target, weight, call.ignore_index, eps, classes, acc, offset, num_classes), x_dtype
 
 
 def _weight_sum(kind: Kind) -> torch.Tensor | float | None:
@@ -138,7 +136,7 @@ class CrossEntropyFunction(torch.autograd.Function):
         tensors = [v if isinstance(v, torch.Tensor) else None for v in (div, _weight_sum(kind))]
         ctx.save_for_backward(x, target, weight, *_engine.for_backward(stats), *tensors, grad)
         if mode == "none":
-            loss = loss.reshape(_output_shape(x) if call.probability else tuple(target.shape))
+            loss = loss.reshape(_output_shape(x))
         return loss.to(out_dtype)
 
     @staticmethod
@@ -164,7 +162,7 @@ class CrossEntropyFunction(torch.autograd.Function):
 
         kind, _ = make_kind(x.dtype, _targets(x3, target, call), weight, call, c, ctx.shard)
         stats = _engine.from_saved(*fields)
-        div, weight_sum = (t if t is not None else v for t, v in zip((saved_divisor, saved_weight_sum), ctx.scalars))
+        div, weight_sum = (t if t is not None else v for t, v in zip((saved_divisor, saved_weight_sum), ctx.scalars, strict=True))
         if isinstance(kind, _engine.ClassIndex):
             kind = dataclasses.replace(kind, weight_sum=weight_sum)  # over every shard
         coef = upstream(grad_output.to(kind.acc), ctx.mode, div, (n, s))

@@ -27,7 +27,12 @@ class NLLLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, z: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, reduction: Reduction, ignore_index: int
+        ctx: Any,
+        z: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None,
+        reduction: Reduction,
+        ignore_index: int,
     ) -> torch.Tensor:
         kind = _kind(z, target, weight, ignore_index)
         z3 = as_ncs(z)

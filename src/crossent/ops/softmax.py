@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 
-
 from crossent.ops._autograd import first_order
 from crossent.ops._layout import accumulation_dtype, blocks
 
