@@ -11,8 +11,8 @@ collective ``combine``. The Triton kernels compute the same statistics on the GP
     scales = kind.scales(stats, coef)              # coef: d output / d loss_n, per position
     grad = kind.grad_block(xb, block, stats, scales)
 
-Statistics are kept relative to a per-position shift ``k``: the row max, or 0 where the row is all
-``-inf`` (so ``x - k`` is ``-inf`` there, not NaN). ``x - k`` is then exact (Sterbenz), and
+Statistics are kept relative to a per-position shift ``k``: the row max, or the lowest finite value
+where the row is all ``-inf`` (so ``x - k`` is ``-inf`` there, not NaN). ``x - k`` is then exact (Sterbenz), and
 ``lse - x_y`` is formed as ``(k - x_y) + log S``: a single ``lse = k + log S`` would carry an error
 of ``ulp(k)`` into every log-probability (6e-5 for float32 logits near 1000).
 
@@ -61,8 +61,9 @@ def from_saved(shift: torch.Tensor, sum_exp: torch.Tensor, weight: torch.Tensor 
     return Statistics(shift, sum_exp, sum_exp, weight, None)  # the target sums are not needed again
 
 
-def _shift(row_max: torch.Tensor) -> torch.Tensor:
-    return torch.where(row_max > -math.inf, row_max, 0)
+def _shift(xb: torch.Tensor) -> torch.Tensor:
+    """The row max ``(b, 1, s)``, raised to the dtype's lowest finite value where the row is all ``-inf``."""
+    return xb.amax(1, keepdim=True).clamp_min_(torch.finfo(xb.dtype).min)
 
 
 def _common_shift(stats: Statistics, group: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,13 +188,13 @@ class ClassIndex:
         self, xb: torch.Tensor, block: Block, out: torch.Tensor | None = None
     ) -> tuple[Statistics, torch.Tensor]:
         """Statistics of the block ``xb = x[rows, :, cols]`` (C > 0), and ``exp(xb - k)`` (into ``out`` if given)."""
-        target = xb.gather(1, self.local[block].unsqueeze(1)).squeeze(1)
-        k = _shift(xb.amax(1, keepdim=True))
+        target = xb.gather(1, _at(self.local, block).unsqueeze(1)).squeeze(1)
+        k = _shift(xb)
         shifted = torch.sub(xb, k, out=out)
         smooth = None
         if self.eps > 0:
             smooth = shifted.sum(1) if self.weight is None else torch.einsum("bcs,c->bs", shifted, self.weight)
-        tw = None if self.target_weight is None else self.target_weight[block]
+        tw = None if self.target_weight is None else _at(self.target_weight, block)
         exps = shifted.exp_()
         return Statistics(k.squeeze(1), exps.sum(1), target, tw, smooth), exps
 
@@ -237,8 +238,10 @@ class ClassIndex:
         ``coef = d output / d l_n`` (0-dim, or per position of the block)."""
         # d/dx_c l = m coef [(1-eps) w_y (p_c - [c=y]) + (eps/V)(p_c sum_k w_k - w_c)],  p = exp(x - k) / S
         coef = torch.where(_at(self.keep, block), coef, 0)
-        target = coef * (1 - self.eps) if stats.weight is None else coef * ((1 - self.eps) * stats.weight)
-        smooth = coef * (self.eps * self.inv_classes) if self.eps > 0 else None
+        target = coef if stats.weight is None else coef * stats.weight
+        smooth = None
+        if self.eps > 0:
+            target, smooth = target * (1 - self.eps), coef * (self.eps * self.inv_classes)
         p = target if smooth is None else target + smooth * self.weight_sum
         if self.owned is not None:
             target = torch.where(_at(self.owned, block), target, 0)
@@ -312,7 +315,7 @@ class Probability:
     def absorb(
         self, xb: torch.Tensor, block: Block, out: torch.Tensor | None = None
     ) -> tuple[Statistics, torch.Tensor]:
-        k = _shift(xb.amax(1, keepdim=True))
+        k = _shift(xb)
         shifted = torch.sub(xb, k, out=out)
         _, wq = self._weighted(block)
         # 0 * (-inf) = NaN where a -inf logit has zero target mass, as in torch

@@ -50,12 +50,6 @@ def _index_targets(input: np.ndarray, target: np.ndarray, weight: object, ignore
     return _IndexTargets(batch, log_softmax_of(batch.scores, -1))
 
 
-def _check_smoothable(input: np.ndarray, target: np.ndarray) -> None:
-    if input.ndim == 1 and target.ndim == 1:
-        # torch 2.13 adds a ()-shaped smoothing term to the (1,)-shaped target's loss in place and fails.
-        raise RuntimeError("output with shape [] doesn't match the broadcast shape [1]")
-
-
 def _per_class(epsilon: float, num_classes: int) -> float:
     """``ε / C``; with no classes it is ``inf``, as torch's floating-point division gives."""
     return epsilon / num_classes if num_classes else float("inf")
@@ -178,7 +172,6 @@ def cross_entropy(
     nll = apply_reduction(picked_loss(index.batch, index.log_probs), mode, total_weight)
     if epsilon == 0.0:
         return nll
-    _check_smoothable(x, t)
     smoothing = apply_reduction(_smoothing_loss(index), mode, total_weight)
     return np.asarray((1 - epsilon) * nll + _per_class(epsilon, index.batch.num_classes) * smoothing)
 
@@ -244,7 +237,6 @@ def cross_entropy_grad(
     upstream = reduction_grad(grad_output, mode, batch.total_weight, batch.loss_shape, x.dtype)
     grad_log_probs = (1 - epsilon) * picked_loss_grad(batch, upstream)
     if epsilon > 0.0:
-        _check_smoothable(x, t)
         kept_upstream = np.where(batch.kept, upstream.reshape(batch.kept.shape), 0)
         grad_log_probs += _per_class(epsilon, batch.num_classes) * -kept_upstream[..., None] * batch.weight
     return batch.to_input_layout(log_softmax_backward(grad_log_probs, index.log_probs, -1))

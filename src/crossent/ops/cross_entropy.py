@@ -68,6 +68,18 @@ def make_kind(
     return _engine.ClassIndex.build(target, weight, call.ignore_index, eps, classes, acc, offset, num_classes), x_dtype
 
 
+def _blocks(n: int, c: int, s: int, device: torch.device) -> list[_engine.Block]:
+    """The blocks of ``(N, C, S)`` logits; ``ALL`` when one block covers them."""
+    if c == 0:
+        return []
+    walk: list[_engine.Block] = list(blocks(n, c, s, device))
+    return [_engine.ALL] if len(walk) == 1 else walk
+
+
+def _block(x3: torch.Tensor, block: _engine.Block) -> torch.Tensor:
+    return x3 if block is _engine.ALL else x3[block[0], :, block[1]]
+
+
 def _weight_sum(kind: Kind) -> torch.Tensor | float | None:
     return kind.weight_sum if isinstance(kind, _engine.ClassIndex) else None
 
@@ -106,16 +118,15 @@ class CrossEntropyFunction(torch.autograd.Function):
             div = kind.mean_divisor()  # known before the walk: a local call has every target weight
         if div is not None:
             mode = "mean"
-        # the gradient for an upstream gradient of 1 (per position for 'none')
-        coef = upstream(torch.ones((), dtype=acc, device=x.device), "sum" if mode == "none" else mode, div, (n, s))
+        # the gradient for an upstream gradient of 1, per position
+        coef = torch.ones((), dtype=acc, device=x.device) if div is None else torch.as_tensor(div, dtype=acc).reciprocal()
 
         parts = []
-        for block in blocks(n, c, s, x.device) if c > 0 else ():
-            bn, bs = block
-            xb = x3[bn, :, bs].to(acc)
+        for block in _blocks(n, c, s, x.device):
+            xb = _block(x3, block).to(acc)
             out = None
             if grad is not None and grad.dtype == acc:
-                out = as_ncs(grad)[bn, :, bs]
+                out = _block(as_ncs(grad), block)
             elif xb.dtype != x.dtype:
                 out = xb  # a fresh copy already
             part, exps = kind.absorb(xb, block, out)
@@ -123,7 +134,7 @@ class CrossEntropyFunction(torch.autograd.Function):
                 scales = kind.scales(part, coef, block)
                 block_grad = kind.grad_block(xb, block, part, scales, exps=exps)  # type: ignore[arg-type]
                 if block_grad.dtype != grad.dtype:
-                    as_ncs(grad)[bn, :, bs] = block_grad
+                    _block(as_ncs(grad), block).copy_(block_grad)
             parts.append((block, part))
         stats = _engine.assemble(parts, n, s) if parts else kind.empty(n, s, x.device)
         kind, stats = kind.combine(stats, shard.group if shard is not None else None)
@@ -175,22 +186,21 @@ class CrossEntropyFunction(torch.autograd.Function):
             need_x = False
         grad_t = torch.empty_like(target) if need_t else None
         grad_w = torch.zeros(c, dtype=kind.acc, device=x.device) if need_w else None
-        for block in blocks(n, c, s, x.device) if c > 0 else ():
-            bn, bs = block
-            xb = x3[bn, :, bs].to(kind.acc)
+        for block in _blocks(n, c, s, x.device):
+            xb = _block(x3, block).to(kind.acc)
             stats_b, scales_b = _engine.at(stats, block), _engine.at(scales, block)
             if isinstance(kind, _engine.Probability) and (need_t or need_w):
                 gt, gw = kind.target_grads(xb, block, stats_b, scales_b, need_w)  # type: ignore[arg-type]
                 if grad_t is not None:
-                    as_ncs(grad_t)[bn, :, bs] = gt
+                    _block(as_ncs(grad_t), block).copy_(gt)
                 if grad_w is not None and gw is not None:
                     grad_w += gw  # block partial sums in block order: deterministic
             if need_x and grad_x is not None:
                 direct = grad_x.dtype == kind.acc and grad_x.is_contiguous()
-                out = as_ncs(grad_x)[bn, :, bs] if direct else None
+                out = _block(as_ncs(grad_x), block) if direct else None
                 gb = kind.grad_block(xb, block, stats_b, scales_b, out)  # type: ignore[arg-type]
                 if not direct:
-                    as_ncs(grad_x)[bn, :, bs] = gb
+                    _block(as_ncs(grad_x), block).copy_(gb)
         if need_x and c == 0 and grad_x is not None:
             grad_x.zero_()
         return grad_x, grad_t, grad_w.to(weight.dtype) if grad_w is not None else None, None, None, None
