@@ -66,6 +66,11 @@ def _shift(xb: torch.Tensor) -> torch.Tensor:
     return xb.amax(1, keepdim=True).clamp_min_(torch.finfo(xb.dtype).min)
 
 
+def _empty_shift(zeros: torch.Tensor) -> torch.Tensor:
+    """The shift of a row without classes: the lowest finite value, as for a row of ``-inf``."""
+    return torch.full_like(zeros, torch.finfo(zeros.dtype).min)
+
+
 def _common_shift(stats: Statistics, group: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The all-reduce MAX of the row maxima over shards, ``M``, and ``k - M`` (which moves local sums to ``M``).
 
@@ -78,17 +83,22 @@ def _common_shift(stats: Statistics, group: Any) -> tuple[torch.Tensor, torch.Te
     return global_shift, stats.shift - global_shift
 
 
-def _all_sum(fields: list[torch.Tensor], scalar: torch.Tensor | float | None, group: Any) -> torch.Tensor:
-    """One all-reduce SUM of the per-position ``fields`` (and of one ``scalar``, returned as a last row)."""
+def _all_sum(fields: list[torch.Tensor], scalar: torch.Tensor | float | None, group: Any) -> list[torch.Tensor]:
+    """One all-reduce SUM of the per-position ``fields`` (and of one ``scalar``, returned last as a 0-dim)."""
     import torch.distributed as dist
 
-    summed = torch.stack(fields)
-    if scalar is not None:
-        row = torch.zeros_like(summed[:1])
-        row[0, 0] = scalar
-        summed = torch.cat([summed, row])
-    dist.all_reduce(summed, op=dist.ReduceOp.SUM, group=group)
-    return summed
+    flat = torch.cat(
+        [f.reshape(-1) for f in fields]
+        + (
+            [torch.as_tensor(scalar, dtype=fields[0].dtype, device=fields[0].device).reshape(1)]
+            if scalar is not None
+            else []
+        )
+    )
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+    n = fields[0].numel()
+    summed = [flat[i * n : (i + 1) * n].view(fields[0].shape) for i in range(len(fields))]
+    return summed + ([flat[-1]] if scalar is not None else [])
 
 
 ALL: Block = (slice(None), slice(None))
@@ -199,9 +209,9 @@ class ClassIndex:
         return Statistics(k.squeeze(1), exps.sum(1), target, tw, smooth), exps
 
     def empty(self, n: int, s: int, device: torch.device) -> Statistics:
-        """The statistics without classes: every target is ignored."""
+        """The statistics of a shard without classes (locally: every target is ignored)."""
         zeros = torch.zeros(n, s, dtype=self.acc, device=device)
-        return Statistics(zeros, zeros, zeros, self.target_weight, zeros if self.eps > 0 else None)
+        return Statistics(_empty_shift(zeros), zeros, zeros, self.target_weight, zeros if self.eps > 0 else None)
 
     def combine(self, stats: Statistics, group: object | None) -> tuple[ClassIndex, Statistics]:
         """The identity without a group; across vocab shards an all-reduce MAX of the shifts and one SUM
@@ -216,7 +226,7 @@ class ClassIndex:
             fields.append(stats.smooth + moved * (self.weight_sum if self.weight is not None else self.classes))
         scalar = self.weight is not None and stats.smooth is not None
         summed = _all_sum(fields, self.weight_sum if scalar else None, group)
-        kind = dataclasses.replace(self, weight_sum=summed[-1][0, 0]) if scalar else self
+        kind = dataclasses.replace(self, weight_sum=summed[-1]) if scalar else self
         weight = summed[2] if stats.weight is not None else None
         smooth = summed[len(fields) - 1] if stats.smooth is not None else None
         return kind, Statistics(global_shift, summed[0], summed[1], weight, smooth)
@@ -284,6 +294,7 @@ class Probability:
     weight: torch.Tensor | None  # (C_local,) in acc
     eps: float
     inv_classes: float | torch.Tensor
+    no_classes: bool  # the call has no classes at all (a shard may have none of its own)
     acc: torch.dtype
 
     @classmethod
@@ -297,12 +308,13 @@ class Probability:
     ) -> Probability:
         c = target.shape[1]
         inv: float | torch.Tensor = num_classes.to(acc).reciprocal() if num_classes is not None else 1 / max(c, 1)
-        return cls(target, weight.to(acc) if weight is not None else None, eps, inv, acc)
+        no_classes = num_classes is None and c == 0
+        return cls(target, weight.to(acc) if weight is not None else None, eps, inv, no_classes, acc)
 
     def mean_divisor(self, stats: Statistics | None = None) -> torch.Tensor:
         """``'mean'`` divides by the number of positions, 0 without classes (torch's ``numel / C``)."""
-        n, c, s = self.target.shape
-        return torch.tensor(n * s if c > 0 else 0, dtype=self.acc, device=self.target.device)
+        n, _, s = self.target.shape
+        return torch.tensor(0 if self.no_classes else n * s, dtype=self.acc, device=self.target.device)
 
     def _weighted(self, block: Block) -> tuple[torch.Tensor, torch.Tensor]:
         """``(q, w q)`` for the block."""
@@ -325,7 +337,7 @@ class Probability:
 
     def empty(self, n: int, s: int, device: torch.device) -> Statistics:
         zeros = torch.zeros(n, s, dtype=self.acc, device=device)
-        return Statistics(zeros, zeros, zeros, zeros, None)
+        return Statistics(_empty_shift(zeros), zeros, zeros, zeros, None)
 
     def combine(self, stats: Statistics, group: object | None) -> tuple[Probability, Statistics]:
         if group is None:
@@ -339,7 +351,7 @@ class Probability:
     def loss(self, stats: Statistics) -> torch.Tensor:
         """``l = B log S - A``: both terms are >= 0, so there is no cancellation (-0. without classes, as torch)."""
         assert stats.weight is not None
-        if self.target.shape[1] == 0:
+        if self.no_classes:
             return torch.full_like(stats.target, -0.0)
         return stats.weight * stats.sum_exp.log() - stats.target
 

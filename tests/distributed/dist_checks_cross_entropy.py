@@ -106,7 +106,8 @@ def check_normalizer(pg: dist.ProcessGroup) -> None:
 
 
 def check_extreme_logits(pg: dist.ProcessGroup) -> None:
-    """-inf logits (on the target and elsewhere), +inf, NaN, 1e4 offsets: torch's values and NaNs."""
+    """-inf logits (on the target and elsewhere), +inf, NaN, 1e4 offsets, a row far below 0 (so a shard
+    without classes must not shift its empty sums by 0): torch's values and NaNs."""
     x = torch.tensor(
         [
             [0.0, float("-inf"), 1.0, 2.0, -3.0, 0.5, 1.5],
@@ -115,10 +116,11 @@ def check_extreme_logits(pg: dist.ProcessGroup) -> None:
             [float("-inf")] * 7,
             [0.0, 1.0, float("nan"), 2.0, 0.0, 0.0, 0.0],
             [-1e4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [-1000.0, -1001.0, -1002.0, -1003.0, -1004.0, -1005.0, -1006.0],
         ],
         dtype=torch.float64,
     )
-    for target in (torch.tensor([0, 2, 1, 0, 3, 0]), torch.tensor([1, 6, 1, 0, 3, 0])):
+    for target in (torch.tensor([0, 2, 1, 0, 3, 0, 0]), torch.tensor([1, 6, 1, 0, 3, 0, 6])):
         for eps in (0.0, 0.3, 1.0):
             for reduction in ("none", "sum"):
                 for widths in LAYOUTS[world()]:

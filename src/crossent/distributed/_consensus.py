@@ -43,7 +43,7 @@ import torch.distributed as dist
 from crossent import _checks
 from crossent.distributed import _peers
 from crossent.distributed._group import Group
-from crossent.distributed._validate import CrossEntropySpec
+from crossent.ops.cross_entropy import CrossEntropyCall
 
 _EMPTY = -(2**63)  # written into the other ranks' rows: below every value, so MAX keeps each row as written
 _FAILED, _WIDTH = 0, 1  # the first two columns of a record; the fields follow
@@ -63,7 +63,7 @@ class Call:
     """What one rank was asked to compute, as far as the ranks must agree on it."""
 
     function: str
-    spec: CrossEntropySpec
+    spec: CrossEntropyCall
     classes: int  # this rank's shard width: free to differ
     shape: tuple[int, ...]  # input's shape without its class dimension (hidden states: all of it)
     dtypes: tuple[torch.dtype | None, ...]  # of input, of probability targets, of weight (None: absent)
@@ -178,7 +178,7 @@ FIELDS: tuple[Field, ...] = (
     Field("reduction", lambda c: _REDUCTIONS.index(c.spec.reduction), lambda v: repr(_REDUCTIONS[v])),
     Field("ignore_index", lambda c: c.spec.ignore_index, str),
     Field("label_smoothing", lambda c: _bits(c.spec.label_smoothing), _show_float),
-    Field("whether weight is given", lambda c: int(c.spec.weighted), lambda v: "weight" if v else "None"),
+    Field("whether weight is given", lambda c: int(c.dtypes[2] is not None), lambda v: "weight" if v else "None"),
     Field(
         "the dtypes of input, of probability targets and of weight",
         lambda c: _digest(c.dtypes),

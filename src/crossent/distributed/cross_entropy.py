@@ -1,4 +1,9 @@
-"""``vocab_parallel_cross_entropy``: cross-entropy over logits sharded on the class dimension."""
+"""``vocab_parallel_cross_entropy``: cross-entropy over logits sharded on the class dimension.
+
+Once the ranks agree (``_consensus``), crossent's logits driver (``crossent.ops.cross_entropy``) runs
+the engine on this rank's shard, with the engine's collective ``combine`` inside its autograd
+Function's forward (``torch.distributed.all_reduce`` has no autograd formula of its own).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ import torch.distributed as dist
 
 from crossent.distributed import _consensus, _validate
 from crossent.distributed._group import resolve
-from crossent.distributed._logits import CALLER, VocabParallelCrossEntropyFunction
 from crossent.ops._layout import class_dim
+from crossent.ops.cross_entropy import CrossEntropyFunction, Shard
 
 __all__ = ["vocab_parallel_cross_entropy"]
+
+CALLER = "vocab_parallel_cross_entropy"
 
 
 def vocab_parallel_cross_entropy(
@@ -48,7 +55,7 @@ def vocab_parallel_cross_entropy(
 
     Communication: the forward pass makes three collectives on ``process_group``: an all-reduce MAX
     of a fixed-size agreement table (15 int64 values per rank, whatever the input), an all-reduce MAX
-    of ``N * d1..dK`` values and one all-reduce SUM of 2 to 4 values per position (3 for
+    of ``N * d1..dK`` values and one all-reduce SUM of 2 to 5 values per position (3 for
     probabilities), both in float32 (float64 for float64 inputs). The backward pass makes none, and
     is first-order: ``create_graph=True`` raises ``RuntimeError`` (as crossent's other losses do).
 
@@ -106,21 +113,24 @@ def vocab_parallel_cross_entropy(
     group = resolve(process_group, CALLER)
     device = group.device_for(input)
     try:
-        spec = _validate.check_cross_entropy(
+        call = _validate.check_cross_entropy(
             input, target, weight, ignore_index, reduction, label_smoothing, normalizer, CALLER
         )
-        call = _consensus.Call(
-            function=CALLER,
-            spec=spec,
-            classes=input.shape[class_dim(input)],
-            shape=_validate.batch_shape(input),
-            dtypes=_validate.loss_dtypes(input, spec, target, weight),
-            target=target,
-            normalizer=normalizer,
+        mine = _consensus.record(
+            _consensus.Call(
+                function=CALLER,
+                spec=call,
+                classes=input.shape[class_dim(input)],
+                shape=tuple(input.shape[:1] + input.shape[2:]) if input.dim() > 1 else (),
+                dtypes=_validate.loss_dtypes(input, call, target, weight),
+                target=target,
+                normalizer=normalizer,
+            ),
+            device,
         )
-        mine = _consensus.record(call, device)
     except Exception as error:  # reported to the peers through the agreement collective, then re-raised
         _consensus.withdraw(group, error, device)
     layout = _consensus.agree(group, mine, CALLER)
-    out: torch.Tensor = VocabParallelCrossEntropyFunction.apply(input, target, weight, normalizer, spec, group, layout)
+    shard = Shard(group.handle, layout.offset, layout.num_classes)
+    out: torch.Tensor = CrossEntropyFunction.apply(input, target, weight, normalizer, call, shard)
     return out

@@ -10,7 +10,10 @@ import torch.distributed as dist
 from crossent import _checks
 from crossent.distributed import _consensus, _validate
 from crossent.distributed._group import resolve
-from crossent.distributed._linear import CALLER, LinearPlan, VocabParallelLinearCrossEntropyFunction, default_chunk_rows
+from crossent.distributed._linear import CALLER, VocabParallelLinearCrossEntropyFunction
+from crossent.fused._options import FusedOptions, chunk_rows, default_workspace_bytes, workspace_row_bytes
+from crossent.ops._layout import accumulation_dtype
+from crossent.ops.cross_entropy import Shard
 
 __all__ = ["vocab_parallel_linear_cross_entropy"]
 
@@ -47,7 +50,7 @@ def vocab_parallel_linear_cross_entropy(
     indices, by ``N`` for probabilities); with ``normalizer`` the loss is ``sum_n l_n / normalizer``.
 
     Communication: the forward makes three collectives, as :func:`vocab_parallel_cross_entropy`
-    (the fixed-size agreement table, an all-reduce MAX of ``N`` values, an all-reduce SUM of 2 to 4
+    (the fixed-size agreement table, an all-reduce MAX of ``N`` values, an all-reduce SUM of 2 to 5
     values per row). The backward gives ``linear_weight``, ``linear_bias`` and the probability
     target and class weight their exact gradients locally; the gradient of ``input`` is a sum over
     ranks of ``dL/dlogits[V_r] @ W[V_r]``. With ``reduce_input_grad=True`` the backward all-reduces
@@ -83,7 +86,8 @@ def vocab_parallel_linear_cross_entropy(
         normalizer: divide the summed loss by this number or one-element tensor (never read on the host).
         reduce_input_grad: all-reduce the input gradient in the backward (see above). Must be the same
             on every rank.
-        chunk_size: rows of logits formed at a time (default: a 32 MiB workspace).
+        chunk_size: rows of logits formed at a time (default: as ``crossent.linear_cross_entropy``, a
+            workspace of a quarter of the weight gradient, within 16 and 256 MiB).
 
     Shape:
         ===================  ====================================  ===================
@@ -109,7 +113,7 @@ def vocab_parallel_linear_cross_entropy(
     device = group.device_for(input)
     try:
         logits, flat_target, output_shape = _check_linear(input, linear_weight, target, linear_bias, reduce_input_grad)
-        spec = _validate.check_cross_entropy(
+        call = _validate.check_cross_entropy(
             logits,
             flat_target,
             weight,
@@ -125,24 +129,34 @@ def vocab_parallel_linear_cross_entropy(
         ):
             raise ValueError(f"{CALLER}: chunk_size must be a positive int, got {chunk_size!r}")
         wants_input_grad = torch.is_grad_enabled() and input.requires_grad
-        call = _consensus.Call(
-            function=CALLER,
-            spec=spec,
-            classes=linear_weight.shape[0],
-            shape=tuple(input.shape),
-            dtypes=_validate.loss_dtypes(input, spec, target, weight),
-            target=flat_target,
-            normalizer=normalizer,
-            reduce_input_grad=reduce_input_grad,
-            input_grad=wants_input_grad,
+        dtypes = _validate.loss_dtypes(input, call, target, weight)
+        mine = _consensus.record(
+            _consensus.Call(
+                function=CALLER,
+                spec=call,
+                classes=linear_weight.shape[0],
+                shape=tuple(input.shape),
+                dtypes=dtypes,
+                target=flat_target,
+                normalizer=normalizer,
+                reduce_input_grad=reduce_input_grad,
+                input_grad=wants_input_grad,
+            ),
+            device,
         )
-        mine = _consensus.record(call, device)
     except Exception as error:  # reported to the peers through the agreement collective, then re-raised
         _consensus.withdraw(group, error, device)
     layout = _consensus.agree(group, mine, CALLER)
+    # the chunks and their workspace as crossent.linear_cross_entropy sizes them
     n, c = logits.shape
-    rows = chunk_size if chunk_size is not None else default_chunk_rows(n, c, input.dtype)
-    plan = LinearPlan(min(rows, max(n, 1)), reduce_input_grad, output_shape)
+    grads = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (input, linear_weight, linear_bias)
+    )
+    acc = accumulation_dtype(*(d for d in dtypes if d is not None))
+    grad_dtype = accumulation_dtype(linear_weight.dtype)
+    workspace = default_workspace_bytes(linear_weight.numel() * grad_dtype.itemsize)
+    rows = chunk_rows(n, workspace_row_bytes(c, input.dtype, acc if grads else None), chunk_size, None, workspace)
+    opts = FusedOptions(call, c, rows, grad_dtype, input.dtype, drop_ignored=False)  # no host read of the targets
     out: torch.Tensor = VocabParallelLinearCrossEntropyFunction.apply(
         input.reshape(n, input.shape[-1]),
         linear_weight,
@@ -150,13 +164,12 @@ def vocab_parallel_linear_cross_entropy(
         flat_target,
         weight,
         normalizer,
-        spec,
+        opts,
         group,
-        layout,
-        plan,
-        wants_input_grad,
+        Shard(group.handle, layout.offset, layout.num_classes),
+        reduce_input_grad,
     )
-    return out
+    return out.reshape(output_shape) if call.reduction == "none" else out
 
 
 def _check_linear(

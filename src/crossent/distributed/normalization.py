@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from crossent import _checks
+from crossent._reduction import divisor, reduce
 from crossent.distributed import _peers
 from crossent.distributed._group import resolve
 from crossent.ops._layout import accumulation_dtype
@@ -37,13 +38,6 @@ def check_normalizer(normalizer: object, reduction: str, caller: str) -> None:
         )
     if reduction == "none":
         raise ValueError(f"{caller}: normalizer divides the summed loss; use reduction='sum' or 'mean', not 'none'")
-
-
-def as_divisor(normalizer: torch.Tensor | float, acc: torch.dtype) -> torch.Tensor | float:
-    """The normalizer as a 0-dim ``acc`` tensor on its own device, or a float; a constant for autograd."""
-    if isinstance(normalizer, torch.Tensor):
-        return normalizer.detach().reshape(()).to(acc)
-    return float(normalizer)
 
 
 def normalized_sum(loss: torch.Tensor, normalizer: torch.Tensor | float) -> torch.Tensor:
@@ -78,7 +72,7 @@ def normalized_sum(loss: torch.Tensor, normalizer: torch.Tensor | float) -> torc
     """
     check_normalizer(normalizer, "sum", "normalized_sum")
     acc = accumulation_dtype(loss.dtype)
-    return (loss.sum(dtype=acc) / as_divisor(normalizer, acc)).to(loss.dtype)
+    return reduce(loss.sum(dtype=acc), "mean", divisor(normalizer, acc)).to(loss.dtype)
 
 
 def count_targets(

@@ -11,7 +11,6 @@ from crossent._dispatch import Impl
 from crossent._reduction import Reduction
 from crossent._reduction import resolve as resolve_reduction
 from crossent._seam import public_op
-from crossent.fused import _checks as _fused_checks
 from crossent.fused._function import LinearCrossEntropyFunction
 from crossent.fused._options import FusedOptions, chunk_rows, default_workspace_bytes, workspace_row_bytes
 from crossent.ops._layout import accumulation_dtype
@@ -141,13 +140,7 @@ def linear_cross_entropy(
             reduce_input_grad=reduce_input_grad,
             chunk_size=chunk_size,
         )
-    _checks.check_tensor(input, "linear_cross_entropy", "input", 1)
-    _checks.check_tensor(linear_weight, "linear_cross_entropy", "linear_weight", 2)
-    _checks.check_tensor(target, "linear_cross_entropy", "target", 3)
-    _fused_checks.optional_tensor(linear_bias, "linear_bias")
-    _fused_checks.optional_tensor(weight, "weight")
-    shapes = _fused_checks.linear_shapes(input, linear_weight, target, linear_bias, ignore_index)
-    _fused_checks.linear_dtypes(input, linear_weight, linear_bias)
+    shapes = _checks.linear_cross_entropy_arguments(input, linear_weight, target, linear_bias, weight, ignore_index)
     reduction = resolve_reduction(reduction)
     _checks.check_normalizer(normalizer, reduction, "linear_cross_entropy")
 
