@@ -148,7 +148,6 @@ def test_uint8_targets_for_two_dimensional_input(reference: str) -> None:
         )
 
 
-
 NONFINITE_ROWS = {
     "minus_inf_logit": np.array([[0.0, -np.inf, 1.0], [0.5, 0.1, -0.2]]),
     "all_minus_inf": np.array([[-np.inf, -np.inf, -np.inf], [0.5, 0.1, -0.2]]),
@@ -161,9 +160,7 @@ NONFINITE_ROWS = {
 @pytest.mark.parametrize("reference", REFERENCES)
 @pytest.mark.parametrize("rows", NONFINITE_ROWS, ids=str)
 @pytest.mark.parametrize("target", [[0, 1], [1, 0], [-100, 0], [2, -100]], ids=str)
-def test_cross_entropy_non_finite_logits(
-    reference: str, rows: str, target: list[int]
-) -> None:
+def test_cross_entropy_non_finite_logits(reference: str, rows: str, target: list[int]) -> None:
     """inf/nan logits give torch's inf/nan pattern in the loss and gradient, ignored rows included."""
     for reduction, smoothing in itertools.product(REDUCTIONS, [0.0, 0.1, 1.0]):
         check_against(

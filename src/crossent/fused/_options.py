@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from crossent.ops._layout import accumulation_dtype
 from crossent.ops.cross_entropy import CrossEntropyCall
 
 MIN_WORKSPACE_BYTES = 16 << 20
@@ -22,11 +23,11 @@ MAX_WORKSPACE_BYTES = 256 << 20
 def default_workspace_bytes(weight_grad_bytes: int) -> int:
     """A quarter of the weight gradient the call produces anyway, within [16 MiB, 256 MiB].
 
-    The chunk's matmuls need rows to run at full speed (2-core CPU, N=2048, H=512, V=32768: 128
-    float32 rows are as fast as 256 or 512, 64 rows take 20% longer, 32 rows 55%), while the memory
-    of the call is dominated by the weight gradient. Tying the workspace to it gives ``H / 4`` float32
-    rows whatever the vocabulary size (128 rows for H = 512: a 16 MiB workspace next to a 64 MiB
-    weight gradient at V = 32768, 63 MiB next to 250 MiB at V = 128256).
+    The chunk's matmuls need enough rows to run at full speed, while the memory of the call is
+    dominated by the weight gradient. Tying the workspace to it gives ``H / 4`` float32 rows whatever
+    the vocabulary size (128 rows for H = 512: a 16 MiB workspace next to a 64 MiB weight gradient at
+    V = 32768, 63 MiB next to 250 MiB at V = 128256), and a matmul of ``H / 4`` rows by ``H`` is
+    large enough to be compute-bound on any CPU.
     """
     return min(max(weight_grad_bytes // 4, MIN_WORKSPACE_BYTES), MAX_WORKSPACE_BYTES)
 
@@ -65,3 +66,30 @@ def chunk_rows(
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"linear_cross_entropy: workspace_bytes must be a positive int, got {workspace_bytes!r}")
     return min(max(budget // max(row_bytes, 1), 1), max(rows, 1))
+
+
+def plan(
+    call: CrossEntropyCall,
+    h: torch.Tensor,
+    w: torch.Tensor,
+    num_classes: int,
+    loss_dtypes: tuple[torch.dtype, ...],
+    *,
+    chunk_size: int | None,
+    workspace_bytes: int | None = None,
+    acc_dtype: torch.dtype | None = None,
+    logits_dtype: torch.dtype | None = None,
+    drop_ignored: bool,
+) -> FusedOptions:
+    """The options of a fused call on flat ``h (N, H)`` and ``w (C * S, H)``: its chunk size above all.
+
+    ``loss_dtypes`` are those the loss accumulates from besides the logits (probability targets, class
+    weights); ``acc_dtype`` overrides the weight gradient's accumulation dtype.
+    """
+    grad_dtype = acc_dtype if acc_dtype is not None else accumulation_dtype(w.dtype)
+    acc = accumulation_dtype(h.dtype, *loss_dtypes)
+    row_bytes = workspace_row_bytes(w.shape[0], h.dtype, acc if call.gradient_expected else None)
+    default = default_workspace_bytes(w.numel() * grad_dtype.itemsize)
+    rows = chunk_rows(h.shape[0], row_bytes, chunk_size, workspace_bytes, default)
+    logits = logits_dtype if logits_dtype is not None else h.dtype
+    return FusedOptions(call, num_classes, rows, grad_dtype, logits, drop_ignored)

@@ -12,8 +12,7 @@ from crossent._reduction import Reduction
 from crossent._reduction import resolve as resolve_reduction
 from crossent._seam import public_op
 from crossent.fused._function import LinearCrossEntropyFunction
-from crossent.fused._options import FusedOptions, chunk_rows, default_workspace_bytes, workspace_row_bytes
-from crossent.ops._layout import accumulation_dtype
+from crossent.fused._options import plan
 from crossent.ops.cross_entropy import CrossEntropyCall
 
 if TYPE_CHECKING:
@@ -151,8 +150,7 @@ def linear_cross_entropy(
     else:
         logits_shape = shapes.logits
     # under autocast the loss sees the logits in float32 while the matmuls run in the autocast dtype
-    logits_dtype = _logits_dtype if _logits_dtype is not None else input.dtype
-    logits = torch.empty(logits_shape, dtype=logits_dtype, device="meta")
+    logits = torch.empty(logits_shape, dtype=_logits_dtype or input.dtype, device="meta")
     ignore, eps, weight = _checks.cross_entropy_arguments(
         logits, target, weight, -100 if ignore_index is None else ignore_index, label_smoothing, reduction
     )
@@ -160,30 +158,22 @@ def linear_cross_entropy(
 
     grad_tensors = [input, linear_weight, linear_bias] + ([target, weight] if shapes.probabilities else [])
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in grad_tensors)
-    extra_dtypes = [t.dtype for t in (target, weight) if shapes.probabilities and t is not None]
-    acc = accumulation_dtype(input.dtype, *extra_dtypes)
-    acc_dtype = getattr(options, "acc_dtype", None)
-    row_bytes = workspace_row_bytes(c * s, input.dtype, acc if needs_grad else None)
-    grad_dtype = acc_dtype if acc_dtype is not None else accumulation_dtype(linear_weight.dtype)
-    rows = chunk_rows(
-        n,
-        row_bytes,
-        chunk_size if chunk_size is not None else getattr(options, "batch_chunk_size", None),
-        workspace_bytes,
-        default_workspace_bytes(linear_weight.numel() * grad_dtype.itemsize),
-    )
     call = CrossEntropyCall(reduction, ignore, eps, shapes.probabilities, gradient_expected=needs_grad)
-    opts = FusedOptions(
-        call=call,
-        num_classes=c,
-        chunk_rows=rows,
-        grad_dtype=grad_dtype,
-        logits_dtype=logits_dtype,
+    h = input.reshape(n, shapes.in_features)
+    w = linear_weight.reshape(c * s, shapes.in_features)
+    opts = plan(
+        call,
+        h,
+        w,
+        c,
+        tuple(t.dtype for t in (target, weight) if shapes.probabilities and t is not None),
+        chunk_size=chunk_size if chunk_size is not None else getattr(options, "batch_chunk_size", None),
+        workspace_bytes=workspace_bytes,
+        acc_dtype=getattr(options, "acc_dtype", None),
+        logits_dtype=_logits_dtype,
         # without classes every row is ignored, yet smoothing makes each loss nan: keep them
         drop_ignored=not shapes.probabilities and c > 0 and not torch.compiler.is_compiling(),
     )
-    h = input.reshape(n, shapes.in_features)
-    w = linear_weight.reshape(c * s, shapes.in_features)
     b = linear_bias.reshape(c * s) if linear_bias is not None else None
     t = target.reshape(n, c, s) if shapes.probabilities else target.reshape(n, s)
     out = LinearCrossEntropyFunction.apply(h, w, b, t, weight, normalizer, opts)
