@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -119,8 +119,47 @@ def at(fields: Fields, block: Block) -> Fields:
     return type(fields)(*(None if f is None else f[block] for f in fields))  # type: ignore[arg-type]
 
 
-def assemble(parts: Sequence[tuple[Block, Statistics]], n: int, s: int) -> Statistics:
+def walk(
+    kind: Kind,
+    blocks: Iterable[tuple[Block, torch.Tensor, torch.Tensor | None]],
+    *,
+    stats: Statistics | None = None,
+    coef: torch.Tensor | None = None,
+    grad: Callable[[Block, torch.Tensor], None] | None = None,
+    target_grads: Callable[[Block, torch.Tensor, torch.Tensor], None] | None = None,
+) -> Statistics | None:
+    """The one driver loop: every path hands the engine its blocks and takes the gradients it forms.
+
+    ``blocks`` yields ``(block, xb, out)``: the positions, the block's logits ``(b, C, s)`` in the
+    accumulation dtype, and where ``exp(xb - k)`` and then the block's gradient may be written (None:
+    a new buffer; it may be ``xb`` itself). Without ``stats`` each block is absorbed and the
+    statistics of all positions are returned. With ``coef`` (``d output / d l_n``, 0-dim or per
+    position), each block's gradient goes to ``grad(block, g)`` and, for probabilities, the target's
+    and class weight's to ``target_grads(block, d_target, d_weight)``; without ``stats`` they come from
+    the block's own statistics, which must then be final (one shard: ``combine`` is the identity).
+    """
+    parts = []
+    for block, xb, out in blocks:
+        if stats is None:
+            part, exps = kind.absorb(xb, block, out)
+            parts.append((block, part))
+        else:
+            part, exps = at(stats, block), None
+        if coef is None:
+            continue
+        scales = kind.scales(part, coef if coef.dim() == 0 else _at(coef, block), block)  # type: ignore[arg-type]
+        if target_grads is not None and isinstance(kind, Probability):
+            target_grads(block, *kind.target_grads(xb, block, part, scales))
+        if grad is not None:
+            grad(block, kind.grad_block(xb, block, part, scales, out, exps))  # type: ignore[arg-type]
+    if stats is not None:
+        return None
+    return assemble(parts, kind) if parts else kind.empty()
+
+
+def assemble(parts: Sequence[tuple[Block, Statistics]], kind: Kind) -> Statistics:
     """The statistics of all positions from those of each block (one block covering all is used as is)."""
+    n, s = kind.positions
     if len(parts) == 1 and parts[0][1].shift.shape == (n, s):
         return parts[0][1]
     first = parts[0][1]
@@ -184,6 +223,10 @@ class ClassIndex:
         weight_sum = w.sum() if w is not None else (num_classes.to(acc) if num_classes is not None else float(classes))
         return cls(keep, owned, local, w, target_weight, eps, inv, weight_sum, classes, acc)
 
+    @property
+    def positions(self) -> tuple[int, int]:
+        return self.keep.shape[0], self.keep.shape[1]
+
     def mean_divisor(self, stats: Statistics | None = None) -> torch.Tensor:
         """``'mean'`` divides by the total target weight ``sum_n m_n w_{y_n}`` (0/0 = NaN when all are ignored).
 
@@ -208,9 +251,9 @@ class ClassIndex:
         exps = shifted.exp_()
         return Statistics(k.squeeze(1), exps.sum(1), target, tw, smooth), exps
 
-    def empty(self, n: int, s: int, device: torch.device) -> Statistics:
+    def empty(self) -> Statistics:
         """The statistics of a shard without classes (locally: every target is ignored)."""
-        zeros = torch.zeros(n, s, dtype=self.acc, device=device)
+        zeros = torch.zeros(self.positions, dtype=self.acc, device=self.keep.device)
         return Statistics(_empty_shift(zeros), zeros, zeros, self.target_weight, zeros if self.eps > 0 else None)
 
     def combine(self, stats: Statistics, group: object | None) -> tuple[ClassIndex, Statistics]:
@@ -311,6 +354,10 @@ class Probability:
         no_classes = num_classes is None and c == 0
         return cls(target, weight.to(acc) if weight is not None else None, eps, inv, no_classes, acc)
 
+    @property
+    def positions(self) -> tuple[int, int]:
+        return self.target.shape[0], self.target.shape[2]
+
     def mean_divisor(self, stats: Statistics | None = None) -> torch.Tensor:
         """``'mean'`` divides by the number of positions, 0 without classes (torch's ``numel / C``)."""
         n, _, s = self.target.shape
@@ -335,8 +382,8 @@ class Probability:
         exps = shifted.exp_()
         return Statistics(k.squeeze(1), exps.sum(1), weighted_shift, wq.sum(1), None), exps
 
-    def empty(self, n: int, s: int, device: torch.device) -> Statistics:
-        zeros = torch.zeros(n, s, dtype=self.acc, device=device)
+    def empty(self) -> Statistics:
+        zeros = torch.zeros(self.positions, dtype=self.acc, device=self.target.device)
         return Statistics(_empty_shift(zeros), zeros, zeros, zeros, None)
 
     def combine(self, stats: Statistics, group: object | None) -> tuple[Probability, Statistics]:
@@ -377,8 +424,8 @@ class Probability:
         return exps.mul_(scales.p.unsqueeze(1)).addcmul_(wq, scales.coef.unsqueeze(1), value=-1)
 
     def target_grads(
-        self, xb: torch.Tensor, block: Block, stats: Statistics, scales: ProbabilityScales, want_weight: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self, xb: torch.Tensor, block: Block, stats: Statistics, scales: ProbabilityScales
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The gradient of the target block, and the block's part of the class-weight gradient ``(C_local,)``."""
         # d/dt_c l = -(1-eps) w_c lp_c g;  d/dw_c l = -q_c lp_c g,  lp = (x - k) - log S
         g = scales.coef.unsqueeze(1)
@@ -386,7 +433,7 @@ class Probability:
         scale = -(1 - self.eps) * g
         grad_t = lp * (scale if self.weight is None else scale * self.weight.view(1, -1, 1))
         q, _ = self._weighted(block)
-        return grad_t, (q * lp * g).sum((0, 2)).neg_() if want_weight else None
+        return grad_t, (q * lp * g).sum((0, 2)).neg_()
 
 
 class ProbabilityScales(NamedTuple):

@@ -14,6 +14,7 @@ the O(N) statistics, and the backward runs the pass again with them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -22,7 +23,7 @@ import torch
 from crossent import _engine
 from crossent._engine import Kind, Statistics
 from crossent._reduction import divisor, reduce, upstream
-from crossent.fused._chunks import Projection, row_chunks
+from crossent.fused._chunks import Projection, RowChunk, row_chunks
 from crossent.fused._options import FusedOptions
 from crossent.ops._autograd import first_order, hand_over
 from crossent.ops.cross_entropy import make_kind
@@ -75,7 +76,7 @@ def fused_pass(
     """
     h, w = proj.input, proj.weight
     n, v, c = h.shape[0], w.shape[0], opts.num_classes
-    s = (kind.keep if isinstance(kind, _engine.ClassIndex) else kind.target).shape[-1]
+    s = kind.positions[1]
     acc, device = kind.acc, h.device
     grads = coef is not None
     probability = isinstance(kind, _engine.Probability)
@@ -92,30 +93,19 @@ def fused_pass(
     overwrite = not (result.target is not None or result.class_weight is not None)
     rows_max = min(opts.chunk_rows, max(n, 1))
     workspace = h.new_empty(rows_max, v)
-    parts = []
-    for rows in row_chunks(n, kept, rows_max) if c > 0 else ():
-        block = (rows.rows, slice(None))
-        hidden = rows.take(h)
-        r = hidden.shape[0]
-        logits = proj.logits(hidden, workspace[:r]).view(r, c, s)
-        xb = logits.to(acc)
-        if stats is None:
-            part, exps = kind.absorb(xb, block, xb if overwrite else None)
-            parts.append((block, part))
-        else:
-            part, exps = _engine.at(stats, block), None
-        if coef is None:
-            continue
-        scales = kind.scales(part, coef if coef.dim() == 0 else coef[block], block)
-        if probability and not overwrite:
-            gt, gw = kind.target_grads(xb, block, part, scales, result.class_weight is not None)  # type: ignore[union-attr,arg-type]
-            if result.target is not None:
-                rows.put(result.target, gt)
-            if result.class_weight is not None and gw is not None:
-                result.class_weight.add_(gw)
-        if not logits_grad:
-            continue
-        g = kind.grad_block(xb, block, part, scales, xb if overwrite else None, exps).view(r, v)  # type: ignore[arg-type]
+    chunk: list[tuple[RowChunk, torch.Tensor]] = []  # the chunk being walked: its rows and hidden states
+
+    def blocks() -> Iterator[tuple[_engine.Block, torch.Tensor, torch.Tensor | None]]:
+        for rows in row_chunks(n, kept, rows_max) if c > 0 else ():
+            hidden = rows.take(h)
+            r = hidden.shape[0]
+            chunk[:] = [(rows, hidden)]
+            xb = proj.logits(hidden, workspace[:r]).view(r, c, s).to(acc)
+            yield (rows.rows, slice(None)), xb, xb if overwrite else None
+
+    def put(block: _engine.Block, grad: torch.Tensor) -> None:
+        rows, hidden = chunk[0]
+        g = grad.view(hidden.shape[0], v)
         if result.input is not None:
             rows.put(result.input, proj.input_grad(g))
         if result.weight is not None:
@@ -123,10 +113,22 @@ def fused_pass(
             result.weight.addmm_(g.t().to(result.weight.dtype), hidden.to(result.weight.dtype))
         if result.bias is not None:
             result.bias.add_(g.sum(0))
-    if stats is None:
-        stats = _engine.assemble(parts, n, s) if parts else kind.empty(n, s, device)
-        return result._replace(stats=stats)
-    return result
+
+    def put_target(block: _engine.Block, gt: torch.Tensor, gw: torch.Tensor) -> None:
+        if result.target is not None:
+            chunk[0][0].put(result.target, gt)
+        if result.class_weight is not None:
+            result.class_weight.add_(gw)
+
+    walked = _engine.walk(
+        kind,
+        blocks(),
+        stats=stats,
+        coef=coef,
+        grad=put if logits_grad else None,
+        target_grads=None if overwrite else put_target,
+    )
+    return result._replace(stats=walked)
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):

@@ -15,6 +15,7 @@ between the forward's block walk and the loss; the backward is local.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,24 +120,25 @@ class CrossEntropyFunction(torch.autograd.Function):
         if div is not None:
             mode = "mean"
         # the gradient for an upstream gradient of 1, per position
-        coef = torch.ones((), dtype=acc, device=x.device) if div is None else torch.as_tensor(div, dtype=acc).reciprocal()
+        coef = (
+            torch.ones((), dtype=acc, device=x.device) if div is None else torch.as_tensor(div, dtype=acc).reciprocal()
+        )
 
-        parts = []
-        for block in _blocks(n, c, s, x.device):
-            xb = _block(x3, block).to(acc)
-            out = None
-            if grad is not None and grad.dtype == acc:
-                out = _block(as_ncs(grad), block)
-            elif xb.dtype != x.dtype:
-                out = xb  # a fresh copy already
-            part, exps = kind.absorb(xb, block, out)
-            if grad is not None:
-                scales = kind.scales(part, coef, block)
-                block_grad = kind.grad_block(xb, block, part, scales, exps=exps)  # type: ignore[arg-type]
-                if block_grad.dtype != grad.dtype:
-                    _block(as_ncs(grad), block).copy_(block_grad)
-            parts.append((block, part))
-        stats = _engine.assemble(parts, n, s) if parts else kind.empty(n, s, x.device)
+        grad3 = as_ncs(grad) if grad is not None else None
+
+        def blocks() -> Iterator[tuple[_engine.Block, torch.Tensor, torch.Tensor | None]]:
+            for block in _blocks(n, c, s, x.device):
+                xb = _block(x3, block).to(acc)
+                direct = grad3 is not None and grad3.dtype == acc
+                # the gradient lands in its buffer, or in the block's own float32 copy of half logits
+                yield block, xb, _block(grad3, block) if direct else xb if xb.dtype != x.dtype else None  # type: ignore[arg-type]
+
+        def put(block: _engine.Block, g: torch.Tensor) -> None:
+            if g.dtype != x.dtype:
+                _block(grad3, block).copy_(g)  # type: ignore[arg-type]
+
+        stats = _engine.walk(kind, blocks(), coef=coef if precompute else None, grad=put)
+        assert stats is not None
         kind, stats = kind.combine(stats, shard.group if shard is not None else None)
         if div is None and mode == "mean":
             div = kind.mean_divisor(stats)  # the target weights of every shard
@@ -173,11 +175,12 @@ class CrossEntropyFunction(torch.autograd.Function):
 
         kind, _ = make_kind(x.dtype, _targets(x3, target, call), weight, call, c, ctx.shard)
         stats = _engine.from_saved(*fields)
-        div, weight_sum = (t if t is not None else v for t, v in zip((saved_divisor, saved_weight_sum), ctx.scalars, strict=True))
+        div, weight_sum = (
+            t if t is not None else v for t, v in zip((saved_divisor, saved_weight_sum), ctx.scalars, strict=True)
+        )
         if isinstance(kind, _engine.ClassIndex):
             kind = dataclasses.replace(kind, weight_sum=weight_sum)  # over every shard
         coef = upstream(grad_output.to(kind.acc), ctx.mode, div, (n, s))
-        scales = kind.scales(stats, coef)
         in_place = call.inplace_backward and x.is_contiguous()
         if need_x and grad_x is None:
             grad_x = x if in_place else torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -186,21 +189,25 @@ class CrossEntropyFunction(torch.autograd.Function):
             need_x = False
         grad_t = torch.empty_like(target) if need_t else None
         grad_w = torch.zeros(c, dtype=kind.acc, device=x.device) if need_w else None
-        for block in _blocks(n, c, s, x.device):
-            xb = _block(x3, block).to(kind.acc)
-            stats_b, scales_b = _engine.at(stats, block), _engine.at(scales, block)
-            if isinstance(kind, _engine.Probability) and (need_t or need_w):
-                gt, gw = kind.target_grads(xb, block, stats_b, scales_b, need_w)  # type: ignore[arg-type]
-                if grad_t is not None:
-                    _block(as_ncs(grad_t), block).copy_(gt)
-                if grad_w is not None and gw is not None:
-                    grad_w += gw  # block partial sums in block order: deterministic
-            if need_x and grad_x is not None:
-                direct = grad_x.dtype == kind.acc and grad_x.is_contiguous()
-                out = _block(as_ncs(grad_x), block) if direct else None
-                gb = kind.grad_block(xb, block, stats_b, scales_b, out)  # type: ignore[arg-type]
-                if not direct:
-                    _block(as_ncs(grad_x), block).copy_(gb)
+        gx3 = as_ncs(grad_x) if need_x and grad_x is not None else None
+        direct = gx3 is not None and gx3.dtype == kind.acc and grad_x.is_contiguous()  # type: ignore[union-attr]
+
+        def blocks() -> Iterator[tuple[_engine.Block, torch.Tensor, torch.Tensor | None]]:
+            for block in _blocks(n, c, s, x.device):
+                yield block, _block(x3, block).to(kind.acc), _block(gx3, block) if direct else None  # type: ignore[arg-type]
+
+        def put(block: _engine.Block, g: torch.Tensor) -> None:
+            if not direct:
+                _block(gx3, block).copy_(g)  # type: ignore[arg-type]
+
+        def put_target(block: _engine.Block, gt: torch.Tensor, gw: torch.Tensor) -> None:
+            if grad_t is not None:
+                _block(as_ncs(grad_t), block).copy_(gt)
+            if grad_w is not None:
+                grad_w.add_(gw)  # block partial sums in block order: deterministic
+
+        target_grads = put_target if need_t or need_w else None
+        _engine.walk(kind, blocks(), stats=stats, coef=coef, grad=put if need_x else None, target_grads=target_grads)
         if need_x and c == 0 and grad_x is not None:
             grad_x.zero_()
         return grad_x, grad_t, grad_w.to(weight.dtype) if grad_w is not None else None, None, None, None
