@@ -67,13 +67,11 @@ def linear_cross_entropy(
 
     Memory: for ``'mean'`` and ``'sum'`` this **precomputes the gradients in the forward**: when
     gradients are needed, the forward computes the input, weight and bias gradients chunk by chunk and
-    saves them (plus the inputs and two float32 scalars per position: max and log-sum-exp); the
-    backward multiplies them by the upstream gradient in place. For ``'none'`` the forward saves only
+    saves them (plus the inputs and two float32 scalars per position: the row max and the sum of
+    exponentials); the backward multiplies them by the upstream gradient in place. For ``'none'`` the forward saves only
     the inputs and those scalars, and the backward recomputes each chunk's logits. Under
     ``torch.no_grad()``, or when nothing requires grad, only the loss is computed. float16/bfloat16
     gradients are formed and the weight and bias gradients accumulated in float32, then rounded once.
-    float32 CPU logits and input gradients are computed by oneDNN's matmul where torch has it (on AMD
-    CPUs it is 2-3x faster than the MKL path of ``torch.mm``).
 
     Args:
         input: hidden states ``(*, H)``; leading dims are flattened (torch itself takes 1 or 2 dims).
