@@ -45,12 +45,12 @@ def cache_bytes_per_core(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")
             kind = (index / "type").read_text().strip()
             size = (index / "size").read_text().strip()
             sharing = _cpu_count((index / "shared_cpu_list").read_text())
+            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+            size_bytes = int(size.rstrip("KMG")) * scale
         except (OSError, ValueError):
             continue
-        if level < 2 or kind == "Instruction":
-            continue
-        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
-        best = max(best, int(size.rstrip("KMG")) * scale // max(sharing, 1))
+        if level >= 2 and kind != "Instruction":
+            best = max(best, size_bytes // max(sharing, 1))
     return best or _DEFAULT_CACHE_BYTES
 
 

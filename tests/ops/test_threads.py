@@ -1,8 +1,10 @@
-"""Blocks spread over worker threads give the same results as one thread, in every autograd mode."""
+"""The block walk runs on torch's own threads: any thread count gives the same results, in every autograd
+mode, and crossent changes no thread setting."""
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
 
 import pytest
 import torch
@@ -61,8 +63,16 @@ def _child(queue) -> None:
     queue.put(float(crossent.cross_entropy(x, torch.zeros(64, dtype=torch.long))))
 
 
-def test_a_forked_child_gets_fresh_workers(many_blocks):
-    crossent.cross_entropy(torch.randn(64, 9), torch.zeros(64, dtype=torch.long))  # start the pool here
+def test_thread_settings_are_left_alone(many_blocks):
+    before = (torch.get_num_threads(), torch.get_num_interop_threads(), threading.active_count())
+    x = torch.randn(300, 9, requires_grad=True)
+    crossent.cross_entropy(x, torch.randint(0, 9, (300,))).backward()
+    crossent.binary_cross_entropy_with_logits(x, torch.rand(300, 9)).backward()
+    assert (torch.get_num_threads(), torch.get_num_interop_threads(), threading.active_count()) == before
+
+
+def test_a_forked_child_computes(many_blocks):
+    crossent.cross_entropy(torch.randn(64, 9), torch.zeros(64, dtype=torch.long))
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     child = ctx.Process(target=_child, args=(queue,))
