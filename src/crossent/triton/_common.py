@@ -20,6 +20,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from crossent._engine import ClassIndex
+
 FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -92,17 +94,11 @@ def num_warps_for(block: int) -> int:
     return max(4, min(32, triton.next_power_of_2(block) // 256))
 
 
-def acc_dtype(*dtypes: torch.dtype) -> torch.dtype:
-    """Accumulation dtype: float64 when any operand is float64, else float32."""
-    return torch.float64 if torch.float64 in dtypes else torch.float32
-
-
 def total_target_weight(target: Tensor, weight: Tensor | None, ignore_index: int, acc: torch.dtype) -> Tensor:
-    """W = sum_n w_{y_n} [y_n != ignore_index] as a 0-d tensor, reduced on the device (no host sync)."""
-    keep = target != ignore_index
-    if weight is None:
-        return keep.sum(dtype=acc)
-    return torch.where(keep, weight.to(acc)[torch.where(keep, target, 0)], 0.0).sum()
+    """W = sum_n w_{y_n} [y_n != ignore_index] as a 0-d tensor, reduced on the device (no host sync):
+    the engine's own ``'mean'`` divisor."""
+    c = weight.shape[0] if weight is not None else 1
+    return ClassIndex.build(target.reshape(1, -1), weight, ignore_index, 0.0, c, acc).mean_divisor()
 
 
 def tl_dtype(dtype: torch.dtype) -> tl.dtype:

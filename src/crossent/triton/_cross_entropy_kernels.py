@@ -27,8 +27,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from crossent.ops._layout import accumulation_dtype as acc_dtype
 from crossent.triton._common import (
-    acc_dtype,
     block_stats,
     finite_ref,
     launch,
@@ -181,9 +181,7 @@ def _ce_rows_kernel(
             cols_b = start + tl.arange(0, BLOCK).to(tl.int64)
             mask_b = cols_b < hi
             x_b = tl.load(x_row + cols_b * x_sc, mask=mask_b, other=float("-inf")).to(ACC)
-            a_b = _target_coefficients(
-                t_row, t_sc, w_ptr, eps_ptr, cols_b, mask_b, C, PROB, HAS_WEIGHT, SMOOTH, ACC
-            )
+            a_b = _target_coefficients(t_row, t_sc, w_ptr, eps_ptr, cols_b, mask_b, C, PROB, HAS_WEIGHT, SMOOTH, ACC)
             m_b, s_b, A_b, B_b = block_stats(x_b, a_b, mask_b, NEED_A)
             m, s, A, B = merge_stats(m, s, A, B, m_b, s_b, A_b, B_b)
 
@@ -373,9 +371,7 @@ def row_statistics(
     lay = split_rows(rows, C, tuning(device), _values_per_col(opts, acc))
     target_3d = target if opts.prob else None
     index_target = target if not opts.prob else loss_rows
-    flags = dict(
-        PROB=opts.prob, HAS_WEIGHT=weight is not None, SMOOTH=opts.smooth, ACC=tl_dtype(acc)
-    )
+    flags = dict(PROB=opts.prob, HAS_WEIGHT=weight is not None, SMOOTH=opts.smooth, ACC=tl_dtype(acc))
     common = dict(
         x_ptr=x, x_sn=x.stride(0), x_sc=x.stride(1), x_ss=x.stride(2),
         y_ptr=index_target, w_ptr=weight if weight is not None else eps, eps_ptr=eps,

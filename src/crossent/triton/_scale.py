@@ -13,7 +13,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from crossent.triton._common import acc_dtype, launch, tl_dtype, tuning
+from crossent.ops._layout import accumulation_dtype as acc_dtype
+from crossent.triton._common import launch, tl_dtype, tuning
 
 
 @triton.jit

@@ -17,7 +17,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from crossent.triton._common import acc_dtype, launch, log1p, log_sigmoid, tl_dtype
+from crossent.ops._layout import accumulation_dtype as acc_dtype
+from crossent.triton._common import launch, log1p, log_sigmoid, tl_dtype
 from crossent.triton._elementwise import Broadcast, broadcast_operand, element_grid, reduce_partials
 
 

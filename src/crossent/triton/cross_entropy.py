@@ -15,7 +15,9 @@ import math
 import torch
 from torch import Tensor
 
-from crossent.triton._common import acc_dtype, is_tracing, total_target_weight
+from crossent.ops._layout import accumulation_dtype as acc_dtype
+from crossent.ops._layout import result_dtype
+from crossent.triton._common import is_tracing, total_target_weight
 from crossent.triton._cross_entropy_kernels import (
     STATS,
     CrossEntropyOptions,
@@ -28,8 +30,7 @@ from crossent.triton._scale import scale_
 def _out_dtype(x: Tensor, target: Tensor, weight: Tensor | None, prob: bool) -> torch.dtype:
     if not prob:
         return x.dtype
-    out = torch.promote_types(x.dtype, target.dtype)
-    return torch.promote_types(out, weight.dtype) if weight is not None else out
+    return result_dtype(x.dtype, target.dtype, *((weight.dtype,) if weight is not None else ()))
 
 
 def _forward(
@@ -121,9 +122,7 @@ def cross_entropy_inplace_op(
     return _forward(x, target, weight, opts, x)
 
 
-def _fake_outputs(
-    x: Tensor, target: Tensor, weight: Tensor | None, reduction: str
-) -> tuple[Tensor, Tensor, Tensor]:
+def _fake_outputs(x: Tensor, target: Tensor, weight: Tensor | None, reduction: str) -> tuple[Tensor, Tensor, Tensor]:
     prob = x.shape == target.shape
     N, _, S = x.shape
     acc = acc_dtype(x.dtype, *((target.dtype,) if prob else ()), *((weight.dtype,) if weight is not None else ()))
@@ -168,7 +167,9 @@ def cross_entropy_backward_op(
 
 
 @cross_entropy_backward_op.register_fake
-def _cross_entropy_backward_fake(x, target, weight, stats, scale, ignore_index, label_smoothing, want_input_grad, want_target_grad):  # noqa: E501
+def _cross_entropy_backward_fake(
+    x, target, weight, stats, scale, ignore_index, label_smoothing, want_input_grad, want_target_grad
+):  # noqa: E501
     dx = torch.empty_like(x) if want_input_grad else x.new_empty(0)
     return dx, torch.empty_like(target) if want_target_grad else target.new_empty(0)
 

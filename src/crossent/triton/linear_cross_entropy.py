@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from crossent.triton._common import acc_dtype
+from crossent.ops._layout import accumulation_dtype as acc_dtype
 from crossent.triton._cross_entropy_kernels import CrossEntropyOptions, row_statistics
 
 

@@ -18,8 +18,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from crossent.ops._layout import accumulation_dtype as acc_dtype
 from crossent.triton._common import (
-    acc_dtype,
     block_stats,
     finite_ref,
     launch,
