@@ -147,9 +147,9 @@ def walk(
             part, exps = at(stats, block), None
         if coef is None:
             continue
-        scales = kind.scales(part, coef if coef.dim() == 0 else _at(coef, block), block)  # type: ignore[arg-type]
+        scales = kind.scales(part, coef if coef.dim() == 0 else _at(coef, block), block)
         if target_grads is not None and isinstance(kind, Probability):
-            target_grads(block, *kind.target_grads(xb, block, part, scales))
+            target_grads(block, *kind.target_grads(xb, block, part, scales))  # type: ignore[arg-type]
         if grad is not None:
             grad(block, kind.grad_block(xb, block, part, scales, out, exps))  # type: ignore[arg-type]
     if stats is not None:
