@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 import operator
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -268,6 +269,23 @@ def in_place_gradient(x: torch.Tensor, requested: bool, gradient_expected: bool)
             "pass logits computed by an operation (e.g. hidden @ W.T), or inplace_backward=False"
         )
     return gradient_expected and not torch.compiler.is_compiling()
+
+
+def softmax_dim(name: str, x: torch.Tensor, dim: int | None, stacklevel: int) -> int:
+    """The normalised dim of ``softmax``/``log_softmax``; ``None`` warns and picks torch's implicit choice."""
+    if dim is None:
+        warnings.warn(
+            f"Implicit dimension choice for {name} has been deprecated. "
+            "Change the call to include dim=X as an argument.",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+        dim = 0 if x.dim() in (0, 1, 3) else 1
+    dim = check_int(dim, name, "dim", 1)
+    low, high = (-1, 0) if x.dim() == 0 else (-x.dim(), x.dim() - 1)
+    if not low <= dim <= high:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{low}, {high}], but got {dim})")
+    return dim % max(x.dim(), 1)
 
 
 def softmax_kernel_name(x: torch.Tensor, dim: int) -> str:

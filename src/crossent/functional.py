@@ -218,22 +218,6 @@ def nll_loss(
     return NLLLoss.apply(input, target, weight, reduction, ignore_index)
 
 
-def _softmax_dim(name: str, x: torch.Tensor, dim: int | None, stacklevel: int) -> int:
-    if dim is None:
-        warnings.warn(
-            f"Implicit dimension choice for {name} has been deprecated. "
-            "Change the call to include dim=X as an argument.",
-            UserWarning,
-            stacklevel=stacklevel,
-        )
-        dim = 0 if x.dim() in (0, 1, 3) else 1
-    dim = _checks.check_int(dim, name, "dim", 1)
-    low, high = (-1, 0) if x.dim() == 0 else (-x.dim(), x.dim() - 1)
-    if not low <= dim <= high:
-        raise IndexError(f"Dimension out of range (expected to be in range of [{low}, {high}], but got {dim})")
-    return dim % max(x.dim(), 1)
-
-
 def _normalise(
     name: Literal["log_softmax", "softmax"],
     function: type[torch.autograd.Function],
@@ -245,7 +229,7 @@ def _normalise(
 ) -> torch.Tensor:
     """softmax / log_softmax: validate, cast, dispatch, apply."""
     _checks.check_tensor(x, name, "input", 0)
-    d = _softmax_dim(name, x, dim, stacklevel)
+    d = _checks.softmax_dim(name, x, dim, stacklevel)
     if dtype is not None:
         x = x.to(_checks.check_dtype(dtype, name))
     kernel = _checks.softmax_kernel_name(x, d)
