@@ -196,3 +196,10 @@ def test_kdim_input_without_classes_fails_or_works_as_in_torch(case, shape):
     x = torch.randn(shape, dtype=F64)
     y = torch.zeros((shape[0], *shape[2:]), dtype=torch.long)
     _same_outcome(lambda F: case(F, x, y, None, "mean"))
+
+
+@pytest.mark.parametrize("name", ["log_softmax", "softmax"])
+def test_implicit_dim_warning_points_at_the_caller(name):
+    with pytest.warns(UserWarning, match="Implicit dimension choice") as record:
+        getattr(crossent, name)(torch.randn(2, 3))
+    assert record[0].filename == __file__

@@ -272,7 +272,9 @@ def log_softmax(
         >>> crossent.log_softmax(torch.tensor([1.0, 2.0]), dim=0)
         tensor([-1.3133, -0.3133])
     """
-    return _normalise("log_softmax", LogSoftmax, input, dim, _stacklevel + 1, dtype, impl)
+    return _normalise(
+        "log_softmax", LogSoftmax, input, dim, _stacklevel + 2, dtype, impl
+    )  # past public_op's wrapper too
 
 
 @public_op("softmax")
@@ -303,7 +305,7 @@ def softmax(
         >>> crossent.softmax(torch.tensor([1.0, 3.0]), dim=0)
         tensor([0.1192, 0.8808])
     """
-    return _normalise("softmax", Softmax, input, dim, _stacklevel + 1, dtype, impl)
+    return _normalise("softmax", Softmax, input, dim, _stacklevel + 2, dtype, impl)  # past public_op's wrapper too
 
 
 @public_op("binary_cross_entropy")
