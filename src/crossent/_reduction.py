@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Literal, cast
 
 import torch
@@ -91,3 +92,20 @@ def divisor(normalizer: torch.Tensor | float | None, acc: torch.dtype) -> torch.
     if isinstance(normalizer, torch.Tensor):
         return normalizer.detach().reshape(()).to(acc)
     return None if normalizer is None else float(normalizer)
+
+
+def output(
+    reduction: Reduction,
+    normalizer: torch.Tensor | float | None,
+    acc: torch.dtype,
+    mean_divisor: Callable[[], torch.Tensor] | None,
+) -> tuple[Reduction, torch.Tensor | float | None]:
+    """How a loss's output is formed: ``(reduction, divisor)`` for ``reduce`` and ``upstream``.
+
+    A ``normalizer`` divides the summed loss, whichever reduction is named; otherwise ``'mean'``
+    divides by ``mean_divisor()`` (None: not known yet, e.g. before a collective).
+    """
+    div = divisor(normalizer, acc)
+    if div is None and reduction == "mean" and mean_divisor is not None:
+        div = mean_divisor()
+    return ("mean" if div is not None else reduction), div

@@ -30,7 +30,9 @@ class _Loss(torch.nn.Module):
 
     reduction: Reduction
 
-    def __init__(self, size_average: bool | None = None, reduce: bool | None = None, reduction: Reduction = "mean") -> None:
+    def __init__(
+        self, size_average: bool | None = None, reduce: bool | None = None, reduction: Reduction = "mean"
+    ) -> None:
         super().__init__()
         if size_average is not None or reduce is not None:
             self.reduction = legacy_reduction(size_average, reduce)

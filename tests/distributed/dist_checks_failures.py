@@ -22,7 +22,7 @@ from dist_harness import Check
 import crossent
 from crossent.distributed import (
     PeerError,
-    _peers,
+    _group,
     count_targets,
     vocab_parallel_cross_entropy,
     vocab_parallel_linear_cross_entropy,
@@ -334,32 +334,49 @@ BAD_INPUTS = {
         "linear",
         _set(linear_weight=lambda a: a["linear_weight"][0]),
         RuntimeError,
-        r"classifier rows \(V_r, H\), got shape \[3\]",
+        "linear_weight with dimensionality at least 2, got 1",
+        False,
+    ),
+    "linear_weight_3d": BadInput(
+        "linear",
+        _set(linear_weight=lambda a: a["linear_weight"].unsqueeze(1).expand(-1, 2, -1)),
+        RuntimeError,
+        r"classifier rows \(V_r, H\), got shape \[\d+, 2, 3\]",
         False,
     ),
     "linear_hidden_size": BadInput(
         "linear",
         _set(linear_weight=lambda a: torch.ones(width(), HIDDEN + 1, dtype=torch.float64)),
         RuntimeError,
-        "input has 3 features but linear_weight has 4",
+        r"last dimensions \(in_features\), got 3 and 4",
     ),
     "linear_weight_dtype": BadInput(
         "linear",
         _set(linear_weight=lambda a: a["linear_weight"].float()),
         RuntimeError,
-        "linear_weight must have the dtype of input",
+        "expected m1 and m2 to have the same dtype, but got: double != float",
     ),
     "linear_bias_shape": BadInput(
         "linear",
         _set(linear_bias=lambda a: torch.zeros(width() + 1, dtype=torch.float64)),
         RuntimeError,
-        r"linear_bias must have shape \[\d+\], got \[\d+\]",
+        r"expected linear_bias shape \(\d+,\), got \(\d+,\)",
     ),
     "linear_bias_dtype": BadInput(
-        "linear", _set(linear_bias=lambda a: torch.zeros(width())), RuntimeError, "linear_bias must have the dtype"
+        "linear",
+        _set(linear_bias=lambda a: torch.zeros(width())),
+        RuntimeError,
+        "self and mat2 must have the same dtype, but got Float and Double",
     ),
     "linear_target_shape": BadInput(
-        "linear", _set(target=torch.tensor([0, 1, 1, 0, 1])), ValueError, r"class ids of shape \[4\] .* got \[5\]"
+        "linear", _set(target=torch.tensor([0, 1, 1, 0, 1])), ValueError, r"input batch_size \(4\) .* batch_size \(5\)"
+    ),
+    "linear_target_shape_3d_input": BadInput(
+        "linear",
+        _set(input=lambda a: a["input"].view(2, 2, HIDDEN), target=torch.tensor([0, 1, 1])),
+        ValueError,
+        r"Expected target of shape \(2, 2\) \(class indices\) .* got \(3,\)",
+        False,
     ),
     "linear_target_not_a_tensor": BadInput(
         "linear", _set(target=[0, 1, 1, 0]), TypeError, r"'target' .* must be Tensor, not list"
@@ -694,8 +711,8 @@ def check_target_out_of_range_everywhere(pg: dist.ProcessGroup) -> None:
 def check_accelerator_path(pg: dist.ProcessGroup) -> None:
     """On accelerators the checks are device-side asserts (no host read); run that path on CPU, where
     torch._assert_async raises at once: every rank still fails, none waits."""
-    saved = _peers.reads_on_host
-    _peers.reads_on_host = lambda t: False
+    saved = _group.reads_on_host
+    _group.reads_on_host = lambda t: False
     try:
         weight = torch.ones(width() + 1 if last() else width(), dtype=torch.float64)
         call = lambda: vocab_parallel_cross_entropy(logits(), torch.tensor([0, 1, 1, 0]), weight, process_group=pg)  # noqa: E731
@@ -716,7 +733,7 @@ def check_accelerator_path(pg: dist.ProcessGroup) -> None:
         expected = (TypeError, "integer dtype") if last() else (RuntimeError, "rejected their input")
         expect(*expected, lambda: count_targets(bad, process_group=pg))
     finally:
-        _peers.reads_on_host = saved
+        _group.reads_on_host = saved
 
 
 def check_group_still_works(pg: dist.ProcessGroup) -> None:

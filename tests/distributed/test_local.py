@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import crossent
+from crossent import _checks
 from crossent.distributed import (
     _consensus,
     count_targets,
@@ -91,7 +92,7 @@ def test_normalizer_errors(normalizer: object, error: type, match: str) -> None:
 
 def test_normalizer_refuses_reduction_none() -> None:
     with pytest.raises(ValueError, match="use reduction='sum' or 'mean', not 'none'"):
-        normalization.check_normalizer(4, "none", "cross_entropy")
+        _checks.check_normalizer(4, "none", "cross_entropy")
 
 
 def test_collective_functions_need_an_initialized_process_group() -> None:

@@ -44,13 +44,20 @@ def test_cross_entropy_process_group_needs_torch_distributed() -> None:
         crossent.cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), process_group=object())
 
 
-@pytest.mark.parametrize("reduction", ["sum", "mean"])
-def test_linear_cross_entropy_normalizer(reduction: str) -> None:
+@pytest.mark.parametrize("normalizer", [torch.tensor(9), 9.0], ids=["tensor", "float"])
+@pytest.mark.parametrize("reduction", ["sum", "mean", "none-per-row-backward"])
+def test_linear_cross_entropy_normalizer(reduction: str, normalizer: object) -> None:
     g = torch.Generator().manual_seed(1)
     h = torch.randn(6, 4, dtype=torch.float64, generator=g, requires_grad=True)
     w = torch.randn(5, 4, dtype=torch.float64, generator=g, requires_grad=True)
     y = torch.tensor([0, 4, -100, 2, 2, 1])
-    actual = crossent.linear_cross_entropy(h, w, y, reduction=reduction, normalizer=torch.tensor(9))
+    if reduction == "none-per-row-backward":  # a retained graph's second backward recomputes
+        loss = crossent.linear_cross_entropy(h, w, y, normalizer=normalizer)
+        first = torch.autograd.grad(loss, (h, w), retain_graph=True)
+        for a, e in zip(torch.autograd.grad(loss, (h, w)), first, strict=True):
+            torch.testing.assert_close(a, e, rtol=1e-14, atol=1e-18)
+        return
+    actual = crossent.linear_cross_entropy(h, w, y, reduction=reduction, normalizer=normalizer)
     expected = F.cross_entropy(h @ w.T, y, reduction="sum") / 9
     torch.testing.assert_close(actual, expected, rtol=1e-14, atol=0)
     grads = torch.autograd.grad(actual, (h, w))

@@ -7,7 +7,7 @@ else (class-index targets, hidden states, options) is the same on every rank. ``
 ``process_group`` always means "no communication".
 """
 
-from crossent.distributed._peers import PeerError
+from crossent.distributed._group import PeerError
 from crossent.distributed.cross_entropy import vocab_parallel_cross_entropy
 from crossent.distributed.linear_cross_entropy import vocab_parallel_linear_cross_entropy
 from crossent.distributed.normalization import count_targets, normalized_sum

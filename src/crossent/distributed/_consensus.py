@@ -1,32 +1,13 @@
 """Rank agreement: before the loss sends anything whose size depends on the input, every rank learns
 whether all ranks were called alike and whether any rank rejected its input.
 
-A vocab-parallel loss is correct only if all ranks of the group call it with matching arguments,
-and its collectives are safe only if every rank sends a buffer of the same size: gloo terminates a
-process whose peer sent a different size ("Received data size doesn't match expected size"), NCCL
-waits for the process-group timeout. And a rank that raises on its own leaves its peers waiting in
-the next collective. So each call starts with one all-reduce MAX of a table whose size depends on
-the group alone (``2 + len(FIELDS)`` int64 values per rank), whatever the arguments, even ones that
-are not tensors. Each rank writes its record into its own row and the smallest int64 everywhere
-else, so MAX delivers every row exactly as its owner wrote it. A record holds:
-
-* whether the rank's own validation failed (then nothing else);
-* its shard width, so the table also gives the class layout (uneven widths welcome);
-* one value per field of :data:`FIELDS`, which every rank must agree on.
-
-Every rank then runs the same checks on the same table and raises the same way: ``PeerError``
-where a rank rejected its input, ``IndexError`` for a kept class-index target outside ``[0, V)``,
-``ValueError`` naming the first field the ranks disagree on (with every rank's value, or this
-rank's own where the field is a digest). The checks read the table on the host for CPU tensors
-(free); on accelerators they become device-side asserts, which fire on every rank alike without a
-host sync, with a shorter message (and leave the CUDA context unusable, as any device-side assert
-does).
-
-Not compared, because they differ between ranks by design: the values of sharded tensors (logits,
-probability targets, class-weight slices, classifier rows and bias). Not compared either: the values
-of the linear loss's hidden states (only their shape and dtype), and what cannot make the ranks'
-results or collectives differ (``chunk_size``, the integer dtype of class ids, a rank's bias being
-None rather than zeros).
+Collectives are safe only if every rank sends a buffer of the same size (gloo aborts a process whose
+peer sent another size, NCCL waits for the timeout), and a rank that raises on its own leaves its
+peers waiting. So each call starts with one all-reduce MAX of a ``(world, 2 + len(FIELDS))`` int64
+table, whatever the arguments: each rank writes its row (failure flag, shard width, one value per
+field of :data:`FIELDS`) and the smallest int64 everywhere else, so MAX delivers every row as its
+owner wrote it. Every rank then runs the same checks on the same table and raises the same way
+(what they raise and compare: ``vocab_parallel_cross_entropy``'s docstring).
 """
 
 from __future__ import annotations
@@ -35,27 +16,19 @@ import hashlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from crossent import _checks
-from crossent.distributed import _peers
+from crossent.distributed import _group
 from crossent.distributed._group import Group
-from crossent.ops.cross_entropy import CrossEntropyCall
+from crossent.ops.cross_entropy import CrossEntropyCall, Shard
 
 _EMPTY = -(2**63)  # written into the other ranks' rows: below every value, so MAX keeps each row as written
-_FAILED, _WIDTH = 0, 1  # the first two columns of a record; the fields follow
+_FAILED, _WIDTH = 0, 1  # the first two columns of a row; the fields follow
 _REDUCTIONS = ("none", "mean", "sum")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where this rank's classes sit in the global class dimension (0-dim int64 tensors)."""
-
-    offset: torch.Tensor  # first global class id of this rank's shard
-    num_classes: torch.Tensor  # V, the global number of classes
 
 
 @dataclass(frozen=True)
@@ -71,14 +44,6 @@ class Call:
     normalizer: torch.Tensor | float | None
     reduce_input_grad: bool = False  # the linear loss's backward all-reduces the input gradient ...
     input_grad: bool = False  # ... when this is True too
-
-
-@dataclass(frozen=True)
-class Record:
-    """A rank's :class:`Call` and its row of the table, ``(2 + len(FIELDS),)`` int64 on the collective's device."""
-
-    call: Call
-    row: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -105,6 +70,10 @@ def _show_float(bits: int) -> str:
     return repr(struct.unpack("<d", struct.pack("<q", bits))[0])
 
 
+def _show_bool(value: int) -> str:
+    return str(bool(value))
+
+
 def _normalizer(call: Call) -> int | torch.Tensor:
     """The normalizer as float64 bits (0 without one); a tensor stays on its device, never read on the host."""
     normalizer = call.normalizer
@@ -115,18 +84,10 @@ def _normalizer(call: Call) -> int | torch.Tensor:
     return _bits(float(normalizer))
 
 
-def _dtype_names(dtypes: tuple[torch.dtype | None, ...]) -> str:
-    return ", ".join("None" if d is None else str(d).removeprefix("torch.") for d in dtypes)
-
-
-def _signed(x: int) -> int:
-    """A 64-bit constant as the int64 with the same bits."""
-    return x - (1 << 64) if x >= 1 << 63 else x
-
-
-_GOLDEN = _signed(0x9E3779B97F4A7C15)  # 2**64 / golden ratio, odd: spreads the position ids
-_SPREAD = _signed(0xD6E8FEB86659FD93)  # odd: spreads the class ids
-_MIX1, _MIX2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)  # splitmix64's multipliers
+# 64-bit constants, each as the int64 with the same bits
+_GOLDEN = 0x9E3779B97F4A7C15 - 2**64  # 2**64 / golden ratio, odd: spreads the position ids
+_SPREAD = 0xD6E8FEB86659FD93 - 2**64  # odd: spreads the class ids
+_MIX1, _MIX2 = 0xBF58476D1CE4E5B9 - 2**64, 0x94D049BB133111EB - 2**64  # splitmix64's multipliers
 
 
 def _shift_right(z: torch.Tensor, k: int) -> torch.Tensor:
@@ -171,30 +132,24 @@ FIELDS: tuple[Field, ...] = (
         note=lambda c: f"this rank's is {list(c.shape)}",
     ),
     Field(
-        "the kind of target",
-        lambda c: int(c.spec.probability),
-        lambda v: "class probabilities" if v else "class indices",
+        "the kind of target", lambda c: int(c.spec.probability), lambda v: ("class indices", "class probabilities")[v]
     ),
     Field("reduction", lambda c: _REDUCTIONS.index(c.spec.reduction), lambda v: repr(_REDUCTIONS[v])),
     Field("ignore_index", lambda c: c.spec.ignore_index, str),
     Field("label_smoothing", lambda c: _bits(c.spec.label_smoothing), _show_float),
-    Field("whether weight is given", lambda c: int(c.dtypes[2] is not None), lambda v: "weight" if v else "None"),
+    Field("whether weight is given", lambda c: int(c.dtypes[2] is not None), lambda v: ("None", "weight")[v]),
     Field(
         "the dtypes of input, of probability targets and of weight",
         lambda c: _digest(c.dtypes),
-        note=lambda c: f"this rank's are ({_dtype_names(c.dtypes)})",
+        note=lambda c: f"this rank's are ({', '.join(str(d).removeprefix('torch.') for d in c.dtypes)})",
     ),
-    Field(
-        "whether normalizer is given",
-        lambda c: int(c.normalizer is not None),
-        lambda v: "normalizer" if v else "None",
-    ),
+    Field("whether normalizer is given", lambda c: int(c.normalizer is not None), lambda v: ("None", "normalizer")[v]),
     Field("the value of normalizer (as float64)", _normalizer, _show_float),
-    Field("reduce_input_grad", lambda c: int(c.reduce_input_grad), lambda v: str(bool(v))),
+    Field("reduce_input_grad", lambda c: int(c.reduce_input_grad), _show_bool),
     Field(
         "whether the input gradient is computed (input.requires_grad, with grad mode on)",
         lambda c: int(c.input_grad),
-        lambda v: str(bool(v)),
+        _show_bool,
     ),
     Field(
         "the class-index targets (global class ids, identical on every rank)",
@@ -205,8 +160,52 @@ FIELDS: tuple[Field, ...] = (
 _COLUMNS = 2 + len(FIELDS)
 
 
-def record(call: Call, device: torch.device) -> Record:
-    """This rank's record, on ``device`` (tensor fields are written on the device, never read on the host)."""
+T = TypeVar("T")
+
+
+def agree_on(
+    group: Group, device: torch.device, caller: str, validate: Callable[[], tuple[Call, T]]
+) -> tuple[Shard, T]:
+    """``validate()`` this rank's arguments, then the agreement all-reduce and the same checks on every rank.
+
+    Returns where this rank's classes sit (the table's shard widths give its offset and ``V``), and
+    what ``validate`` returned besides the :class:`Call`. A rank whose ``validate`` raises joins the
+    all-reduce with its failure flag raised, so that its peers raise ``PeerError`` rather than wait for
+    it, then re-raises.
+    """
+    try:
+        call, result = validate()
+        row = _row(call, device)
+    except Exception:
+        row = torch.full((_COLUMNS,), _EMPTY, dtype=torch.int64, device=device)
+        row[_FAILED], row[_WIDTH] = 1, 0
+        _exchange(group, row)
+        raise
+    table = _exchange(group, row)
+    widths = table[:, _WIDTH]
+    shard = Shard(group.handle, offset=widths[: group.rank].sum(), num_classes=widths.sum())
+    _group.check_peers(table[:, _FAILED], caller, _group.REJECTED)
+    if not call.spec.probability:
+        # V stays a 0-dim tensor: read on the host for CPU tensors only (a device-side assert elsewhere)
+        _checks.class_targets(call.target, shard.num_classes, call.spec.ignore_index)  # type: ignore[arg-type]
+    if torch.compiler.is_compiling():
+        return shard, result
+    if _group.reads_on_host(table):
+        rows = table.tolist()
+        for column, field in enumerate(FIELDS, start=2):
+            values = [row[column] for row in rows]
+            if any(v != values[0] for v in values):
+                raise _disagreement(caller, field, values, call, group.rank)
+    else:
+        torch._assert_async(
+            (table[:, 2:] == table[0, 2:]).all(),
+            f"{caller}: the ranks of the process group were called with different shapes, options or targets",
+        )
+    return shard, result
+
+
+def _row(call: Call, device: torch.device) -> torch.Tensor:
+    """This rank's row of the table, on ``device`` (tensor fields are written there, never read on the host)."""
     values: list[int] = [0, call.classes]
     on_device: dict[int, torch.Tensor] = {}
     for column, field in enumerate(FIELDS, start=2):
@@ -219,7 +218,7 @@ def record(call: Call, device: torch.device) -> Record:
     row = torch.tensor(values, dtype=torch.int64).to(device, non_blocking=True)
     for column, value in on_device.items():
         row[column] = value.to(device, non_blocking=True)
-    return Record(call, row)
+    return row
 
 
 def _exchange(group: Group, row: torch.Tensor) -> torch.Tensor:
@@ -228,52 +227,6 @@ def _exchange(group: Group, row: torch.Tensor) -> torch.Tensor:
     table[group.rank] = row
     dist.all_reduce(table, op=dist.ReduceOp.MAX, group=group.handle)
     return table
-
-
-def withdraw(group: Group, error: Exception, device: torch.device) -> NoReturn:
-    """Join the agreement all-reduce with this rank's failure flag raised, then raise ``error``.
-
-    Called instead of the loss when local validation fails, so the peers see the flag and raise
-    ``PeerError`` rather than wait for this rank. Needs nothing from the rejected arguments.
-    """
-    row = torch.full((_COLUMNS,), _EMPTY, dtype=torch.int64, device=device)
-    row[_FAILED], row[_WIDTH] = 1, 0
-    _exchange(group, row)
-    raise error
-
-
-def agree(group: Group, mine: Record, caller: str) -> Layout:
-    """The agreement all-reduce, then the same checks on every rank; returns this rank's class layout."""
-    table = _exchange(group, mine.row)
-    widths = table[:, _WIDTH]
-    layout = Layout(offset=widths[: group.rank].sum(), num_classes=widths.sum())
-    _peers.check_peers(table[:, _FAILED], caller, _peers.REJECTED)
-    call = mine.call
-    if not call.spec.probability:
-        _check_targets(call.target, call.spec.ignore_index, layout.num_classes)
-    if torch.compiler.is_compiling():
-        return layout
-    if _peers.reads_on_host(table):
-        rows = table.tolist()
-        for column, field in enumerate(FIELDS, start=2):
-            values = [row[column] for row in rows]
-            if any(v != values[0] for v in values):
-                raise _disagreement(caller, field, values, call, group.rank)
-    else:
-        torch._assert_async(
-            (table[:, 2:] == table[0, 2:]).all(),
-            f"{caller}: the ranks of the process group were called with different shapes, options or targets",
-        )
-    return layout
-
-
-def _check_targets(target: torch.Tensor, ignore_index: int, num_classes: torch.Tensor) -> None:
-    """Kept class ids lie in ``[0, V)``: ``IndexError: Target 7 is out of bounds.`` as in torch."""
-    t = target.long()
-    invalid = (t != ignore_index) & ((t < 0) | (t >= num_classes))
-    _checks._check_values(
-        invalid, IndexError, lambda: f"Target {int(t[invalid][0])} is out of bounds.", "Target is out of bounds."
-    )
 
 
 def _disagreement(caller: str, field: Field, values: list[int], call: Call, rank: int) -> ValueError:

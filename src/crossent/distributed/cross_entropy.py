@@ -1,8 +1,10 @@
-"""``vocab_parallel_cross_entropy``: cross-entropy over logits sharded on the class dimension.
+"""``vocab_parallel_cross_entropy``, and the per-rank checks of a cross-entropy over a shard.
 
 Once the ranks agree (``_consensus``), crossent's logits driver (``crossent.ops.cross_entropy``) runs
-the engine on this rank's shard, with the engine's collective ``combine`` inside its autograd
-Function's forward (``torch.distributed.all_reduce`` has no autograd formula of its own).
+the engine on this rank's shard, the engine's collective ``combine`` inside its autograd Function's
+forward (``all_reduce`` has no autograd formula of its own). The checks are ``crossent._checks``
+applied to a shard: its class weight is this rank's slice ``(V_r,)``, it may hold no class at all, and
+the checks that need the other ranks (class ids in ``[0, V)``, ranks agreeing) run in ``_consensus``.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from crossent.distributed import _consensus, _validate
+from crossent import _checks
+from crossent._reduction import resolve as resolve_reduction
+from crossent.distributed import _consensus
 from crossent.distributed._group import resolve
 from crossent.ops._layout import class_dim
-from crossent.ops.cross_entropy import CrossEntropyFunction, Shard
+from crossent.ops.cross_entropy import CrossEntropyCall, CrossEntropyFunction
 
 __all__ = ["vocab_parallel_cross_entropy"]
 
 CALLER = "vocab_parallel_cross_entropy"
+_FN = "cross_entropy_loss"
 
 
 def vocab_parallel_cross_entropy(
@@ -33,19 +38,16 @@ def vocab_parallel_cross_entropy(
 ) -> torch.Tensor:
     r"""Cross-entropy when each rank of ``process_group`` holds a contiguous slice of the classes.
 
-    Rank ``r`` holds the logits of classes ``[o_r, o_r + V_r)``, ranks in order (``o_0 = 0``, shard
-    widths may differ, even be 0). Every rank returns the loss, and computes the gradient of its own
-    shard, that ``crossent.cross_entropy`` gives on the concatenated logits ``(N, V, d1..dK)``:
-
-    With class indices ``y`` (global ids, the same on every rank; ``m_n = [y_n != ignore_index]``)::
+    Rank ``r`` holds the logits of classes ``[o_r, o_r + V_r)``, ranks in order (``o_0 = 0``, widths
+    free, even 0). Every rank returns the loss, and the gradient of its own shard, that
+    ``crossent.cross_entropy`` gives on the concatenated logits ``(N, V, d1..dK)``. With class indices
+    ``y`` (global ids, the same on every rank; ``m_n = [y_n != ignore_index]``), or class probabilities
+    ``t`` (each rank holds its class slice, like ``input``)::
 
         l_n = m_n [(1 - eps) w[y_n] (lse_n - x[n, y_n]) + (eps / V) sum_c w[c] (lse_n - x[n, c])]
-
-    With class probabilities ``t`` (each rank holds its class slice, like ``input``)::
-
         l_n = -sum_c w[c] q[n, c] log_softmax(x)[n, c],    q = (1 - eps) t + eps / V
 
-    where sums over ``c`` run over all ``V`` classes of all ranks, and label smoothing is global.
+    where sums over ``c`` run over all ``V`` classes of all ranks: label smoothing is global.
 
     Reductions: ``'none'`` returns ``l``; ``'sum'`` returns ``sum_n l_n``; ``'mean'`` divides the sum
     by ``W = sum_n m_n w[y_n]`` for class indices (nan when every target is ignored) and by the number
@@ -53,11 +55,11 @@ def vocab_parallel_cross_entropy(
     ``'mean'`` and ``'sum'`` alike; ``'none'`` refuses it): pass the global count of kept targets
     (:func:`crossent.distributed.count_targets`) to normalize across micro-batches and ranks.
 
-    Communication: the forward pass makes three collectives on ``process_group``: an all-reduce MAX
-    of a fixed-size agreement table (15 int64 values per rank, whatever the input), an all-reduce MAX
-    of ``N * d1..dK`` values and one all-reduce SUM of 2 to 5 values per position (3 for
-    probabilities), both in float32 (float64 for float64 inputs). The backward pass makes none, and
-    is first-order: ``create_graph=True`` raises ``RuntimeError`` (as crossent's other losses do).
+    Communication: the forward makes three collectives on ``process_group``: an all-reduce MAX of a
+    fixed-size agreement table (15 int64 values per rank, whatever the input), an all-reduce MAX of
+    ``N * d1..dK`` values and one all-reduce SUM of 2 to 5 values per position (3 for probabilities),
+    both in float32 (float64 for float64 inputs). The backward makes none, and is first-order:
+    ``create_graph=True`` raises ``RuntimeError`` (as crossent's other losses do).
 
     Agreement: before sending anything whose size depends on the input, every rank learns whether
     any rank rejected its arguments, and whether all ranks agree on: the function called, the shape
@@ -72,33 +74,34 @@ def vocab_parallel_cross_entropy(
     the exception torch raises for it, and :class:`crossent.distributed.PeerError` on the others;
     ranks that disagree all raise ``ValueError`` naming what differs; a kept class id outside
     ``[0, V)`` raises ``IndexError``. No rank is left waiting in a collective. Not compared: the
-    sharded tensors (logits, probability targets, weight slices), which differ by design. On CPU
-    the checks read the table on the host; on accelerators they are device-side asserts (no host
-    sync). Set a ``timeout`` in ``init_process_group`` for what no check can see (a rank that never
-    calls the loss).
+    sharded tensors (logits, probability targets, weight slices), which differ by design, and the
+    integer dtype of class ids. On CPU the checks read the table on the host; on accelerators they
+    are device-side asserts (no host sync; like any device-side assert, a failed one leaves the CUDA
+    context unusable). Set a ``timeout`` in ``init_process_group`` for what no check can see (a rank
+    that never calls the loss).
 
     Args:
         input: this rank's logits ``(N, V_r, d1..dK)`` (or ``(V_r,)``), float.
         target: global class ids ``(N, d1..dK)`` (int64, or uint8 for 2-dim inputs), identical on every
             rank; or this rank's slice of the class probabilities, same shape as ``input``.
-        weight: this rank's slice of the class weights, ``(V_r,)``, sharded like ``input``.
+        weight: this rank's slice of the class weights ``(V_r,)``.
         ignore_index: class-index targets equal to it contribute nothing (probabilities need it < 0).
-            The same on every rank.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``, the same on every rank.
-        label_smoothing: ``eps`` in ``[0, 1]``, spread over all ``V`` classes; the same on every rank.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        label_smoothing: ``eps`` in ``[0, 1]``, spread over all ``V`` classes.
         process_group: the ranks that share the class dimension (e.g. ``dist.group.WORLD``).
         normalizer: divide the summed loss by this number or one-element tensor instead of the
-            ``'mean'`` divisor; the same value on every rank. Never read on the host; no gradient
-            flows into it.
+            ``'mean'`` divisor. Never read on the host; no gradient flows into it.
+
+    Every argument but the sharded tensors must be the same on every rank.
 
     Shape:
-        ===========================  ==============================  ==========================
-        input (rank r)               target                          output (``'none'``)
-        ===========================  ==============================  ==========================
-        ``(V_r,)``                   ``()`` or ``(V_r,)``            ``()``
-        ``(N, V_r)``                 ``(N,)`` or ``(N, V_r)``        ``(N,)``
-        ``(N, V_r, d1, ..., dK)``    ``(N, d1, ..., dK)`` or input's  ``(N, d1, ..., dK)``
-        ===========================  ==============================  ==========================
+        =========================  ==================================  ======================
+        input (rank r)             target                              output (``'none'``)
+        =========================  ==================================  ======================
+        ``(V_r,)``                 ``()`` or ``(V_r,)``                ``()``
+        ``(N, V_r)``               ``(N,)`` or ``(N, V_r)``            ``(N,)``
+        ``(N, V_r, d1, ..., dK)``  ``(N, d1, ..., dK)`` or as input    ``(N, d1, ..., dK)``
+        =========================  ==================================  ======================
 
     Example:
         >>> # on each of 2 ranks (torchrun --nproc-per-node 2), the vocabulary split 3 + 2
@@ -111,26 +114,85 @@ def vocab_parallel_cross_entropy(
         tensor(0.4723)
     """
     group = resolve(process_group, CALLER)
-    device = group.device_for(input)
-    try:
-        call = _validate.check_cross_entropy(
-            input, target, weight, ignore_index, reduction, label_smoothing, normalizer, CALLER
-        )
-        mine = _consensus.record(
-            _consensus.Call(
-                function=CALLER,
-                spec=call,
-                classes=input.shape[class_dim(input)],
-                shape=tuple(input.shape[:1] + input.shape[2:]) if input.dim() > 1 else (),
-                dtypes=_validate.loss_dtypes(input, call, target, weight),
-                target=target,
-                normalizer=normalizer,
-            ),
-            device,
-        )
-    except Exception as error:  # reported to the peers through the agreement collective, then re-raised
-        _consensus.withdraw(group, error, device)
-    layout = _consensus.agree(group, mine, CALLER)
-    shard = Shard(group.handle, layout.offset, layout.num_classes)
+
+    def validate() -> tuple[_consensus.Call, CrossEntropyCall]:
+        call = check_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing, normalizer, CALLER)
+        shape = tuple(input.shape[:1] + input.shape[2:]) if input.dim() > 1 else ()
+        dtypes = loss_dtypes(input, call, target, weight)
+        classes = input.shape[class_dim(input)]
+        return _consensus.Call(CALLER, call, classes, shape, dtypes, target, normalizer), call
+
+    shard, call = _consensus.agree_on(group, group.device_for(input), CALLER, validate)
     out: torch.Tensor = CrossEntropyFunction.apply(input, target, weight, normalizer, call, shard)
     return out
+
+
+def check_cross_entropy(
+    input: object,
+    target: object,
+    weight: object,
+    ignore_index: object,
+    reduction: object,
+    label_smoothing: object,
+    normalizer: object,
+    caller: str,
+    device: torch.device | None = None,
+) -> CrossEntropyCall:
+    """Validate one rank's arguments; raises what ``torch.nn.functional.cross_entropy`` raises for the same shard.
+
+    ``device``: where ``target`` and ``weight`` must be (default: ``input``'s device; the linear loss
+    passes meta logits and the hidden states' device).
+    """
+    mode = resolve_reduction(reduction)
+    x = _checks.check_tensor(input, _FN, "input", 1)
+    t = _checks.check_tensor(target, _FN, "target", 2)
+    w = _checks.check_optional_tensor(weight, _FN, "weight", 3)
+    index = _checks.check_int(ignore_index, _FN, "ignore_index", 5, symint=True)
+    _checks.check_float(label_smoothing, _FN, "label_smoothing", 6)
+    _checks.check_normalizer(normalizer, mode, caller)
+    same_device(x.device if device is None else device, target=t, weight=w)
+    probability = x.shape == t.shape
+    if probability:
+        # torch's own checks for probabilities, with the weight left to the shard's rule below
+        index, eps, _ = _checks.cross_entropy_arguments(x, t, None, index, label_smoothing)
+        _check_shard_weight(w, x)
+    else:
+        eps = _checks.smoothing(label_smoothing)
+        if x.dim() == 0:  # torch's log_softmax over the class dim 1 of a 0-dim input
+            raise IndexError("Dimension out of range (expected to be in range of [-1, 0], but got 1)")
+        _checks.check_floating(x, _checks.softmax_kernel_name(x, class_dim(x)))
+        # the shape rules are about the global logits: a shard without classes says nothing of them
+        # (torch refuses any target for K-dim logits without classes)
+        no_class = x.dim() > 1 and x.shape[1] == 0
+        _checks.class_index_shapes(torch.empty((x.shape[0], 1, *x.shape[2:]), device="meta") if no_class else x, t)
+        if eps > 0 and x.dim() == 1 and t.dim() == 1:
+            raise RuntimeError("output with shape [] doesn't match the broadcast shape [1]")
+        _check_shard_weight(w, x)
+        _checks.class_index_dtypes(x, t, w, "nll_loss_out_frame")
+    return CrossEntropyCall(mode, index, eps, probability)
+
+
+def same_device(device: torch.device, **others: torch.Tensor | None) -> None:
+    """Every tensor argument lives on ``input``'s ``device`` (``RuntimeError`` naming the first that does not)."""
+    for name, other in others.items():
+        if other is not None and other.device != device:
+            raise RuntimeError(
+                f"Expected all tensors to be on the same device, but {name} is on {other.device} and input on {device}"
+            )
+
+
+def loss_dtypes(
+    x: torch.Tensor, call: CrossEntropyCall, target: torch.Tensor, weight: torch.Tensor | None
+) -> tuple[torch.dtype | None, ...]:
+    """The dtypes the loss computes from: of ``input``, of probability targets, of ``weight`` (None: absent)."""
+    return (x.dtype, target.dtype if call.probability else None, weight.dtype if weight is not None else None)
+
+
+def _check_shard_weight(weight: torch.Tensor | None, x: torch.Tensor) -> None:
+    """The class weight is sharded like the class dimension: this rank's slice, ``(V_local,)``."""
+    local = x.shape[class_dim(x)]
+    if weight is not None and (weight.dim() != 1 or weight.numel() != local):
+        raise RuntimeError(
+            f"weight must be this rank's slice of the class weights, of shape [{local}] like the class "
+            f"dimension of input, but got weight tensor of shape: {list(weight.shape)}"
+        )

@@ -1,21 +1,37 @@
-"""``vocab_parallel_linear_cross_entropy``: fused linear + cross-entropy with the classifier sharded by class."""
+"""``vocab_parallel_linear_cross_entropy``: fused linear + cross-entropy with the classifier sharded by class.
+
+The forward runs the fused pass (``crossent.fused._function.fused_pass``) over this rank's logits
+``h @ W[V_r].T + b[V_r]`` a chunk of rows at a time for the shard's statistics, then the engine's
+collective ``combine``. The backward runs the pass again with the combined statistics for this
+rank's ``dW[V_r]``, ``db[V_r]`` (complete: the shard's classes see every row) and its share of the
+input gradient, ``G @ W[V_r]``, summed over ranks with ``reduce_input_grad=True``. The collectives
+run inside this autograd Function, on buffers outside any graph: ``all_reduce`` has no autograd
+formula, so inside a differentiable graph it would silently give each rank only its own terms.
+"""
 
 from __future__ import annotations
 
-import math
+from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from crossent import _checks
-from crossent.distributed import _consensus, _validate
-from crossent.distributed._group import resolve
-from crossent.distributed._linear import CALLER, VocabParallelLinearCrossEntropyFunction
-from crossent.fused._options import FusedOptions, chunk_rows, default_workspace_bytes, workspace_row_bytes
-from crossent.ops._layout import accumulation_dtype
-from crossent.ops.cross_entropy import Shard
+from crossent import _checks, _engine
+from crossent._reduction import output, reduce, upstream
+from crossent.distributed import _consensus, _group
+from crossent.distributed._group import Group, resolve
+from crossent.distributed.cross_entropy import check_cross_entropy, loss_dtypes, same_device
+from crossent.fused._chunks import Projection
+from crossent.fused._function import Wanted, fused_pass
+from crossent.fused._options import FusedOptions, plan
+from crossent.ops._autograd import first_order, save_scalars, saved_scalars
+from crossent.ops.cross_entropy import Shard, make_kind
 
 __all__ = ["vocab_parallel_linear_cross_entropy"]
+
+CALLER = "vocab_parallel_linear_cross_entropy"
+REFUSED = "refused the backward: double backward (create_graph=True) is not supported"
 
 
 def vocab_parallel_linear_cross_entropy(
@@ -62,14 +78,13 @@ def vocab_parallel_linear_cross_entropy(
     rank that asks for it still joins the input-gradient all-reduce, so its peers raise
     :class:`crossent.distributed.PeerError` instead of waiting.
 
-    Agreement: as for :func:`vocab_parallel_cross_entropy`, a bad argument on one rank raises there
-    the exception class torch's ``linear`` and ``cross_entropy`` raise for it (``ValueError`` for a
-    bad ``chunk_size``, ``TypeError`` for a ``reduce_input_grad`` that is not a bool) and
-    ``PeerError`` on the others, and every rank checks that all agree on the options, the dtypes,
-    the class-index targets (by a 64-bit digest), the shape of ``input`` (so the hidden size ``H``
-    too), ``reduce_input_grad`` and whether the input gradient is computed (``input.requires_grad``
-    with grad mode on), before any collective whose size depends on them. Not compared: the values
-    of ``input`` (only its shape and dtype) and the sharded tensors.
+    Agreement: as for :func:`vocab_parallel_cross_entropy` (see there), with the exceptions torch's
+    ``linear`` raises for the linear layer's arguments (``ValueError`` for a bad ``chunk_size``,
+    ``TypeError`` for a ``reduce_input_grad`` that is not a bool). The ranks must also agree on the
+    shape of ``input`` (so the hidden size ``H`` too), ``reduce_input_grad`` and whether the input
+    gradient is computed (``input.requires_grad`` with grad mode on). Not compared: the values of
+    ``input`` (only its shape and dtype), the sharded tensors, ``chunk_size``, and a rank's bias being
+    None rather than zeros.
 
     Args:
         input: hidden states ``(*, H)`` (or ``(H,)``), identical on every rank.
@@ -84,19 +99,18 @@ def vocab_parallel_linear_cross_entropy(
         label_smoothing: ``eps`` in ``[0, 1]``, spread over all ``V`` classes.
         process_group: the ranks that share the class dimension.
         normalizer: divide the summed loss by this number or one-element tensor (never read on the host).
-        reduce_input_grad: all-reduce the input gradient in the backward (see above). Must be the same
-            on every rank.
+        reduce_input_grad: all-reduce the input gradient in the backward (see above).
         chunk_size: rows of logits formed at a time (default: as ``crossent.linear_cross_entropy``, a
             workspace of a quarter of the weight gradient, within 16 and 256 MiB).
 
     Shape:
-        ===================  ====================================  ===================
-        input                target                                output (``'none'``)
-        ===================  ====================================  ===================
-        ``(H,)``             ``()`` or ``(V_r,)``                  ``()``
-        ``(N, H)``           ``(N,)`` or ``(N, V_r)``              ``(N,)``
-        ``(B, T, ..., H)``   ``(B, T, ...)`` or ``(B, T, ..., V_r)``  ``(B, T, ...)``
-        ===================  ====================================  ===================
+        ===================  ========================================  ===================
+        input                target                                    output (``'none'``)
+        ===================  ========================================  ===================
+        ``(H,)``             ``()`` or ``(V_r,)``                      ``()``
+        ``(N, H)``           ``(N,)`` or ``(N, V_r)``                  ``(N,)``
+        ``(B, T, ..., H)``   ``(B, T, ...)`` or ``(B, T, ..., V_r)``   ``(B, T, ...)``
+        ===================  ========================================  ===================
 
     Example:
         >>> # on each of 2 ranks (torchrun --nproc-per-node 2): the classifier's 5 rows split 3 + 2
@@ -110,107 +124,125 @@ def vocab_parallel_linear_cross_entropy(
         tensor(1.1405)
     """
     group = resolve(process_group, CALLER)
-    device = group.device_for(input)
-    try:
-        logits, flat_target, output_shape = _check_linear(input, linear_weight, target, linear_bias, reduce_input_grad)
-        call = _validate.check_cross_entropy(
-            logits,
-            flat_target,
-            weight,
-            -100 if ignore_index is None else ignore_index,
-            reduction,
-            label_smoothing,
-            normalizer,
-            CALLER,
-            input.device,
+
+    def validate() -> tuple[_consensus.Call, tuple[torch.Tensor, torch.Tensor, FusedOptions]]:
+        logits, t = _check_linear(input, linear_weight, target, linear_bias, weight, reduce_input_grad)
+        index = -100 if ignore_index is None else ignore_index
+        call = check_cross_entropy(
+            logits, t, weight, index, reduction, label_smoothing, normalizer, CALLER, input.device
         )
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ValueError(f"{CALLER}: chunk_size must be a positive int, got {chunk_size!r}")
-        wants_input_grad = torch.is_grad_enabled() and input.requires_grad
-        dtypes = _validate.loss_dtypes(input, call, target, weight)
-        mine = _consensus.record(
-            _consensus.Call(
-                function=CALLER,
-                spec=call,
-                classes=linear_weight.shape[0],
-                shape=tuple(input.shape),
-                dtypes=dtypes,
-                target=flat_target,
-                normalizer=normalizer,
-                reduce_input_grad=reduce_input_grad,
-                input_grad=wants_input_grad,
-            ),
-            device,
-        )
-    except Exception as error:  # reported to the peers through the agreement collective, then re-raised
-        _consensus.withdraw(group, error, device)
-    layout = _consensus.agree(group, mine, CALLER)
-    # the chunks and their workspace as crossent.linear_cross_entropy sizes them
-    n, c = logits.shape
-    grads = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (input, linear_weight, linear_bias)
-    )
-    acc = accumulation_dtype(*(d for d in dtypes if d is not None))
-    grad_dtype = accumulation_dtype(linear_weight.dtype)
-    workspace = default_workspace_bytes(linear_weight.numel() * grad_dtype.itemsize)
-    rows = chunk_rows(n, workspace_row_bytes(c, input.dtype, acc if grads else None), chunk_size, None, workspace)
-    opts = FusedOptions(call, c, rows, grad_dtype, input.dtype, drop_ignored=False)  # no host read of the targets
-    out: torch.Tensor = VocabParallelLinearCrossEntropyFunction.apply(
-        input.reshape(n, input.shape[-1]),
-        linear_weight,
-        linear_bias,
-        flat_target,
-        weight,
-        normalizer,
-        opts,
-        group,
-        Shard(group.handle, layout.offset, layout.num_classes),
-        reduce_input_grad,
-    )
-    return out.reshape(output_shape) if call.reduction == "none" else out
+        grad_mode = torch.is_grad_enabled()
+        grads = grad_mode and any(x is not None and x.requires_grad for x in (input, linear_weight, linear_bias))
+        call = replace(call, gradient_expected=grads)
+        dtypes = loss_dtypes(input, call, target, weight)
+        (n, classes), shape = logits.shape, tuple(input.shape)
+        h = input.reshape(n, input.shape[-1])
+        # chunks as crossent.linear_cross_entropy sizes them; rows are not dropped (no host read of targets)
+        others = tuple(d for d in dtypes[1:] if d is not None)  # probability targets, class weights
+        opts = plan(call, h, linear_weight, classes, others, chunk_size=chunk_size, drop_ignored=False)
+        input_grad = grad_mode and input.requires_grad
+        mine = _consensus.Call(CALLER, call, classes, shape, dtypes, t, normalizer, reduce_input_grad, input_grad)
+        return mine, (h, t, opts)
+
+    shard, (h, t, opts) = _consensus.agree_on(group, group.device_for(input), CALLER, validate)
+    t = t.unsqueeze(-1)  # the engine's (N, 1) ids or (N, V_r, 1) probabilities
+    args = (h, linear_weight, linear_bias, t, weight, normalizer, opts, group, shard, reduce_input_grad)
+    out: torch.Tensor = VocabParallelLinearCrossEntropyFunction.apply(*args)
+    return out.reshape(input.shape[:-1]) if opts.call.reduction == "none" else out
 
 
 def _check_linear(
-    input: object, linear_weight: object, target: object, linear_bias: object, reduce_input_grad: object
-) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
-    """The linear layer's own checks; returns meta logits ``(N, V_r)``, the flat target and the output shape."""
-    h = _checks.check_tensor(input, CALLER, "input", 1)
-    w = _checks.check_tensor(linear_weight, CALLER, "linear_weight", 2)
-    t = _checks.check_tensor(target, CALLER, "target", 3)
-    if linear_bias is not None:
-        linear_bias = _checks.check_tensor(linear_bias, CALLER, "linear_bias", 4)
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    linear_bias: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    reduce_input_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch's checks of the linear layer, then the shard's own; returns meta logits and the flat target.
+
+    The logits are ``(N, V_r)``, the target ``(N,)`` ids or ``(N, V_r)`` probabilities. A target of
+    neither shape comes back as it is, with logits of the shape it had to match, so that the
+    cross-entropy checks raise torch's error for it.
+    """
+    if isinstance(linear_weight, torch.Tensor) and linear_weight.dim() > 2:  # no K-dimensional loss
+        raise RuntimeError(
+            f"{CALLER}: linear_weight must be this rank's classifier rows (V_r, H), "
+            f"got shape {list(linear_weight.shape)}"
+        )
+    # ignore_index is left to the cross-entropy's checks, which accept a negative one with probabilities
+    shapes = _checks.linear_cross_entropy_arguments(input, linear_weight, target, linear_bias, weight, None)
     if not isinstance(reduce_input_grad, bool):
         raise TypeError(f"{CALLER}: reduce_input_grad must be bool, not {type(reduce_input_grad).__name__}")
-    if h.dim() < 1:
-        raise RuntimeError(f"expected input with dimensionality 1 or more, got {h.dim()}")
-    if w.dim() != 2:
-        raise RuntimeError(
-            f"{CALLER}: linear_weight must be this rank's classifier rows (V_r, H), got shape {list(w.shape)}"
-        )
-    if h.shape[-1] != w.shape[1]:
-        raise RuntimeError(
-            f"{CALLER}: input has {h.shape[-1]} features but linear_weight has {w.shape[1]} (shape {list(w.shape)})"
-        )
-    _validate.same_device(h.device, linear_weight=w, target=t, linear_bias=linear_bias)
-    if linear_bias is not None and tuple(linear_bias.shape) != (w.shape[0],):
-        raise RuntimeError(f"{CALLER}: linear_bias must have shape [{w.shape[0]}], got {list(linear_bias.shape)}")
-    for name, other in (("linear_weight", w), ("linear_bias", linear_bias)):
-        if other is not None and other.dtype != h.dtype:
-            raise RuntimeError(
-                f"{CALLER}: {name} must have the dtype of input ({_checks.dtype_name(h.dtype)}), "
-                f"got {_checks.dtype_name(other.dtype)}"
-            )
-    batch = tuple(h.shape[:-1])
-    n, c = math.prod(batch), w.shape[0]
-    if tuple(t.shape) == (*batch, c) and t.is_floating_point():
-        flat = t.reshape(n, c)
-    elif tuple(t.shape) == batch or (h.dim() == 1 and tuple(t.shape) == (1,)):
-        flat = t.reshape(n)
-    else:
-        raise ValueError(
-            f"{CALLER}: target must be class ids of shape {list(batch)} or probabilities of shape "
-            f"{[*batch, c]}, got {list(t.shape)}"
-        )
-    return torch.empty(n, c, dtype=h.dtype, device="meta"), flat, batch
+    same_device(input.device, linear_weight=linear_weight, target=target, linear_bias=linear_bias)
+    n, c, batch = shapes.rows, shapes.num_classes, shapes.batch
+    logits = torch.empty(n, c, dtype=input.dtype, device="meta")
+    if target.is_floating_point() and tuple(target.shape) == (*batch, c):
+        return logits, target.reshape(n, c)
+    if tuple(target.shape) == batch or (input.dim() == 1 and tuple(target.shape) == (1,)):
+        return logits, target.reshape(n)
+    return torch.empty(shapes.logits, dtype=input.dtype, device="meta"), target
+
+
+class VocabParallelLinearCrossEntropyFunction(torch.autograd.Function):
+    """Cross-entropy of ``h @ W.T + b`` with ``W``, ``b`` sharded by class; class indices or probabilities.
+
+    ``target`` is ``(N, 1)`` class ids or ``(N, V_r, 1)`` probabilities; the output is ``(N, 1)`` for ``'none'``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        h: torch.Tensor,
+        w: torch.Tensor,
+        b: torch.Tensor | None,
+        target: torch.Tensor,
+        weight: torch.Tensor | None,
+        normalizer: torch.Tensor | float | None,
+        opts: FusedOptions,
+        group: Group,
+        shard: Shard,
+        reduce_input_grad: bool,
+    ) -> torch.Tensor:
+        kind, out_dtype = make_kind(h.dtype, target, weight, opts.call, w.shape[0], shard)
+        stats = fused_pass(Projection(h, w, b), kind, opts, None).stats
+        assert stats is not None
+        kind, stats = kind.combine(stats, shard.group)
+        mode, div = output(opts.call.reduction, normalizer, kind.acc, lambda: kind.mean_divisor(stats))
+        ctx.mode, ctx.opts, ctx.group, ctx.shard, ctx.acc = mode, opts, group, shard, kind.acc
+        # every rank joins the input-gradient all-reduce (the ranks agreed on both in the forward)
+        ctx.sums_input_grad = reduce_input_grad and ctx.needs_input_grad[0]
+        scalars = save_scalars(ctx, div, kind.weight_sum if isinstance(kind, _engine.ClassIndex) else None)
+        ctx.save_for_backward(h, w, b, target, weight, *scalars, *_engine.for_backward(stats))
+        return reduce(kind.loss(stats), mode, div).to(out_dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if torch.is_grad_enabled() and ctx.sums_input_grad:
+            # _backward refuses a double backward; first join the peers' input-gradient all-reduce
+            _sum_input_grad(None, ctx, refused=True)
+        return _backward(ctx, grad_output)
+
+
+def _sum_input_grad(share: torch.Tensor | None, ctx: Any, refused: bool) -> torch.Tensor:
+    """All-reduce SUM this rank's input-gradient share (zeros when refused) in the accumulation dtype;
+    every rank that did not refuse raises if any rank refused."""
+    h = ctx.saved_tensors[0]
+    share = torch.zeros_like(h, dtype=ctx.acc) if share is None else share.to(ctx.acc)
+    return _group.sum_flagged(ctx.group, share, refused, CALLER, REFUSED)
+
+
+@first_order
+def _backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    h, w, b, target, weight, saved_divisor, saved_weight_sum, *fields = ctx.saved_tensors
+    div, weight_sum = saved_scalars(ctx, (saved_divisor, saved_weight_sum))
+    kind, _ = make_kind(h.dtype, target, weight, ctx.opts.call, w.shape[0], ctx.shard)
+    if isinstance(kind, _engine.ClassIndex):
+        kind = replace(kind, weight_sum=weight_sum)  # over every shard
+    stats = _engine.from_saved(*fields)
+    coef = upstream(grad_output.to(kind.acc), ctx.mode, div, (h.shape[0], 1))
+    wanted = Wanted(*ctx.needs_input_grad[:5])
+    r = fused_pass(Projection(h, w, b), kind, ctx.opts, None, stats=stats, coef=coef, wanted=wanted)
+    grad_h = _sum_input_grad(r.input, ctx, refused=False) if ctx.sums_input_grad else r.input
+    grads = zip((grad_h, r.weight, r.bias, r.target, r.class_weight), (h, w, b, target, weight), strict=True)
+    return *(g.to(t.dtype).reshape(t.shape) if g is not None else None for g, t in grads), *[None] * 5

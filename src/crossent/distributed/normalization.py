@@ -19,25 +19,11 @@ import torch.distributed as dist
 
 from crossent import _checks
 from crossent._reduction import divisor, reduce
-from crossent.distributed import _peers
+from crossent.distributed import _group
 from crossent.distributed._group import resolve
 from crossent.ops._layout import accumulation_dtype
 
-__all__ = ["check_normalizer", "count_targets", "normalized_sum"]
-
-
-def check_normalizer(normalizer: object, reduction: str, caller: str) -> None:
-    """A normalizer is one number (a Python number or a one-element tensor) and divides a summed loss."""
-    if normalizer is None:
-        return
-    if isinstance(normalizer, bool) or not isinstance(normalizer, (int, float, torch.Tensor)):
-        raise TypeError(f"{caller}: normalizer must be a number or a Tensor, not {type(normalizer).__name__}")
-    if isinstance(normalizer, torch.Tensor) and normalizer.numel() != 1:
-        raise ValueError(
-            f"{caller}: normalizer must hold one value, but got a tensor of shape {list(normalizer.shape)}"
-        )
-    if reduction == "none":
-        raise ValueError(f"{caller}: normalizer divides the summed loss; use reduction='sum' or 'mean', not 'none'")
+__all__ = ["count_targets", "normalized_sum"]
 
 
 def normalized_sum(loss: torch.Tensor, normalizer: torch.Tensor | float) -> torch.Tensor:
@@ -70,7 +56,7 @@ def normalized_sum(loss: torch.Tensor, normalizer: torch.Tensor | float) -> torc
         >>> normalized_sum(per_token, torch.tensor(4))
         tensor(0.6931)
     """
-    check_normalizer(normalizer, "sum", "normalized_sum")
+    _checks.check_normalizer(normalizer, "sum", "normalized_sum")
     acc = accumulation_dtype(loss.dtype)
     return reduce(loss.sum(dtype=acc), "mean", divisor(normalizer, acc)).to(loss.dtype)
 
@@ -124,19 +110,15 @@ def count_targets(
     if process_group is None:
         return _local_count(target, ignore_index, weight)
     group = resolve(process_group, "count_targets")
-    # [one failure flag per rank | count], in float64 whatever the count's dtype, so that a rank with
-    # bad input still sends a buffer of the same size: no rank waits, none is aborted by the backend
-    buffer = torch.zeros(group.size + 1, dtype=torch.float64, device=group.device_for(target))
+    # the count travels in float64 whatever its dtype, so that a rank with bad input still sends a
+    # buffer of the same size: no rank waits, none is aborted by the backend
     try:
         count = _local_count(target, ignore_index, weight)
-        buffer[group.size] = count
-    except Exception as error:  # reported to the peers through the collective, then re-raised
-        buffer[group.rank] = 1
-        dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group.handle)
-        raise error
-    dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group.handle)
-    _peers.check_peers(buffer[: group.size], "count_targets", _peers.REJECTED)
-    return buffer[group.size].to(count.dtype)
+    except Exception:
+        zero = torch.zeros((), dtype=torch.float64, device=group.device_for(target))
+        _group.sum_flagged(group, zero, True, "count_targets", _group.REJECTED)
+        raise
+    return _group.sum_flagged(group, count.double(), False, "count_targets", _group.REJECTED).to(count.dtype)
 
 
 def _local_count(target: object, ignore_index: object, weight: object) -> torch.Tensor:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from crossent.distributed._group import default_device, resolve
-from crossent.distributed._peers import REJECTED, peer_error
+from crossent.distributed._group import REJECTED, default_device, peer_error, resolve
 
 __all__ = ["vocab_range"]
 

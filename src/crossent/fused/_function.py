@@ -22,10 +22,10 @@ import torch
 
 from crossent import _engine
 from crossent._engine import Kind, Statistics
-from crossent._reduction import divisor, reduce, upstream
+from crossent._reduction import output, reduce, upstream
 from crossent.fused._chunks import Projection, RowChunk, row_chunks
 from crossent.fused._options import FusedOptions
-from crossent.ops._autograd import first_order, hand_over
+from crossent.ops._autograd import first_order, hand_over, save_scalars, saved_scalars
 from crossent.ops.cross_entropy import make_kind
 
 
@@ -151,11 +151,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     ) -> torch.Tensor:
         kind, out_dtype = make_kind(opts.logits_dtype, target, class_weight, opts.call, opts.num_classes, None)
         kept = kept_rows(kind, opts)
-        mode, div = opts.call.reduction, divisor(normalizer, kind.acc)
-        if div is None and mode == "mean":
-            div = kind.mean_divisor()
-        if div is not None:
-            mode = "mean"
+        mode, div = output(opts.call.reduction, normalizer, kind.acc, kind.mean_divisor)
         wanted = Wanted(*ctx.needs_input_grad[:5])
         coef = None
         if mode != "none" and opts.call.gradient_expected:
@@ -165,30 +161,22 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         assert stats is not None
         precomputed = _as_inputs(result, (h, w, b, target, class_weight))
         ctx.mode, ctx.opts = mode, opts
-        ctx.save_for_backward(
-            h,
-            w,
-            b,
-            target,
-            class_weight,
-            kept,
-            div,
-            *_engine.for_backward(stats),
-            *(precomputed if coef is not None else ()),
-        )
+        inputs = (h, w, b, target, class_weight, kept, *save_scalars(ctx, div), *_engine.for_backward(stats))
+        ctx.save_for_backward(*inputs, *(precomputed if coef is not None else ()))
         return reduce(kind.loss(stats), mode, div).to(out_dtype)
 
     @staticmethod
     @first_order
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         opts: FusedOptions = ctx.opts
-        h, w, b, target, class_weight, kept, div, *fields = ctx.saved_tensors
+        h, w, b, target, class_weight, kept, saved_divisor, *fields = ctx.saved_tensors
         handed = hand_over(ctx, fields[3:], grad_output) if len(fields) > 3 else None
         if handed is not None:
             return (*handed, None, None)
         # 'none', or a second backward through a retained graph: run the pass again from the inputs
         kind, _ = make_kind(opts.logits_dtype, target, class_weight, opts.call, opts.num_classes, None)
         stats = _engine.from_saved(*fields[:3])
+        (div,) = saved_scalars(ctx, [saved_divisor])
         coef = upstream(grad_output.to(kind.acc), ctx.mode, div, tuple(stats.shift.shape))
         wanted = Wanted(*ctx.needs_input_grad[:5])
         r = fused_pass(Projection(h, w, b), kind, opts, kept, stats=stats, coef=coef, wanted=wanted)

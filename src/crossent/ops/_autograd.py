@@ -58,3 +58,14 @@ def _alias(t: torch.Tensor) -> torch.Tensor:
     """``t``'s storage and layout under a tensor with its own version counter."""
     alias = torch.empty(0, dtype=t.dtype, device=t.device)
     return alias.set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+
+
+def save_scalars(ctx: Any, *values: torch.Tensor | float | None) -> list[torch.Tensor | None]:
+    """Numbers a backward needs: tensors are returned for ``save_for_backward``, the rest kept on ``ctx``."""
+    ctx.scalars = [None if isinstance(v, torch.Tensor) else v for v in values]
+    return [v if isinstance(v, torch.Tensor) else None for v in values]
+
+
+def saved_scalars(ctx: Any, tensors: Sequence[torch.Tensor | None]) -> list[Any]:
+    """The numbers ``save_scalars`` kept, from the saved ``tensors`` in the same order."""
+    return [t if t is not None else v for t, v in zip(tensors, ctx.scalars, strict=True)]

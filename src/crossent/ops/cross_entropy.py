@@ -23,8 +23,8 @@ import torch
 
 from crossent import _engine
 from crossent._engine import Kind
-from crossent._reduction import Reduction, divisor, reduce, upstream
-from crossent.ops._autograd import first_order, hand_over
+from crossent._reduction import Reduction, output, reduce, upstream
+from crossent.ops._autograd import first_order, hand_over, save_scalars, saved_scalars
 from crossent.ops._layout import accumulation_dtype, as_ncs, blocks, result_dtype
 
 
@@ -114,11 +114,8 @@ class CrossEntropyFunction(torch.autograd.Function):
         precompute = call.gradient_expected and not call.inplace_backward and shard is None and c > 0
         precompute = precompute and not any(ctx.needs_input_grad[1:3])
         grad = torch.empty(x.shape, dtype=x.dtype, device=x.device) if precompute else None
-        mode, div = call.reduction, divisor(normalizer, acc)
-        if div is None and mode == "mean" and shard is None:
-            div = kind.mean_divisor()  # known before the walk: a local call has every target weight
-        if div is not None:
-            mode = "mean"
+        # a local call knows every target weight before the walk; shards know them after ``combine``
+        mode, div = output(call.reduction, normalizer, acc, kind.mean_divisor if shard is None else None)
         # the gradient for an upstream gradient of 1, per position
         coef = (
             torch.ones((), dtype=acc, device=x.device) if div is None else torch.as_tensor(div, dtype=acc).reciprocal()
@@ -145,9 +142,8 @@ class CrossEntropyFunction(torch.autograd.Function):
         loss = reduce(kind.loss(stats), mode, div)
 
         ctx.call, ctx.shard, ctx.mode, ctx.overwrote_logits = call, shard, mode, False
-        ctx.scalars = [v if not isinstance(v, torch.Tensor) else None for v in (div, _weight_sum(kind))]
-        tensors = [v if isinstance(v, torch.Tensor) else None for v in (div, _weight_sum(kind))]
-        ctx.save_for_backward(x, target, weight, *_engine.for_backward(stats), *tensors, grad)
+        scalars = save_scalars(ctx, div, _weight_sum(kind))
+        ctx.save_for_backward(x, target, weight, *_engine.for_backward(stats), *scalars, grad)
         if mode == "none":
             loss = loss.reshape(_output_shape(x))
         return loss.to(out_dtype)
@@ -175,9 +171,7 @@ class CrossEntropyFunction(torch.autograd.Function):
 
         kind, _ = make_kind(x.dtype, _targets(x3, target, call), weight, call, c, ctx.shard)
         stats = _engine.from_saved(*fields)
-        div, weight_sum = (
-            t if t is not None else v for t, v in zip((saved_divisor, saved_weight_sum), ctx.scalars, strict=True)
-        )
+        div, weight_sum = saved_scalars(ctx, (saved_divisor, saved_weight_sum))
         if isinstance(kind, _engine.ClassIndex):
             kind = dataclasses.replace(kind, weight_sum=weight_sum)  # over every shard
         coef = upstream(grad_output.to(kind.acc), ctx.mode, div, (n, s))
