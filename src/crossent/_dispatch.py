@@ -8,7 +8,6 @@ frozen ``CallSpec``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib
 import os
@@ -98,4 +97,4 @@ def explain(device: torch.device) -> dict[str, str]:
 
 def spec_of(x: torch.Tensor, **options: object) -> CallSpec:
     """The ``CallSpec`` of a call on ``x`` with ``options`` (``CallSpec``'s field names; a typo raises)."""
-    return dataclasses.replace(CallSpec(dtype=x.dtype, ndim=x.dim()), **options)  # type: ignore[arg-type]
+    return CallSpec(**{"dtype": x.dtype, "ndim": x.dim(), **options})  # type: ignore[arg-type]
