@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from rich.console import Console
 
 from .environment import collect_environment
@@ -14,6 +15,8 @@ from .ops import OPS
 from .report import default_csv_path, results_table, write_csv
 from .runner import DEFAULT_DTYPES, run
 from .shapes import DEFAULT_SHAPE_SETS, SHAPE_SETS
+from .targets import TARGETS
+from .timing import DEFAULT_MIN_SAMPLE_S, DEFAULT_MIN_TIME_S
 
 
 def _names(text: str) -> list[str]:
@@ -36,7 +39,30 @@ def _parser() -> argparse.ArgumentParser:
         "--dtypes", type=_names, default=list(DEFAULT_DTYPES), help=f"default: {','.join(DEFAULT_DTYPES)}"
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--rounds", type=int, default=10, help="timed calls per implementation and mode (default: 10)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=10,
+        help="timed samples per implementation and mode, at least (default: 10; short calls get more, "
+        "see --min-time-ms)",
+    )
+    parser.add_argument(
+        "--min-sample-ms",
+        type=float,
+        default=DEFAULT_MIN_SAMPLE_S * 1e3,
+        help="a timed sample batches as many calls as last this long; one call if a call lasts as long "
+        f"(default: {DEFAULT_MIN_SAMPLE_S * 1e3:g})",
+    )
+    parser.add_argument(
+        "--min-time-ms",
+        type=float,
+        default=DEFAULT_MIN_TIME_S * 1e3,
+        help="more rounds than --rounds until each implementation's samples add up to this "
+        f"(default: {DEFAULT_MIN_TIME_S * 1e3:g})",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="torch.set_num_threads for the run (default: torch's, OMP_NUM_THREADS or cores)"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds before them (default: 1)")
     parser.add_argument("--compile", action="store_true", help="add torch.compile'd torch as a baseline")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
@@ -58,7 +84,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"[bold]{op.name}[/bold]: {op.summary}")
         for name, shapes in SHAPE_SETS.items():
             console.print(f"[bold]{name}[/bold]: {', '.join(shape.label for shape in shapes)}")
+        for target in TARGETS:
+            figure = "fwd+bwd time" if target.kind == "time" else "fwd+bwd peak memory"
+            console.print(
+                f"[bold]target[/bold]: {target.op} {target.shape.label} {target.dtype}, "
+                f"{target.impl} {figure} {target.label}",
+                highlight=False,
+            )
         return 0
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     environment = collect_environment(args.device)
     status = Console(stderr=True)
     try:
@@ -71,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             warmup=args.warmup,
             compiled=args.compile,
             memory=not args.no_memory,
+            min_sample_s=args.min_sample_ms / 1e3,
+            min_time_s=args.min_time_ms / 1e3,
             progress=lambda index, total, label: status.print(f"[{index + 1}/{total}] {label}", highlight=False),
         )
     except ValueError as exc:

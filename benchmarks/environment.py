@@ -24,6 +24,7 @@ class Environment:
     crossent: str
     commit: str
     timestamp: str
+    load: str = ""
 
 
 def collect_environment(device: str | torch.device = "cpu") -> Environment:
@@ -41,18 +42,37 @@ def collect_environment(device: str | torch.device = "cpu") -> Environment:
         crossent=_version("crossent"),
         commit=_commit(),
         timestamp=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        load=_load_average(),
     )
 
 
+def _load_average() -> str:
+    """The 1-, 5- and 15-minute load averages when the run started: how busy the machine was."""
+    try:
+        return " ".join(f"{load:.2f}" for load in os.getloadavg())
+    except (AttributeError, OSError):
+        return "unknown"
+
+
 def _cpu_model() -> str:
+    """/proc/cpuinfo's "model name" (lscpu's), with the family and model numbers that tell apart the
+    generations a virtual machine's bare name ("AMD EPYC") leaves open."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break  # the end of the first processor's block
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name")
+    if not name:
+        return platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def _version(package: str) -> str:

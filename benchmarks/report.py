@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import torch
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from .environment import Environment
 from .paths import RESULTS_DIR
-from .runner import Row
+from .runner import MIB, Row
+from .targets import MB, TARGETS, Check, Target, check_targets, gradient_bytes
 
 CSV_COLUMNS: tuple[str, ...] = (
     *(field.name for field in dataclasses.fields(Row)),
@@ -35,14 +38,45 @@ def write_csv(rows: Sequence[Row], environment: Environment, path: Path) -> None
             writer.writerow({**dataclasses.asdict(row), **dataclasses.asdict(environment)})
 
 
-def results_table(rows: Sequence[Row], environment: Environment) -> Table:
+def results_table(rows: Sequence[Row], environment: Environment) -> RenderableType:
+    """The run's table, followed by one table of each kind of target (see ``benchmarks.targets``) it checked.
+
+    The main table has one line per implementation, a rule between cases; the reference (torch) is
+    each case's first line. Every table's caption names the machine, its CPU model first.
+    """
+    checks = check_targets(rows)
+    tables = (
+        main_table(rows, environment),
+        speed_table(rows, environment, checks),
+        memory_table(rows, environment, checks),
+    )
+    return Group(*(table for table in tables if table is not None))
+
+
+def environment_line(environment: Environment) -> str:
+    """Machine (CPU model first), versions, commit and time: the first line of every table's caption."""
+    return (
+        f"{environment.machine}, {environment.cores} cores, {environment.threads} torch threads · "
+        f"Python {environment.python} · torch {environment.torch} · crossent {environment.crossent} · "
+        f"commit {environment.commit} · {environment.timestamp} · load average {environment.load}{_busy(environment)}"
+    )
+
+
+def _busy(environment: Environment) -> str:
+    """A warning when more was running than there are cores: short calls' times are then unreliable."""
+    try:
+        load = float(environment.load.split()[0])
+    except (IndexError, ValueError):
+        return ""
+    return f" (busy: above its {environment.cores} cores)" if load > environment.cores else ""
+
+
+def main_table(rows: Sequence[Row], environment: Environment) -> Table:
     """One line per implementation, a rule between cases; the reference (torch) is each case's first line."""
     table = Table(
         title="crossent against torch",
         caption=(
-            f"{environment.machine}, {environment.cores} cores, {environment.threads} torch threads · "
-            f"Python {environment.python} · torch {environment.torch} · crossent {environment.crossent} · "
-            f"commit {environment.commit} · {environment.timestamp}\n"
+            f"{environment_line(environment)}\n"
             "ms: median per call · x: torch's median / this one (above 1 is faster) · "
             "peak: MiB above the inputs · err: max |x - float64 truth|"
         ),
@@ -96,3 +130,131 @@ def _status(status: str) -> Text:
     if status == "ok":
         return Text("")
     return Text(status, style="yellow" if status.startswith("not available") else "red")
+
+
+def speed_table(rows: Sequence[Row], environment: Environment, checks: Sequence[Check]) -> Table | None:
+    """crossent's forward+backward time over torch's on every case at the shape and dtype of a time target.
+
+    Ops without a target of their own on those shapes are listed too, with their ratio and no verdict.
+    None when the run has no such case.
+    """
+    targeted = {(target.shape.label, target.dtype) for target in TARGETS if target.kind == "time"}
+    by_target = {(c.target.op, c.target.shape.label, c.target.dtype, c.target.impl): c for c in checks}
+    cases = _cases(row for row in rows if (row.shape, row.dtype) in targeted)
+    if not cases:
+        return None
+    table = Table(
+        title="crossent / torch, forward+backward time",
+        caption=(
+            f"{environment_line(environment)}\n"
+            "best, median: the fastest and the median timed sample, per call · calls: calls per timed sample · "
+            "ratio: this one's time / torch's (below 1 is faster) · the verdict goes by the ratio of the bests"
+        ),
+    )
+    for header in ("op", "shape", "dtype", "impl"):
+        table.add_column(header, no_wrap=True)
+    for header in ("torch best µs", "median", "this best µs", "median", "calls", "ratio best", "median"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for header in ("target", "verdict"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("status", overflow="fold")
+    for reference, *others in cases:
+        for row in others:
+            check = by_target.get((row.op, row.shape, row.dtype, row.impl))
+            target = check.target if check else None
+            table.add_row(
+                row.op,
+                row.shape,
+                row.dtype,
+                row.impl,
+                _microseconds(reference.full_best_ms),
+                _microseconds(reference.full_ms),
+                _microseconds(row.full_best_ms),
+                _microseconds(row.full_ms),
+                str(row.full_batch) if row.full_batch else "",
+                _ratio(row.full_best_ms, reference.full_best_ms, target),
+                _ratio(row.full_ms, reference.full_ms, None),
+                target.label if target else "",
+                _verdict(check),
+                _status(row.status if row.status != "ok" or reference.status == "ok" else reference.status),
+            )
+    return table
+
+
+def memory_table(rows: Sequence[Row], environment: Environment, checks: Sequence[Check]) -> Table | None:
+    """Every implementation's peak extra memory on each case with a memory target; None if there is none."""
+    memory_checks = [check for check in checks if check.target.kind == "memory"]
+    if not memory_checks:
+        return None
+    device = next((row.device for row in rows), "cpu")
+    how = (
+        "RSS growth of one call in a fresh process"
+        if device == "cpu"
+        else "the CUDA caching allocator's peak during one call"
+    )
+    gradients = "; ".join(
+        f"{check.target.shape.label} {check.target.dtype}: "
+        f"{gradient_bytes(check.target.shape, getattr(torch, check.target.dtype).itemsize) / MIB:.0f} MiB"
+        for check in memory_checks
+    )
+    table = Table(
+        title="memory contract: peak extra memory above the inputs, forward+backward",
+        caption=(
+            f"{environment_line(environment)}\n{how}; the output and the gradients count "
+            f"(the gradients alone: {gradients})"
+        ),
+    )
+    for header in ("op", "shape", "dtype", "impl"):
+        table.add_column(header, no_wrap=True)
+    for header in ("fwd+bwd MiB", "fwd+bwd MB", "fwd MiB", "target", "verdict"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("status", overflow="fold")
+    for check in memory_checks:
+        target = check.target
+        table.add_section()
+        for row in rows:
+            if not target.applies_to(row):
+                continue
+            mine = row.impl == target.impl
+            table.add_row(
+                row.op,
+                row.shape,
+                row.dtype,
+                row.impl,
+                _number(row.full_peak_mib, "{:.1f}"),
+                _number(None if row.full_peak_mib is None else row.full_peak_mib * MIB / MB, "{:.1f}"),
+                _number(row.forward_peak_mib, "{:.1f}"),
+                target.label if mine else "",
+                _verdict(check) if mine else "",
+                _status(check.why if mine and check.why else row.status),
+            )
+    return table
+
+
+def _cases(rows: Iterable[Row]) -> list[list[Row]]:
+    cases: dict[tuple[str, str, str], list[Row]] = {}
+    for row in rows:
+        cases.setdefault((row.op, row.shape, row.dtype), []).append(row)
+    return list(cases.values())
+
+
+def _microseconds(milliseconds: float | None) -> str:
+    if milliseconds is None:
+        return ""
+    microseconds = milliseconds * 1e3
+    return f"{microseconds:.1f}" if microseconds < 100 else f"{microseconds:.0f}"
+
+
+def _ratio(milliseconds: float | None, reference_ms: float | None, target: Target | None) -> Text | str:
+    if milliseconds is None or not reference_ms:
+        return ""
+    ratio = milliseconds / reference_ms
+    style = "" if target is None else ("green" if target.holds(ratio) else "red")
+    return Text(f"{ratio:.2f}x", style=style)
+
+
+def _verdict(check: Check | None) -> Text | str:
+    if check is None:
+        return ""
+    style = {"PASS": "green", "MISS": "bold red"}.get(check.verdict, "yellow")
+    return Text(check.verdict, style=style)

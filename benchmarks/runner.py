@@ -14,7 +14,7 @@ from .memory_probe import ProbeSpec, cpu_peak_growth_in_fresh_process
 from .ops import Op, Unavailable, ops_named
 from .shapes import DEFAULT_SHAPE_SETS, Shape, shape_to_dict, shapes_of
 from .steps import MODES, Mode, Steps
-from .timing import time_in_alternation
+from .timing import DEFAULT_MIN_SAMPLE_S, DEFAULT_MIN_TIME_S, time_in_alternation
 
 DEFAULT_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 MIB = 2**20
@@ -26,7 +26,12 @@ Progress = Callable[[int, int, str], None]
 class Row:
     """One implementation on one case (op, shape, dtype).
 
-    Times are medians in milliseconds of forward+backward (``full``) and of the no-grad forward.
+    Times are medians in milliseconds per call of forward+backward (``full``) and of the no-grad
+    forward; ``full_best_ms`` and ``forward_best_ms`` are the fastest sample's. A timed sample is a
+    batch of ``full_batch`` / ``forward_batch`` consecutive calls (1 when one call lasts
+    ``min_sample_s``), and ``rounds`` is the number of forward+backward samples. A spread is half the
+    interquartile range of the samples over their median: 0.02 means the middle half of them lie
+    within about ±2%.
     A speedup is the reference's median divided by this implementation's: above 1 is faster than
     torch. Peaks are the extra memory in MiB above the inputs at the height of one call. Errors are
     the largest absolute differences from the float64 ground truth, of the value and of every
@@ -49,6 +54,12 @@ class Row:
     value_error: float | None = None
     grad_error: float | None = None
     rounds: int = 0
+    full_batch: int = 0
+    forward_batch: int = 0
+    full_spread: float | None = None
+    forward_spread: float | None = None
+    full_best_ms: float | None = None
+    forward_best_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,8 @@ class Settings:
     compiled: bool
     memory: bool
     seed: int
+    min_sample_s: float = DEFAULT_MIN_SAMPLE_S
+    min_time_s: float = DEFAULT_MIN_TIME_S
 
 
 def plan(
@@ -107,20 +120,29 @@ def run(
     compiled: bool = False,
     memory: bool = True,
     seed: int = 0,
+    min_sample_s: float = DEFAULT_MIN_SAMPLE_S,
+    min_time_s: float = DEFAULT_MIN_TIME_S,
     progress: Progress | None = None,
 ) -> list[Row]:
     """Benchmark ``ops`` (names from ``benchmarks.OPS``, all by default) on the named shape sets.
 
     For each case, every implementation is first checked against the float64 ground truth, then
-    timed ``rounds`` times (after ``warmup`` untimed rounds) in alternation with the others, for
-    forward+backward and for the no-grad forward; with ``memory``, its peak extra memory is measured
-    (on CPU in a fresh process per implementation). ``compiled`` adds torch.compile'd torch as a
-    baseline. ``progress(index, total, label)`` is called before each case. An implementation that
-    does not exist yet, or fails, gets a row that says so; the run goes on.
+    timed in alternation with the others, for forward+backward and for the no-grad forward: after
+    ``warmup`` untimed rounds, ``rounds`` timed ones, or as many more as make the samples of each
+    implementation add up to ``min_time_s``. A timed sample is a batch of as many calls as last
+    ``min_sample_s`` (one call when a call lasts that long); the first warm-up round, run even when
+    ``warmup`` is 0, finds that number for each implementation. See :mod:`benchmarks.timing`. With
+    ``memory``, its peak extra memory is measured (on CPU in a fresh process per implementation).
+    ``compiled`` adds torch.compile'd torch as a baseline. ``progress(index, total, label)`` is called
+    before each case. An implementation that does not exist yet, or fails, gets a row that says so;
+    the run goes on.
     """
-    if rounds < 1 or warmup < 0:
-        raise ValueError(f"need rounds >= 1 and warmup >= 0, got rounds={rounds}, warmup={warmup}")
-    settings = Settings(_resolve_device(device), rounds, warmup, compiled, memory, seed)
+    if rounds < 1 or warmup < 0 or not min_sample_s >= 0 or not min_time_s >= 0:
+        raise ValueError(
+            f"need rounds >= 1, warmup >= 0, min_sample_s >= 0 and min_time_s >= 0, got rounds={rounds}, "
+            f"warmup={warmup}, min_sample_s={min_sample_s}, min_time_s={min_time_s}"
+        )
+    settings = Settings(_resolve_device(device), rounds, warmup, compiled, memory, seed, min_sample_s, min_time_s)
     cases = plan(ops, shape_sets, dtypes)
     rows: list[Row] = []
     for index, case in enumerate(cases):
@@ -137,6 +159,10 @@ class _Outcome:
     status: str = "ok"
     errors: tuple[float, float] | None = None
     median_ms: dict[Mode, float] = field(default_factory=dict)
+    best_ms: dict[Mode, float] = field(default_factory=dict)
+    spread: dict[Mode, float] = field(default_factory=dict)
+    batch: dict[Mode, int] = field(default_factory=dict)
+    rounds: dict[Mode, int] = field(default_factory=dict)
     peak_mib: dict[Mode, float] = field(default_factory=dict)
 
 
@@ -172,12 +198,22 @@ def _run_case(case: Case, settings: Settings) -> list[Row]:
     del truth
 
     for mode in MODES:
-        medians, failures = time_in_alternation(
-            steps, mode, rounds=settings.rounds, warmup=settings.warmup, device=settings.device
+        timings = time_in_alternation(
+            steps,
+            mode,
+            rounds=settings.rounds,
+            warmup=settings.warmup,
+            device=settings.device,
+            min_sample_s=settings.min_sample_s,
+            min_time_s=settings.min_time_s,
         )
-        for name, median in medians.items():
+        for name, median in timings.medians.items():
             outcomes[name].median_ms[mode] = median
-        for name, failure in failures.items():
+            outcomes[name].best_ms[mode] = timings.bests[name]
+            outcomes[name].spread[mode] = timings.spreads[name]
+            outcomes[name].batch[mode] = timings.calls_per_sample[name]
+            outcomes[name].rounds[mode] = timings.rounds
+        for name, failure in timings.failures.items():
             fail(name, mode, failure)
 
     if settings.memory:
@@ -213,7 +249,13 @@ def _row(case: Case, settings: Settings, impl: str, outcome: _Outcome, reference
         forward_peak_mib=outcome.peak_mib.get("forward"),
         value_error=outcome.errors[0] if outcome.errors is not None else None,
         grad_error=outcome.errors[1] if outcome.errors is not None else None,
-        rounds=settings.rounds if "full" in outcome.median_ms else 0,
+        rounds=outcome.rounds.get("full", 0),
+        full_batch=outcome.batch.get("full", 0),
+        forward_batch=outcome.batch.get("forward", 0),
+        full_spread=outcome.spread.get("full"),
+        forward_spread=outcome.spread.get("forward"),
+        full_best_ms=outcome.best_ms.get("full"),
+        forward_best_ms=outcome.best_ms.get("forward"),
     )
 
 

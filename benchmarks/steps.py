@@ -20,8 +20,8 @@ class Steps:
     With ``intermediate_inputs``, the differentiable inputs reach the op as the outputs of an
     autograd op, the way logits computed from hidden states do, rather than as the problem's
     leaves: an in-place backward refuses to overwrite a leaf. Each call gets fresh copies, made
-    in :meth:`reset` before the clock starts, so an op that overwrites them leaves the problem as
-    it was.
+    before the clock starts (in :meth:`reset`, or by :meth:`fresh_inputs` for a timed batch of
+    calls), so an op that overwrites them leaves the problem as it was.
     """
 
     def __init__(self, function: Loss, call: Call, problem: Problem, *, intermediate_inputs: bool) -> None:
@@ -34,15 +34,39 @@ class Steps:
 
     def reset(self) -> None:
         """Drop the previous call's gradients and, for intermediate inputs, make fresh copies (never timed)."""
+        self.start(self.fresh_inputs(1)[0])
+
+    def fresh_inputs(self, calls: int) -> list[Problem]:
+        """The inputs of ``calls`` consecutive calls, made before the clock starts.
+
+        Leaves can be reused: dropping their gradients is all a new call needs. Intermediate inputs
+        are made anew for each call, since an in-place backward overwrites them.
+        """
+        if not self.intermediate_inputs:
+            return [self.problem] * calls
+        return [
+            dataclasses.replace(
+                self.problem,
+                tensors={
+                    **self.problem.tensors,
+                    **{
+                        name: _GradientSink.apply(self.problem[name], self._sunk_grads, name)
+                        for name in self.problem.differentiable
+                    },
+                },
+            )
+            for _ in range(calls)
+        ]
+
+    def start(self, inputs: Problem) -> None:
+        """Drop the previous call's gradients, as ``zero_grad(set_to_none=True)`` does, and use ``inputs``.
+
+        Cheap enough to run inside a timed batch of calls: a few attribute writes.
+        """
         for name in self.problem.differentiable:
             self.problem[name].grad = None
         self._sunk_grads.clear()
-        if self.intermediate_inputs:
-            copies = {
-                name: _GradientSink.apply(self.problem[name], self._sunk_grads, name)
-                for name in self.problem.differentiable
-            }
-            self._inputs = dataclasses.replace(self.problem, tensors={**self.problem.tensors, **copies})
+        self._inputs = inputs
 
     def run(self, mode: Mode) -> torch.Tensor:
         """The output of one call; for ``"full"`` the gradients are then in :meth:`gradient`."""

@@ -19,6 +19,8 @@ CASES = {
     "nll-target-out-of-range": lambda F: F.nll_loss(x35, torch.tensor([1, 9, 2]), reduction="sum"),
     "batch-mismatch": lambda F: F.cross_entropy(x35, torch.tensor([1, 0])),
     "zero-dim-target": lambda F: F.cross_entropy(torch.randn(2, 3), torch.tensor(0)),
+    "zero-dim-input-vector-target": lambda F: F.cross_entropy(torch.tensor(1.0), torch.tensor([0])),
+    "zero-dim-input-long-input": lambda F: F.cross_entropy(torch.tensor(1), torch.tensor([0, 1])),
     "float-target": lambda F: F.cross_entropy(x35, torch.tensor([1.0, 0.0, 2.0])),
     "int32-target": lambda F: F.cross_entropy(x35, t3.int()),
     "uint8-target-4d": lambda F: F.cross_entropy(torch.randn(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.uint8)),

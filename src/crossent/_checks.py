@@ -300,12 +300,16 @@ def cross_entropy_arguments(
     ignore_index: object,
     label_smoothing: object,
     reduction: str = "mean",
+    *,
+    shard: bool = False,
 ) -> tuple[int, float, torch.Tensor | None]:
     """``cross_entropy``'s checks, in torch's order, for class-index or probability targets.
 
     ``logits`` may be any tensor of the logits' shape and dtype (the fused linear loss passes a meta
-    tensor). Returns the validated ``ignore_index``, the clipped label smoothing and the weight as a
-    ``(C,)`` view.
+    tensor). With ``shard`` they are one rank's slice of the classes: the weight is its slice too,
+    ``(C_local,)``, the target shape rules are about the global logits (a shard may have no class of
+    its own), and the target range is checked across the ranks instead. Returns the validated
+    ``ignore_index``, the clipped label smoothing and the weight as a ``(C,)`` view.
     """
     checked_weight = check_optional_tensor(weight, "cross_entropy_loss", "weight", 3)
     ignore_index = check_int(ignore_index, "cross_entropy_loss", "ignore_index", 5, symint=True)
@@ -322,24 +326,41 @@ def cross_entropy_arguments(
             raise IndexError("Dimension specified as 1 but tensor has no dimensions")
         num_classes = logits.shape[cd]
         if checked_weight is not None and (checked_weight.dim() != 1 or checked_weight.numel() != num_classes):
-            raise RuntimeError(
-                f"cross_entropy: weight tensor should be defined either for all {num_classes} classes or no "
-                f"classes but got weight tensor of shape: {_shape(checked_weight)}"
-            )
+            raise RuntimeError(_weight_message(checked_weight, num_classes, shard, "cross_entropy: "))
         eps = smoothing(label_smoothing)
         check_floating(logits, softmax_kernel_name(logits, cd))
-    else:
-        eps = smoothing(label_smoothing)
-        if logits.dim() > 0:
-            check_floating(logits, softmax_kernel_name(logits, cd))
-        class_index_shapes(logits, target)
-        if eps > 0 and logits.dim() == 1 and target.dim() == 1:
-            raise RuntimeError("output with shape [] doesn't match the broadcast shape [1]")
-        num_classes = logits.shape[cd]
+        return ignore_index, eps, checked_weight
+    eps = smoothing(label_smoothing)
+    if logits.dim() == 0:  # log_softmax over the class dim 1 of a 0-dim input
+        raise IndexError("Dimension out of range (expected to be in range of [-1, 0], but got 1)")
+    check_floating(logits, softmax_kernel_name(logits, cd))
+    no_class_of_its_own = shard and logits.dim() > 1 and logits.shape[1] == 0
+    if no_class_of_its_own:  # torch refuses any target for K-dim logits without classes: not our case
+        logits = torch.empty((logits.shape[0], 1, *logits.shape[2:]), dtype=logits.dtype, device="meta")
+    class_index_shapes(logits, target)
+    if eps > 0 and logits.dim() == 1 and target.dim() == 1:
+        raise RuntimeError("output with shape [] doesn't match the broadcast shape [1]")
+    num_classes = 0 if no_class_of_its_own else logits.shape[cd]
+    if shard and checked_weight is not None and (checked_weight.dim() != 1 or checked_weight.numel() != num_classes):
+        raise RuntimeError(_weight_message(checked_weight, num_classes, shard, ""))
+    if not shard:
         checked_weight = class_weight(checked_weight, logits, num_classes, eps > 0, reduction)
-        class_index_dtypes(logits, target, checked_weight, "nll_loss_out_frame")
+    class_index_dtypes(logits, target, checked_weight, "nll_loss_out_frame")
+    if not shard:
         class_targets(target, num_classes, ignore_index)
     return ignore_index, eps, checked_weight
+
+
+def _weight_message(weight: torch.Tensor, num_classes: int, shard: bool, prefix: str) -> str:
+    if shard:
+        return (
+            f"weight must be this rank's slice of the class weights, of shape [{num_classes}] like the class "
+            f"dimension of input, but got weight tensor of shape: {_shape(weight)}"
+        )
+    return (
+        f"{prefix}weight tensor should be defined either for all {num_classes} classes or no classes "
+        f"but got weight tensor of shape: {_shape(weight)}"
+    )
 
 
 def check_normalizer(normalizer: object, reduction: str, caller: str) -> None:

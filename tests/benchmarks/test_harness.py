@@ -21,6 +21,8 @@ from benchmarks.shapes import LogitsShape, shape_to_dict
 from benchmarks.steps import Steps
 
 MIB = 2**20
+# One timed sample per implementation and mode: batches of short calls still, but no extra rounds.
+ONE_SAMPLE: dict[str, Any] = {"rounds": 1, "warmup": 0, "min_time_s": 0.0}
 # Largest error torch itself makes against the float64 truth on the tiny set, with a wide margin.
 TORCH_ERROR_BOUND = {"float32": 1e-4, "bfloat16": 0.1}
 
@@ -45,7 +47,7 @@ def _assert_measured(row: benchmarks.Row, *, memory: bool) -> None:
 
 
 def test_every_op_and_dtype_gets_a_row_per_implementation() -> None:
-    rows = benchmarks.run(shape_sets=["tiny"], rounds=1, warmup=0, memory=False)
+    rows = benchmarks.run(shape_sets=["tiny"], memory=False, **ONE_SAMPLE)
 
     cases = _by_case(rows)
     assert len(cases) == len(OPS) * 2
@@ -63,7 +65,7 @@ def test_every_op_and_dtype_gets_a_row_per_implementation() -> None:
 
 
 def test_peak_memory_is_measured_in_fresh_processes() -> None:
-    rows = benchmarks.run(["cross_entropy"], ["tiny"], ["float32"], rounds=1, warmup=0)
+    rows = benchmarks.run(["cross_entropy"], ["tiny"], ["float32"], **ONE_SAMPLE)
 
     reference, candidate = rows
     _assert_measured(reference, memory=True)
@@ -164,7 +166,7 @@ def test_an_implementation_that_is_missing_or_misbehaves_gets_a_row_saying_so(
     op = dataclasses.replace(OPS[base], name="probe", candidate=Subject("crossent", candidate))
     monkeypatch.setitem(OPS, "probe", op)
 
-    reference, row = benchmarks.run(["probe"], ["tiny"], ["float32"], rounds=1, warmup=0, memory=False)
+    reference, row = benchmarks.run(["probe"], ["tiny"], ["float32"], memory=False, **ONE_SAMPLE)
 
     _assert_measured(reference, memory=False)
     assert row.status.startswith(status), row.status
@@ -176,6 +178,7 @@ def test_main_prints_the_table_and_writes_a_csv_with_machine_versions_and_commit
 ) -> None:
     path = tmp_path / "results.csv"
     argv = ["--ops", "cross_entropy", "--shapes", "tiny", "--dtypes", "float32", "--rounds", "1", "--no-memory"]
+    argv += ["--min-time-ms", "0"]
 
     assert benchmarks.main([*argv, "--out", str(path)]) == 0
 

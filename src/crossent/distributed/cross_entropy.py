@@ -151,24 +151,8 @@ def check_cross_entropy(
     _checks.check_float(label_smoothing, _FN, "label_smoothing", 6)
     _checks.check_normalizer(normalizer, mode, caller)
     same_device(x.device if device is None else device, target=t, weight=w)
+    index, eps, _ = _checks.cross_entropy_arguments(x, t, w, index, label_smoothing, mode, shard=True)
     probability = x.shape == t.shape
-    if probability:
-        # torch's own checks for probabilities, with the weight left to the shard's rule below
-        index, eps, _ = _checks.cross_entropy_arguments(x, t, None, index, label_smoothing)
-        _check_shard_weight(w, x)
-    else:
-        eps = _checks.smoothing(label_smoothing)
-        if x.dim() == 0:  # torch's log_softmax over the class dim 1 of a 0-dim input
-            raise IndexError("Dimension out of range (expected to be in range of [-1, 0], but got 1)")
-        _checks.check_floating(x, _checks.softmax_kernel_name(x, class_dim(x)))
-        # the shape rules are about the global logits: a shard without classes says nothing of them
-        # (torch refuses any target for K-dim logits without classes)
-        no_class = x.dim() > 1 and x.shape[1] == 0
-        _checks.class_index_shapes(torch.empty((x.shape[0], 1, *x.shape[2:]), device="meta") if no_class else x, t)
-        if eps > 0 and x.dim() == 1 and t.dim() == 1:
-            raise RuntimeError("output with shape [] doesn't match the broadcast shape [1]")
-        _check_shard_weight(w, x)
-        _checks.class_index_dtypes(x, t, w, "nll_loss_out_frame")
     return CrossEntropyCall(mode, index, eps, probability)
 
 
@@ -186,13 +170,3 @@ def loss_dtypes(
 ) -> tuple[torch.dtype | None, ...]:
     """The dtypes the loss computes from: of ``input``, of probability targets, of ``weight`` (None: absent)."""
     return (x.dtype, target.dtype if call.probability else None, weight.dtype if weight is not None else None)
-
-
-def _check_shard_weight(weight: torch.Tensor | None, x: torch.Tensor) -> None:
-    """The class weight is sharded like the class dimension: this rank's slice, ``(V_local,)``."""
-    local = x.shape[class_dim(x)]
-    if weight is not None and (weight.dim() != 1 or weight.numel() != local):
-        raise RuntimeError(
-            f"weight must be this rank's slice of the class weights, of shape [{local}] like the class "
-            f"dimension of input, but got weight tensor of shape: {list(weight.shape)}"
-        )
