@@ -1,20 +1,19 @@
 """The cross-entropy engine: per-position statistics, their combination over shards, the loss and its gradient.
 
-Every cross-entropy path is a driver over this module. ``ops.cross_entropy`` walks blocks of the
-logits, ``fused`` walks the row chunks of a matmul, and vocab-parallel runs either driver with a
+Every cross-entropy path is a driver over this module. ``ops.cross_entropy`` feeds it blocks of the
+logits, ``fused`` the row chunks of a matmul, and vocab-parallel runs either driver with a
 collective ``combine``. The Triton kernels compute the same statistics on the GPU. For one call::
 
     kind = ClassIndex.build(...) or Probability.build(...)
-    part, exps = kind.absorb(xb, block)            # per block xb = x[rows, :, cols] in float32/64
-    stats = kind.combine(assembled parts, group)   # the identity locally; two all-reduces for shards
+    stats = walk(kind, blocks)                     # kind.absorb(xb, block) per block, assembled
+    kind, stats = kind.combine(stats, group)       # the identity locally; two all-reduces for shards
     loss = kind.loss(stats)                        # (N, S) per position
-    scales = kind.scales(stats, coef)              # coef: d output / d loss_n, per position
-    grad = kind.grad_block(xb, block, stats, scales)
+    walk(kind, blocks, stats=stats, coef=coef, grad=sink)   # kind.scales, kind.grad_block per block
 
 Statistics are kept relative to a per-position shift ``k``: the row max, or the lowest finite value
-where the row is all ``-inf`` (so ``x - k`` is ``-inf`` there, not NaN). ``x - k`` is then exact (Sterbenz), and
-``lse - x_y`` is formed as ``(k - x_y) + log S``: a single ``lse = k + log S`` would carry an error
-of ``ulp(k)`` into every log-probability (6e-5 for float32 logits near 1000).
+where the row is all ``-inf`` (so ``x - k`` is ``-inf`` there, not NaN). ``x - k`` is then exact
+(Sterbenz), and ``lse - x_y`` is formed as ``(k - x_y) + log S``: a single ``lse = k + log S``
+would carry an error of ``ulp(k)`` into every log-probability (6e-5 for float32 logits near 1000).
 
 Class indices ``y`` (``m = [y != ignore_index]``, ``eps`` = label smoothing over all ``V`` classes)::
 
@@ -70,9 +69,12 @@ _LOG2_E = 1.4426950408889634
 
 
 def exp_(shifted: torch.Tensor) -> torch.Tensor:
-    """``exp`` in place, as ``2 ** (x log2 e)``: for ``x = x_c - k <= 0`` this is cheaper than ``exp``
-    (no extended-precision range reduction), and rounding ``x log2 e`` adds a relative error of about
-    ``|x|`` ulps, which only terms far below the row max (``exp(x)`` tiny) see."""
+    """``exp`` in place; in float32 as ``2 ** (x log2 e)``, cheaper (no extended-precision range
+    reduction). Rounding ``x log2 e`` adds a relative error of about ``|x|`` ulps, which only terms far
+    below the row max (``exp(x)`` tiny) see: the loss and gradient stay as close to float64 as torch's.
+    float64 keeps ``exp`` itself, the reference precision."""
+    if shifted.dtype == torch.float64:
+        return shifted.exp_()
     return shifted.mul_(_LOG2_E).exp2_()
 
 
@@ -97,14 +99,10 @@ def _all_sum(fields: list[torch.Tensor], scalar: torch.Tensor | float | None, gr
     """One all-reduce SUM of the per-position ``fields`` (and of one ``scalar``, returned last as a 0-dim)."""
     import torch.distributed as dist
 
-    flat = torch.cat(
-        [f.reshape(-1) for f in fields]
-        + (
-            [torch.as_tensor(scalar, dtype=fields[0].dtype, device=fields[0].device).reshape(1)]
-            if scalar is not None
-            else []
-        )
-    )
+    parts = [f.reshape(-1) for f in fields]
+    if scalar is not None:
+        parts.append(torch.as_tensor(scalar, dtype=fields[0].dtype, device=fields[0].device).reshape(1))
+    flat = torch.cat(parts)
     dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
     n = fields[0].numel()
     summed = [flat[i * n : (i + 1) * n].view(fields[0].shape) for i in range(len(fields))]

@@ -26,7 +26,7 @@ from crossent.fused._chunks import Projection
 from crossent.fused._function import Wanted, fused_pass
 from crossent.fused._options import FusedOptions, plan
 from crossent.ops._autograd import first_order, save_scalars, saved_scalars
-from crossent.ops.cross_entropy import Shard, make_kind
+from crossent.ops.cross_entropy import Shard, make_kind, weight_sum
 
 __all__ = ["vocab_parallel_linear_cross_entropy"]
 
@@ -212,7 +212,7 @@ class VocabParallelLinearCrossEntropyFunction(torch.autograd.Function):
         ctx.mode, ctx.opts, ctx.group, ctx.shard, ctx.acc = mode, opts, group, shard, kind.acc
         # every rank joins the input-gradient all-reduce (the ranks agreed on both in the forward)
         ctx.sums_input_grad = reduce_input_grad and ctx.needs_input_grad[0]
-        scalars = save_scalars(ctx, div, kind.weight_sum if isinstance(kind, _engine.ClassIndex) else None)
+        scalars = save_scalars(ctx, div, weight_sum(kind))
         ctx.save_for_backward(h, w, b, target, weight, *scalars, *_engine.for_backward(stats))
         return reduce(kind.loss(stats), mode, div).to(out_dtype)
 
@@ -235,10 +235,8 @@ def _sum_input_grad(share: torch.Tensor | None, ctx: Any, refused: bool) -> torc
 @first_order
 def _backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
     h, w, b, target, weight, saved_divisor, saved_weight_sum, *fields = ctx.saved_tensors
-    div, weight_sum = saved_scalars(ctx, (saved_divisor, saved_weight_sum))
-    kind, _ = make_kind(h.dtype, target, weight, ctx.opts.call, w.shape[0], ctx.shard)
-    if isinstance(kind, _engine.ClassIndex):
-        kind = replace(kind, weight_sum=weight_sum)  # over every shard
+    div, total_weight = saved_scalars(ctx, (saved_divisor, saved_weight_sum))
+    kind, _ = make_kind(h.dtype, target, weight, ctx.opts.call, w.shape[0], ctx.shard, total_weight)
     stats = _engine.from_saved(*fields)
     coef = upstream(grad_output.to(kind.acc), ctx.mode, div, (h.shape[0], 1))
     wanted = Wanted(*ctx.needs_input_grad[:5])

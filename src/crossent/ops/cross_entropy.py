@@ -56,8 +56,12 @@ def make_kind(
     call: CrossEntropyCall,
     classes: int,
     shard: Shard | None,
+    weight_sum: torch.Tensor | float | None = None,
 ) -> tuple[Kind, torch.dtype]:
-    """The engine's view of the targets (``(N, S)`` ids or ``(N, C, S)`` probabilities) and the output dtype."""
+    """The engine's view of the targets (``(N, S)`` ids or ``(N, C, S)`` probabilities) and the output dtype.
+
+    ``weight_sum``: the class-weight sum of every shard, as ``combine`` found it (for a backward).
+    """
     num_classes = shard.num_classes if shard is not None else None
     if call.probability:
         dtypes = (x_dtype, target.dtype, *((weight.dtype,) if weight is not None else ()))
@@ -65,8 +69,10 @@ def make_kind(
         return _engine.Probability.build(target, weight, call.label_smoothing, acc, num_classes), result_dtype(*dtypes)
     offset = shard.offset if shard is not None else None
     acc = accumulation_dtype(x_dtype)
-    eps = call.label_smoothing
-    return _engine.ClassIndex.build(target, weight, call.ignore_index, eps, classes, acc, offset, num_classes), x_dtype
+    kind = _engine.ClassIndex.build(
+        target, weight, call.ignore_index, call.label_smoothing, classes, acc, offset, num_classes
+    )
+    return (kind if weight_sum is None else dataclasses.replace(kind, weight_sum=weight_sum)), x_dtype
 
 
 def _blocks(n: int, c: int, s: int, device: torch.device) -> list[_engine.Block]:
@@ -81,7 +87,8 @@ def _block(x3: torch.Tensor, block: _engine.Block) -> torch.Tensor:
     return x3 if block is _engine.ALL else x3[block[0], :, block[1]]
 
 
-def _weight_sum(kind: Kind) -> torch.Tensor | float | None:
+def weight_sum(kind: Kind) -> torch.Tensor | float | None:
+    """What a backward passes back to ``make_kind`` as ``weight_sum``."""
     return kind.weight_sum if isinstance(kind, _engine.ClassIndex) else None
 
 
@@ -142,7 +149,7 @@ class CrossEntropyFunction(torch.autograd.Function):
         loss = reduce(kind.loss(stats), mode, div)
 
         ctx.call, ctx.shard, ctx.mode, ctx.overwrote_logits = call, shard, mode, False
-        scalars = save_scalars(ctx, div, _weight_sum(kind))
+        scalars = save_scalars(ctx, div, weight_sum(kind))
         ctx.save_for_backward(x, target, weight, *_engine.for_backward(stats), *scalars, grad)
         if mode == "none":
             loss = loss.reshape(_output_shape(x))
@@ -169,11 +176,9 @@ class CrossEntropyFunction(torch.autograd.Function):
         if grad_x is not None and not (need_t or need_w):
             return grad_x, None, None, None, None, None
 
-        kind, _ = make_kind(x.dtype, _targets(x3, target, call), weight, call, c, ctx.shard)
+        div, total_weight = saved_scalars(ctx, (saved_divisor, saved_weight_sum))
+        kind, _ = make_kind(x.dtype, _targets(x3, target, call), weight, call, c, ctx.shard, total_weight)
         stats = _engine.from_saved(*fields)
-        div, weight_sum = saved_scalars(ctx, (saved_divisor, saved_weight_sum))
-        if isinstance(kind, _engine.ClassIndex):
-            kind = dataclasses.replace(kind, weight_sum=weight_sum)  # over every shard
         coef = upstream(grad_output.to(kind.acc), ctx.mode, div, (n, s))
         in_place = call.inplace_backward and x.is_contiguous()
         if need_x and grad_x is None:

@@ -56,6 +56,10 @@ class NLLLoss(torch.autograd.Function):
         picked = -g if kind.target_weight is None else -g * kind.target_weight
         grad = torch.zeros(z.shape, dtype=grad_output.dtype, device=z.device)
         if z.numel() > 0:
-            src = torch.where(kind.keep, picked, 0).to(grad.dtype).unsqueeze(1)
-            as_ncs(grad).scatter_(1, kind.local.unsqueeze(1), src)
+            # one value per position, put by flat index: scatter_ would copy half-precision output to float32
+            n, c, s = as_ncs(grad).shape
+            rows = torch.arange(n, device=z.device).unsqueeze(1) * (c * s) + torch.arange(s, device=z.device)
+            grad.view(-1).index_put_(
+                ((rows + kind.local * s).reshape(-1),), torch.where(kind.keep, picked, 0).to(grad.dtype).reshape(-1)
+            )
         return grad, None, None, None, None
