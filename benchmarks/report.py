@@ -71,21 +71,26 @@ def _busy(environment: Environment) -> str:
     return f" (busy: above its {environment.cores} cores)" if load > environment.cores else ""
 
 
-def main_table(rows: Sequence[Row], environment: Environment) -> Table:
-    """One line per implementation, a rule between cases; the reference (torch) is each case's first line."""
-    table = Table(
-        title="crossent against torch",
-        caption=(
-            f"{environment_line(environment)}\n"
-            "ms: median per call · x: torch's median / this one (above 1 is faster) · "
-            "peak: MiB above the inputs · err: max |x - float64 truth|"
-        ),
-    )
+def _table(title: str, environment: Environment, legend: str, figures: Sequence[str]) -> Table:
+    """A results table: the case's op, shape, dtype and impl, then right-aligned ``figures``, then a status."""
+    table = Table(title=title, caption=f"{environment_line(environment)}\n{legend}")
     for header in ("op", "shape", "dtype", "impl"):
         table.add_column(header, no_wrap=True)
-    for header in ("fwd+bwd ms", "x", "fwd ms", "x", "peak fwd+bwd", "peak fwd", "value err", "grad err"):
+    for header in figures:
         table.add_column(header, justify="right", no_wrap=True)
     table.add_column("status", overflow="fold")
+    return table
+
+
+def main_table(rows: Sequence[Row], environment: Environment) -> Table:
+    """One line per implementation, a rule between cases; the reference (torch) is each case's first line."""
+    table = _table(
+        "crossent against torch",
+        environment,
+        "ms: median per call · x: torch's median / this one (above 1 is faster) · "
+        "peak: MiB above the inputs · err: max |x - float64 truth|",
+        ("fwd+bwd ms", "x", "fwd ms", "x", "peak fwd+bwd", "peak fwd", "value err", "grad err"),
+    )
     previous_case = None
     for row in rows:
         case = (row.op, row.shape, row.dtype)
@@ -143,21 +148,13 @@ def speed_table(rows: Sequence[Row], environment: Environment, checks: Sequence[
     cases = _cases(row for row in rows if (row.shape, row.dtype) in targeted)
     if not cases:
         return None
-    table = Table(
-        title="crossent / torch, forward+backward time",
-        caption=(
-            f"{environment_line(environment)}\n"
-            "best, median: the fastest and the median timed sample, per call · calls: calls per timed sample · "
-            "ratio: this one's time / torch's (below 1 is faster) · the verdict goes by the ratio of the bests"
-        ),
+    table = _table(
+        "crossent / torch, forward+backward time",
+        environment,
+        "best, median: the fastest and the median timed sample, per call · calls: calls per timed sample · "
+        "ratio: this one's time / torch's (below 1 is faster) · the verdict goes by the ratio of the bests",
+        ("torch best µs", "median", "this best µs", "median", "calls", "ratio best", "median", "target", "verdict"),
     )
-    for header in ("op", "shape", "dtype", "impl"):
-        table.add_column(header, no_wrap=True)
-    for header in ("torch best µs", "median", "this best µs", "median", "calls", "ratio best", "median"):
-        table.add_column(header, justify="right", no_wrap=True)
-    for header in ("target", "verdict"):
-        table.add_column(header, justify="right", no_wrap=True)
-    table.add_column("status", overflow="fold")
     for reference, *others in cases:
         for row in others:
             check = by_target.get((row.op, row.shape, row.dtype, row.impl))
@@ -197,18 +194,12 @@ def memory_table(rows: Sequence[Row], environment: Environment, checks: Sequence
         f"{gradient_bytes(check.target.shape, getattr(torch, check.target.dtype).itemsize) / MIB:.0f} MiB"
         for check in memory_checks
     )
-    table = Table(
-        title="memory contract: peak extra memory above the inputs, forward+backward",
-        caption=(
-            f"{environment_line(environment)}\n{how}; the output and the gradients count "
-            f"(the gradients alone: {gradients})"
-        ),
+    table = _table(
+        "memory contract: peak extra memory above the inputs, forward+backward",
+        environment,
+        f"{how}; the output and the gradients count (the gradients alone: {gradients})",
+        ("fwd+bwd MiB", "fwd+bwd MB", "fwd MiB", "target", "verdict"),
     )
-    for header in ("op", "shape", "dtype", "impl"):
-        table.add_column(header, no_wrap=True)
-    for header in ("fwd+bwd MiB", "fwd+bwd MB", "fwd MiB", "target", "verdict"):
-        table.add_column(header, justify="right", no_wrap=True)
-    table.add_column("status", overflow="fold")
     for check in memory_checks:
         target = check.target
         table.add_section()
