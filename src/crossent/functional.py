@@ -18,6 +18,7 @@ from crossent._dispatch import Impl
 from crossent._reduction import KLReduction, Reduction, divisor
 from crossent._reduction import resolve as resolve_reduction
 from crossent._seam import public_op
+from crossent.ops._layout import accumulation_dtype
 from crossent.ops.binary import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
 from crossent.ops.cross_entropy import CrossEntropyCall, CrossEntropyFunction
 from crossent.ops.kl_div import KLDiv
@@ -152,7 +153,8 @@ def cross_entropy(
         if normalizer is None:
             return _triton().cross_entropy(input, target, weight, ignore_index, reduction, eps, inplace_backward)
         total = _triton().cross_entropy(input, target, weight, ignore_index, "sum", eps, inplace_backward)
-        return (total.float() / divisor(normalizer, torch.float32)).to(total.dtype)
+        acc = accumulation_dtype(total.dtype)
+        return (total.to(acc) / divisor(normalizer, acc)).to(total.dtype)
     call = CrossEntropyCall(reduction, ignore_index, eps, probability, inplace_backward, gradient_expected)
     return CrossEntropyFunction.apply(input, target, weight, normalizer, call, None)
 

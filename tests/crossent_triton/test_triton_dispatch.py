@@ -127,3 +127,18 @@ def test_benchmark_explains_that_it_needs_a_gpu(capsys: pytest.CaptureFixture[st
 
     assert bench.main([]) == 2
     assert "not measured" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("normalizer", [2.5, torch.tensor(7)], ids=["float", "tensor"])
+def test_normalizer_on_the_triton_path(normalizer: object) -> None:
+    import crossent
+
+    x = torch.randn(5, 6, dtype=f64, device=DEVICE, requires_grad=True)
+    t = torch.tensor([5, 0, -100, 2, 1], device=DEVICE)
+    ours = crossent.cross_entropy(x, t, label_smoothing=0.1, normalizer=normalizer, impl="triton")
+    x_ref = x.detach().clone().requires_grad_()
+    expected = F.cross_entropy(x_ref, t, reduction="sum", label_smoothing=0.1) / float(normalizer)
+    torch.testing.assert_close(ours, expected, rtol=1e-14, atol=0)
+    ours.backward()
+    expected.backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-13, atol=1e-16)
