@@ -68,14 +68,14 @@ def _shift(xb: torch.Tensor) -> torch.Tensor:
 _LOG2_E = 1.4426950408889634
 
 
-def exp_(shifted: torch.Tensor) -> torch.Tensor:
-    """``exp`` in place; in float32 as ``2 ** (x log2 e)``, cheaper (no extended-precision range
-    reduction). Rounding ``x log2 e`` adds a relative error of about ``|x|`` ulps, which only terms far
-    below the row max (``exp(x)`` tiny) see: the loss and gradient stay as close to float64 as torch's.
-    float64 keeps ``exp`` itself, the reference precision."""
-    if shifted.dtype == torch.float64:
-        return shifted.exp_()
-    return shifted.mul_(_LOG2_E).exp2_()
+def exp(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``exp(x)``, into ``out`` when given (it may be ``x``); in float32 as ``2 ** (x log2 e)``, cheaper
+    (no extended-precision range reduction). Rounding ``x log2 e`` adds a relative error of about
+    ``|x|`` ulps, which only terms far below the row max (``exp(x)`` tiny) see: the loss and gradient
+    stay as close to float64 as torch's. float64 keeps ``exp`` itself, the reference precision."""
+    if x.dtype == torch.float64:
+        return torch.exp(x, out=out)
+    return torch.mul(x, _LOG2_E, out=out).exp2_()
 
 
 def _empty_shift(zeros: torch.Tensor) -> torch.Tensor:
@@ -256,7 +256,7 @@ class ClassIndex:
         if self.eps > 0:
             smooth = shifted.sum(1) if self.weight is None else torch.einsum("bcs,c->bs", shifted, self.weight)
         tw = None if self.target_weight is None else _at(self.target_weight, block)
-        exps = exp_(shifted)
+        exps = exp(shifted, out=shifted)
         return Statistics(k.squeeze(1), exps.sum(1), target, tw, smooth), exps
 
     def empty(self) -> Statistics:
@@ -320,7 +320,8 @@ class ClassIndex:
         """``d l / d x`` for the block (into ``out`` if given), from the block's ``stats`` and ``scales``;
         ``exps = exp(xb - k)`` when the caller has it already."""
         if exps is None:
-            exps = exp_(torch.sub(xb, stats.shift.unsqueeze(1), out=out))
+            exps = torch.sub(xb, stats.shift.unsqueeze(1), out=out)
+            exp(exps, out=exps)
         grad = exps.mul_(scales.p.unsqueeze(1))
         grad.scatter_add_(1, _at(self.local, block).unsqueeze(1), scales.target.unsqueeze(1))
         if scales.smooth is not None:
@@ -387,7 +388,7 @@ class Probability:
         _, wq = self._weighted(block)
         # 0 * (-inf) = NaN where a -inf logit has zero target mass, as in torch
         weighted_shift = (shifted * wq).sum(1)
-        exps = exp_(shifted)
+        exps = exp(shifted, out=shifted)
         return Statistics(k.squeeze(1), exps.sum(1), weighted_shift, wq.sum(1), None), exps
 
     def empty(self) -> Statistics:
@@ -427,7 +428,8 @@ class Probability:
         """``d l / d x`` for the block (into ``out`` if given)."""
         # d/dx_c l = g (p_c B - w_c q_c),  p = exp(x - k) / S
         if exps is None:
-            exps = exp_(torch.sub(xb, stats.shift.unsqueeze(1), out=out))
+            exps = torch.sub(xb, stats.shift.unsqueeze(1), out=out)
+            exp(exps, out=exps)
         _, wq = self._weighted(block)
         return exps.mul_(scales.p.unsqueeze(1)).addcmul_(wq, scales.coef.unsqueeze(1), value=-1)
 

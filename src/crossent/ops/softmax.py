@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from crossent._engine import exp_
+from crossent._engine import exp
 from crossent.ops._autograd import first_order
 from crossent.ops._layout import accumulation_dtype, blocks
 
@@ -50,17 +50,18 @@ def map_blocks(fn: Callable[..., None], dim: int, *tensors: torch.Tensor) -> tor
 
 def _log_softmax(out: torch.Tensor, x: torch.Tensor) -> None:
     shifted = torch.sub(x, x.amax(1, keepdim=True), out=out)
-    shifted.sub_(exp_(shifted.clone()).sum(1, keepdim=True).log_())
+    shifted.sub_(exp(shifted).sum(1, keepdim=True).log_())
 
 
 def _softmax(out: torch.Tensor, x: torch.Tensor) -> None:
-    e = exp_(torch.sub(x, x.amax(1, keepdim=True), out=out))
+    e = torch.sub(x, x.amax(1, keepdim=True), out=out)
+    exp(e, out=e)
     e.div_(e.sum(1, keepdim=True))
 
 
 def _log_softmax_backward(out: torch.Tensor, g: torch.Tensor, y: torch.Tensor) -> None:
     # g_i - softmax_i sum_j g_j,  softmax = exp(y)
-    exp_(out.copy_(y)).mul_(g.sum(1, keepdim=True).neg_()).add_(g)
+    exp(y, out=out).mul_(g.sum(1, keepdim=True).neg_()).add_(g)
 
 
 def _softmax_backward(out: torch.Tensor, g: torch.Tensor, y: torch.Tensor) -> None:
