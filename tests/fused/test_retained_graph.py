@@ -83,3 +83,18 @@ def test_save_on_cpu_gives_torchs_gradient():
             F.cross_entropy(z * 2.0, target, label_smoothing=0.1).backward()
         grads.append(z.grad)
     torch.testing.assert_close(grads[1], grads[0])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_fused_loss_under_save_on_cpu_gives_torchs_gradients(reduction):
+    grads = []
+    for loss_fn in (TF.linear_cross_entropy, crossent.linear_cross_entropy):
+        g = torch.Generator().manual_seed(0)
+        h = torch.randn(6, 3, dtype=F64, generator=g, requires_grad=True)
+        w = torch.randn(5, 3, dtype=F64, generator=g, requires_grad=True)
+        with torch.autograd.graph.save_on_cpu():
+            loss = loss_fn(h, w, target, reduction=reduction)
+        loss.sum().backward()
+        grads.append((h.grad, w.grad))
+    for a, b in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(a, b)
