@@ -23,7 +23,7 @@ from crossent.distributed import _consensus, _group
 from crossent.distributed._group import Group, resolve
 from crossent.distributed.cross_entropy import check_cross_entropy, loss_dtypes, same_device
 from crossent.fused._chunks import Projection
-from crossent.fused._function import Wanted, fused_pass
+from crossent.fused._function import Wanted, as_inputs, fused_pass
 from crossent.fused._options import FusedOptions, plan
 from crossent.ops._autograd import first_order, save_scalars, saved_scalars
 from crossent.ops.cross_entropy import Shard, make_kind, weight_sum
@@ -241,6 +241,6 @@ def _backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None,
     coef = upstream(grad_output.to(kind.acc), ctx.mode, div, (h.shape[0], 1))
     wanted = Wanted(*ctx.needs_input_grad[:5])
     r = fused_pass(Projection(h, w, b), kind, ctx.opts, None, stats=stats, coef=coef, wanted=wanted)
-    grad_h = _sum_input_grad(r.input, ctx, refused=False) if ctx.sums_input_grad else r.input
-    grads = zip((grad_h, r.weight, r.bias, r.target, r.class_weight), (h, w, b, target, weight), strict=True)
-    return *(g.to(t.dtype).reshape(t.shape) if g is not None else None for g, t in grads), *[None] * 5
+    if ctx.sums_input_grad:
+        r = r._replace(input=_sum_input_grad(r.input, ctx, refused=False))
+    return *as_inputs(r, (h, w, b, target, weight)), *[None] * 5

@@ -159,7 +159,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         result = fused_pass(Projection(h, w, b), kind, opts, kept, coef=coef, wanted=wanted)
         stats = result.stats
         assert stats is not None
-        precomputed = _as_inputs(result, (h, w, b, target, class_weight))
+        precomputed = as_inputs(result, (h, w, b, target, class_weight))
         ctx.mode, ctx.opts = mode, opts
         inputs = (h, w, b, target, class_weight, kept, *save_scalars(ctx, div), *_engine.for_backward(stats))
         ctx.save_for_backward(*inputs, *(precomputed if coef is not None else ()))
@@ -180,10 +180,13 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         coef = upstream(grad_output.to(kind.acc), ctx.mode, div, tuple(stats.shift.shape))
         wanted = Wanted(*ctx.needs_input_grad[:5])
         r = fused_pass(Projection(h, w, b), kind, opts, kept, stats=stats, coef=coef, wanted=wanted)
-        return (*_as_inputs(r, (h, w, b, target, class_weight)), None, None)
+        return (*as_inputs(r, (h, w, b, target, class_weight)), None, None)
 
 
-def _as_inputs(result: PassResult, inputs: tuple[torch.Tensor | None, ...]) -> list[torch.Tensor | None]:
-    """The pass's gradients in the dtypes of the inputs they belong to."""
+def as_inputs(result: PassResult, inputs: tuple[torch.Tensor | None, ...]) -> list[torch.Tensor | None]:
+    """The pass's gradients in the dtypes and shapes of the inputs they belong to."""
     grads = (result.input, result.weight, result.bias, result.target, result.class_weight)
-    return [g.to(t.dtype) if g is not None and t is not None else g for g, t in zip(grads, inputs, strict=True)]
+    return [
+        g.to(t.dtype).reshape(t.shape) if g is not None and t is not None else g
+        for g, t in zip(grads, inputs, strict=True)
+    ]
