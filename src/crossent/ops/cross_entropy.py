@@ -123,10 +123,9 @@ class CrossEntropyFunction(torch.autograd.Function):
         grad = torch.empty(x.shape, dtype=x.dtype, device=x.device) if precompute else None
         # a local call knows every target weight before the walk; shards know them after ``combine``
         mode, div = output(call.reduction, normalizer, acc, kind.mean_divisor if shard is None else None)
-        # the gradient for an upstream gradient of 1, per position
-        coef = (
-            torch.ones((), dtype=acc, device=x.device) if div is None else torch.as_tensor(div, dtype=acc).reciprocal()
-        )
+        coef = None  # the gradient for an upstream gradient of 1 ('none': of each position's loss)
+        if precompute:
+            coef = upstream(torch.ones((), dtype=acc, device=x.device), "sum" if mode == "none" else mode, div, ())
 
         grad3 = as_ncs(grad) if grad is not None else None
 
@@ -141,7 +140,7 @@ class CrossEntropyFunction(torch.autograd.Function):
             if g.dtype != x.dtype:
                 _block(grad3, block).copy_(g)  # type: ignore[arg-type]
 
-        stats = _engine.walk(kind, blocks(), coef=coef if precompute else None, grad=put)
+        stats = _engine.walk(kind, blocks(), coef=coef, grad=put)
         assert stats is not None
         kind, stats = kind.combine(stats, shard.group if shard is not None else None)
         if div is None and mode == "mean":
