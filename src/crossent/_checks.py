@@ -8,6 +8,7 @@ BCE range checks, which read tensor values: they run eagerly on CPU, as device-s
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 import warnings
@@ -484,17 +485,11 @@ class LinearShapes:
 
     @property
     def rows(self) -> int:
-        n = 1
-        for d in self.batch:
-            n *= d
-        return n
+        return math.prod(self.batch)
 
     @property
     def positions(self) -> int:
-        s = 1
-        for d in self.out_features:
-            s *= d
-        return s
+        return math.prod(self.out_features)
 
 
 def linear_cross_entropy_arguments(
