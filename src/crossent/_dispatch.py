@@ -1,7 +1,8 @@
 """The one place where an implementation is chosen for an op.
 
 ``impl="auto"`` picks Triton for CUDA tensors when Triton imports and its kernel supports the call,
-and crossent's PyTorch path otherwise. An explicitly requested implementation that cannot run
+the native kernels (``crossent.native``) for CPU tensors when they load and support the call, and
+crossent's PyTorch path otherwise. An explicitly requested implementation that cannot run
 raises ``RuntimeError`` naming the ones that can. A backend's capability check sees the call as a
 frozen ``CallSpec``.
 """
@@ -16,7 +17,8 @@ from typing import Literal, get_args
 
 import torch
 
-Impl = Literal["auto", "torch", "triton"]
+Impl = Literal["auto", "torch", "native", "triton"]
+Backend = Literal["torch", "native", "triton"]
 Op = Literal[
     "cross_entropy",
     "nll_loss",
@@ -45,6 +47,11 @@ class CallSpec:
     reduction: str = "mean"
     inplace_backward: bool = False
     log_target: bool = False
+    inner: int = 1  # elements after the class (or softmax) dim: 1 when it is the last
+    classes: int = 1  # the size of the class (or softmax) dim
+    same_dtype: bool = True  # every floating operand has the input's dtype
+    target_requires_grad: bool = False
+    repeating: bool = True  # weights broadcast only over leading dims (they repeat every numel elements)
 
 
 @functools.lru_cache(maxsize=1)
@@ -69,7 +76,22 @@ def _triton_reason(op: Op, device: torch.device, spec: CallSpec) -> str | None:
     return reason
 
 
-def resolve(op: Op, impl: Impl, device: torch.device, spec: CallSpec = CallSpec()) -> Literal["torch", "triton"]:
+def _native_reason(op: Op, device: torch.device, spec: CallSpec, *, warn: bool) -> str | None:
+    """Why the native kernel cannot run this call, or None when it can (``warn``: once, when they do not load)."""
+    if device.type != "cpu":
+        return f"the native kernels run on CPU tensors, got {device.type}"
+    from crossent import native
+
+    loaded = native.load()
+    reason = native.unavailable_reason() if warn else "" if isinstance(loaded, native.Library) else loaded
+    if reason:
+        return str(reason)
+    from crossent.native._support import unsupported_reason
+
+    return unsupported_reason(op, spec)
+
+
+def resolve(op: Op, impl: Impl, device: torch.device, spec: CallSpec = CallSpec()) -> Backend:
     """The implementation that runs ``op`` on ``device`` for the call ``spec``."""
     if op not in OPS:
         raise ValueError(f"unknown op {op!r}; crossent dispatches {', '.join(OPS)}")
@@ -77,6 +99,11 @@ def resolve(op: Op, impl: Impl, device: torch.device, spec: CallSpec = CallSpec(
         raise ValueError(f"impl must be one of 'auto', {', '.join(repr(i) for i in IMPLS)}; got {impl!r}")
     if impl == "torch":
         return "torch"
+    if impl == "native" or (impl == "auto" and device.type == "cpu"):
+        reason = _native_reason(op, device, spec, warn=impl == "auto")
+        if impl == "native" and reason is not None:
+            raise RuntimeError(f"impl='native' cannot run {op}: {reason}. Available here: 'torch'")
+        return "native" if reason is None else "torch"
     reason = _triton_reason(op, device, spec) if impl == "triton" or device.type == "cuda" else "not CUDA"
     if impl == "triton" and reason is not None:
         raise RuntimeError(f"impl='triton' cannot run {op}: {reason}. Available here: 'torch'")
@@ -88,8 +115,14 @@ def explain(device: torch.device) -> dict[str, str]:
     table: dict[str, str] = {}
     for op in OPS:
         choice = resolve(op, "auto", device)
-        if choice == "torch" and device.type == "cuda":
-            table[op] = f"torch ({_triton_reason(op, device, CallSpec())})"
+        if choice == "torch":
+            why = _triton_reason(op, device, CallSpec()) if device.type == "cuda" else None
+            why = why or (_native_reason(op, device, CallSpec(), warn=False) if device.type == "cpu" else None)
+            table[op] = f"torch ({why})" if why else "torch"
+        elif choice == "native":
+            from crossent import native
+
+            table[op] = f"native ({getattr(native.load(), 'level', '?')})"
         else:
             table[op] = choice
     return table

@@ -8,6 +8,7 @@ an autograd Function with a hand-written backward (``crossent.ops``) or a Triton
 from __future__ import annotations
 
 import importlib
+import math
 import warnings
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from crossent._dispatch import Impl
 from crossent._reduction import KLReduction, Reduction, divisor
 from crossent._reduction import resolve as resolve_reduction
 from crossent._seam import public_op
+from crossent.ops._elementwise import repeats
 from crossent.ops._layout import accumulation_dtype
 from crossent.ops.binary import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
 from crossent.ops.cross_entropy import CrossEntropyCall, CrossEntropyFunction
@@ -148,14 +150,21 @@ def cross_entropy(
         label_smoothing=eps,
         reduction=reduction,
         inplace_backward=inplace_backward,
+        inner=math.prod(input.shape[2:]),
+        classes=input.shape[0 if input.dim() == 1 else 1],
+        same_dtype=not probability or all(t.dtype == input.dtype for t in (target, weight) if t is not None),
+        target_requires_grad=probability and target.requires_grad,
     )
-    if _dispatch.resolve("cross_entropy", impl, input.device, spec) == "triton":
+    backend = _dispatch.resolve("cross_entropy", impl, input.device, spec)
+    if backend == "triton":
         if normalizer is None:
             return _triton().cross_entropy(input, target, weight, ignore_index, reduction, eps, inplace_backward)
         total = _triton().cross_entropy(input, target, weight, ignore_index, "sum", eps, inplace_backward)
         acc = accumulation_dtype(total.dtype)
         return (total.to(acc) / divisor(normalizer, acc)).to(total.dtype)
-    call = CrossEntropyCall(reduction, ignore_index, eps, probability, inplace_backward, gradient_expected)
+    call = CrossEntropyCall(
+        reduction, ignore_index, eps, probability, inplace_backward, gradient_expected, backend == "native"
+    )
     return CrossEntropyFunction.apply(input, target, weight, normalizer, call, None)
 
 
@@ -236,10 +245,13 @@ def _normalise(
         x = x.to(_checks.check_dtype(dtype, name))
     kernel = _checks.softmax_kernel_name(x, d)
     _checks.check_floating(x, kernel if name == "log_softmax" else kernel.replace("log_softmax", "softmax"))
-    if _dispatch.resolve(name, impl, x.device, _dispatch.spec_of(x)) == "triton":
+    classes = x.shape[d] if x.dim() else 1
+    spec = _dispatch.spec_of(x, inner=math.prod(x.shape[d + 1 :]), classes=classes)
+    backend = _dispatch.resolve(name, impl, x.device, spec)
+    if backend == "triton":
         result: torch.Tensor = getattr(_triton(), name)(x, d)
         return result
-    return function.apply(x, d)
+    return function.apply(x, d, backend == "native")
 
 
 @public_op("log_softmax")
@@ -356,10 +368,17 @@ def binary_cross_entropy(
     """
     reduction = resolve_reduction(reduction, size_average, reduce)
     _checks.binary_cross_entropy_arguments(input, target, weight)
-    spec = _dispatch.spec_of(input, weight=weight is not None, reduction=reduction)
-    if _dispatch.resolve("binary_cross_entropy", impl, input.device, spec) == "triton":
+    spec = _dispatch.spec_of(
+        input,
+        weight=weight is not None,
+        weight_requires_grad=weight is not None and weight.requires_grad,
+        reduction=reduction,
+        repeating=repeats(weight, input.shape),
+    )
+    backend = _dispatch.resolve("binary_cross_entropy", impl, input.device, spec)
+    if backend == "triton":
         return _triton().binary_cross_entropy(input, target, weight, reduction)
-    return BinaryCrossEntropy.apply(input, target, weight, reduction)
+    return BinaryCrossEntropy.apply(input, target, weight, reduction, backend == "native")
 
 
 @public_op("binary_cross_entropy_with_logits")
@@ -417,11 +436,15 @@ def binary_cross_entropy_with_logits(
         dtype=torch.promote_types(input.dtype, target.dtype),
         weight=weight is not None,
         pos_weight=pos_weight is not None,
+        weight_requires_grad=any(w is not None and w.requires_grad for w in (weight, pos_weight)),
         reduction=reduction,
+        same_dtype=input.dtype == target.dtype,
+        repeating=repeats(weight, input.shape) and repeats(pos_weight, input.shape),
     )
-    if _dispatch.resolve("binary_cross_entropy_with_logits", impl, input.device, spec) == "triton":
+    backend = _dispatch.resolve("binary_cross_entropy_with_logits", impl, input.device, spec)
+    if backend == "triton":
         return _triton().binary_cross_entropy_with_logits(input, target, weight, reduction, pos_weight)
-    return BinaryCrossEntropyWithLogits.apply(input, target, weight, pos_weight, reduction)
+    return BinaryCrossEntropyWithLogits.apply(input, target, weight, pos_weight, reduction, backend == "native")
 
 
 @public_op("kl_div")
@@ -481,11 +504,18 @@ def kl_div(
             stacklevel=2,
         )
     _checks.kl_div_arguments(input, target, log_target)
-    spec = _dispatch.spec_of(input, reduction=reduction, log_target=log_target)
-    if _dispatch.resolve("kl_div", impl, input.device, spec) == "triton":
+    spec = _dispatch.spec_of(
+        input,
+        reduction=reduction,
+        log_target=log_target,
+        same_dtype=input.dtype == target.dtype,
+        repeating=input.shape == target.shape,
+    )
+    backend = _dispatch.resolve("kl_div", impl, input.device, spec)
+    if backend == "triton":
         out = _triton().kl_div(input, target, reduction, log_target)
     else:
-        out = KLDiv.apply(input, target, reduction, log_target)
+        out = KLDiv.apply(input, target, reduction, log_target, backend == "native")
     if batchmean_quirk and input.dim() != 0:
         # torch computes the legacy reduction, then still divides by the batch size
         out = out / input.size(0)

@@ -11,9 +11,66 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from crossent._reduction import reduce
 from crossent.ops._layout import row_blocks
 
 Operand = torch.Tensor | None
+
+
+def repeats(operand: torch.Tensor | None, shape: torch.Size) -> bool:
+    """Whether ``operand`` broadcast to ``shape`` repeats itself every ``operand.numel()`` elements:
+    after its leading 1s it is ``shape``'s trailing dims (or it is absent), as the native kernels take it."""
+    if operand is None:
+        return True
+    dims = list(operand.shape)
+    while dims and dims[0] == 1:
+        dims.pop(0)
+    return tuple(dims) == tuple(shape[len(shape) - len(dims) :]) if dims else True
+
+
+def native_operands(shape: torch.Size, *operands: Operand) -> list[Operand]:
+    """Weights as the native kernels take them: contiguous float32, repeating every ``numel`` elements."""
+    return [None if o is None else o.detach().to(torch.float32).contiguous().reshape(-1) for o in operands]
+
+
+def native_loss(
+    op: str,
+    reduction: str,
+    out_dtype: torch.dtype,
+    divisor: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *operands: Operand,
+    log_target: bool = False,
+) -> torch.Tensor:
+    """The native forward: the loss per element (``'none'``), or its sum, divided for a mean."""
+    from crossent.native import kernels
+
+    w, pw = (*native_operands(x.shape, *operands), None, None)[:2]
+    per_element = reduction == "none"
+    out = kernels.elementwise_loss(op, x.contiguous(), y.contiguous(), w, pw, log_target, per_element)
+    if per_element:
+        return out.view(x.shape)
+    return reduce(out, "sum" if reduction == "sum" else "mean", divisor).to(out_dtype)
+
+
+def native_grads(
+    op: str,
+    g: torch.Tensor,
+    needs: Sequence[bool],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *operands: Operand,
+    log_target: bool = False,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The native backward: the gradients of x and y that ``needs`` asks for, for the upstream ``g``
+    (0-dim float32, or per element in x's dtype)."""
+    from crossent.native import kernels
+
+    w, pw = (*native_operands(x.shape, *operands), None, None)[:2]
+    g = g.reshape(()) if g.numel() == 1 and g.dim() == 0 else g.contiguous()
+    gx, gy = kernels.elementwise_grad(op, x.contiguous(), y.contiguous(), w, pw, log_target, g, *needs)
+    return (gx.view(x.shape) if needs[0] else None), (gy.view(y.shape) if needs[1] else None)
 
 
 def _expanded(shape: torch.Size, operands: Sequence[Operand]) -> list[Operand]:

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from crossent.ops._autograd import first_order
-from crossent.ops._elementwise import grad_blocks, reduce_blocks
+from crossent.ops._elementwise import grad_blocks, native_grads, native_loss, reduce_blocks
 from crossent.ops._layout import accumulation_dtype
 
 # torch clamps BCE's gradient denominator at 1e-12 stored as a float32 (9.999999960041972e-13 in float64)
@@ -20,6 +20,11 @@ def _upstream(grad_output: torch.Tensor, reduction: str, numel: int, acc: torch.
     return g / numel if reduction == "mean" else g
 
 
+def _native_upstream(grad_output: torch.Tensor, reduction: str, numel: int) -> torch.Tensor:
+    """The native kernels' upstream gradient: per element in the output dtype, or a float32 scalar."""
+    return grad_output if reduction == "none" else _upstream(grad_output, reduction, numel, torch.float32)
+
+
 def log_sigmoid(x: torch.Tensor) -> torch.Tensor:
     """``log sigmoid(x) = min(x, 0) - log1p(exp(-|x|))``: no overflow for any x."""
     return x.clamp(max=0) - x.abs().neg_().exp_().log1p_()
@@ -30,8 +35,12 @@ class BinaryCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, reduction: str
+        ctx: Any, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, reduction: str, native: bool
     ) -> torch.Tensor:
+        ctx.reduction, ctx.native = reduction, native
+        ctx.save_for_backward(x, y, weight)
+        if native:
+            return native_loss("binary_cross_entropy", reduction, x.dtype, x.numel(), x, y, weight)
         acc = accumulation_dtype(x.dtype)
 
         def loss(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
@@ -42,16 +51,20 @@ class BinaryCrossEntropy(torch.autograd.Function):
             out = (ya * log_x).add_((1 - ya) * log_1mx).neg_()
             return out.mul_(w.to(acc)) if w is not None else out
 
-        ctx.reduction = reduction
-        ctx.save_for_backward(x, y, weight)
         return reduce_blocks(x.shape, reduction, x.dtype, acc, loss, x, y, weight)
 
     @staticmethod
     @first_order
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+    def backward(
+        ctx: Any, grad_output: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
         x, y, weight = ctx.saved_tensors
         acc = accumulation_dtype(x.dtype)
         need_x, need_y = ctx.needs_input_grad[:2]
+        if ctx.native:
+            g = _native_upstream(grad_output, ctx.reduction, x.numel())
+            grad_x, grad_y = native_grads("binary_cross_entropy", g, (need_x, need_y), x, y, weight)
+            return grad_x, grad_y, None, None, None
 
         def grads(
             g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None
@@ -66,7 +79,7 @@ class BinaryCrossEntropy(torch.autograd.Function):
         g = _upstream(grad_output, ctx.reduction, x.numel(), acc)
         wanted = [(x.shape, x.dtype) if need_x else None, (y.shape, y.dtype) if need_y else None]
         grad_x, grad_y = grad_blocks(x.shape, wanted, grads, g, x, y, weight)
-        return grad_x, grad_y, None, None
+        return grad_x, grad_y, None, None, None
 
 
 class BinaryCrossEntropyWithLogits(torch.autograd.Function):
@@ -80,7 +93,14 @@ class BinaryCrossEntropyWithLogits(torch.autograd.Function):
         weight: torch.Tensor | None,
         pos_weight: torch.Tensor | None,
         reduction: str,
+        native: bool,
     ) -> torch.Tensor:
+        ctx.reduction, ctx.native = reduction, native
+        ctx.save_for_backward(x, y, weight, pos_weight)
+        if native:
+            return native_loss(
+                "binary_cross_entropy_with_logits", reduction, y.dtype, x.numel(), x, y, weight, pos_weight
+            )
         acc = accumulation_dtype(x.dtype, y.dtype)
 
         def loss(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, pw: torch.Tensor | None) -> torch.Tensor:
@@ -91,18 +111,21 @@ class BinaryCrossEntropyWithLogits(torch.autograd.Function):
             out = (1 - ya).mul_(xa).sub_(log_sig)
             return out.mul_(w.to(acc)) if w is not None else out
 
-        ctx.reduction = reduction
-        ctx.save_for_backward(x, y, weight, pos_weight)
         return reduce_blocks(x.shape, reduction, y.dtype, acc, loss, x, y, weight, pos_weight)
 
     @staticmethod
     @first_order
     def backward(
         ctx: Any, grad_output: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None, None]:
         x, y, weight, pos_weight = ctx.saved_tensors
         acc = accumulation_dtype(x.dtype, y.dtype)
         need_x, need_y = ctx.needs_input_grad[:2]
+        if ctx.native:
+            g = _native_upstream(grad_output, ctx.reduction, x.numel())
+            needs = (need_x, need_y)
+            grad_x, grad_y = native_grads("binary_cross_entropy_with_logits", g, needs, x, y, weight, pos_weight)
+            return grad_x, grad_y, None, None, None, None
 
         def grads(
             g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, pw: torch.Tensor | None
@@ -124,4 +147,4 @@ class BinaryCrossEntropyWithLogits(torch.autograd.Function):
         g = _upstream(grad_output, ctx.reduction, x.numel(), acc)
         wanted = [(x.shape, x.dtype) if need_x else None, (y.shape, y.dtype) if need_y else None]
         grad_x, grad_y = grad_blocks(x.shape, wanted, grads, g, x, y, weight, pos_weight)
-        return grad_x, grad_y, None, None, None
+        return grad_x, grad_y, None, None, None, None

@@ -38,6 +38,7 @@ class CrossEntropyCall:
     probability: bool = False  # class-probability targets of the logits' shape
     inplace_backward: bool = False
     gradient_expected: bool = False  # grad mode on and the logits require grad: the forward forms it
+    native: bool = False  # rows (N, C) on the native kernels (``crossent.native``), not the block walk
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ class CrossEntropyFunction(torch.autograd.Function):
         call: CrossEntropyCall,
         shard: Shard | None,
     ) -> torch.Tensor:
+        if call.native:
+            return _native_forward(ctx, x, target, weight, normalizer, call)
         x3 = as_ncs(x)
         n, c, s = x3.shape
         kind, out_dtype = make_kind(x.dtype, _targets(x3, target, call), weight, call, c, shard)
@@ -164,12 +167,13 @@ class CrossEntropyFunction(torch.autograd.Function):
                 "cross_entropy(inplace_backward=True) overwrote the logits with their gradient; "
                 "backward through this graph a second time needs inplace_backward=False"
             )
+        if ctx.call.native:
+            return _native_backward(ctx, grad_output)
         x, target, weight, *fields, saved_divisor, saved_weight_sum, precomputed = ctx.saved_tensors
         call: CrossEntropyCall = ctx.call
         x3 = as_ncs(x)
         n, c, s = x3.shape
-        factor = grad_output.unsqueeze(1) if ctx.mode == "none" and x.dim() > 1 else grad_output
-        handed = hand_over(ctx, [precomputed], factor.to(x.dtype))
+        handed = hand_over(ctx, [precomputed], _factor(ctx, x, grad_output))
         grad_x = handed[0] if handed is not None else None
         need_x, need_t, need_w = ctx.needs_input_grad[:3]
         if grad_x is not None and not (need_t or need_w):
@@ -209,3 +213,84 @@ class CrossEntropyFunction(torch.autograd.Function):
         if need_x and c == 0 and grad_x is not None:
             grad_x.zero_()
         return grad_x, grad_t, grad_w.to(weight.dtype) if grad_w is not None else None, None, None, None
+
+
+def _factor(ctx: Any, x: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+    """What the gradient formed for an upstream gradient of 1 is multiplied by."""
+    return (grad_output.unsqueeze(1) if ctx.mode == "none" and x.dim() > 1 else grad_output).to(x.dtype)
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """``(C,)``, ``(N, C)`` or ``(N, C, 1, ..)`` logits as contiguous rows ``(N, C)`` (a view if contiguous)."""
+    return x.contiguous().view(-1, x.shape[0 if x.dim() == 1 else 1])
+
+
+def _native_targets(target: torch.Tensor, rows: int, call: CrossEntropyCall) -> tuple[torch.Tensor | None, ...]:
+    """Class indices as int64 ``(N,)``, or probabilities as contiguous rows ``(N, C)``."""
+    if call.probability:
+        return None, _rows(target)
+    return target.reshape(rows).long(), None
+
+
+def _native_forward(
+    ctx: Any,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    normalizer: torch.Tensor | float | None,
+    call: CrossEntropyCall,
+) -> torch.Tensor:
+    """The forward on the native kernels: one pass over each row for statistics, loss and gradient."""
+    from crossent.native import kernels
+
+    x2 = _rows(x)
+    n = x2.shape[0]
+    index, prob = _native_targets(target, n, call)
+    positions = (lambda: torch.tensor(float(n))) if call.probability else None
+    mode, div = output(call.reduction, normalizer, torch.float32, positions)
+    coef, mean_over_weight = None, False
+    if call.gradient_expected and not call.inplace_backward:
+        # class-index 'mean': the kernel divides by the total target weight it finds
+        mean_over_weight = mode == "mean" and div is None
+        one = torch.ones((), dtype=torch.float32)
+        coef = one if mean_over_weight else upstream(one, "sum" if mode == "none" else mode, div, ())
+    stats, total_weight, grad = kernels.cross_entropy_rows(
+        x2, index, prob, weight, coef, call.ignore_index, call.label_smoothing, mean_over_weight
+    )
+    if div is None and mode == "mean":
+        div = total_weight
+    loss = reduce(stats[0], mode, div)
+    ctx.call, ctx.shard, ctx.mode, ctx.overwrote_logits = call, None, mode, False
+    scalars = save_scalars(ctx, div)
+    ctx.save_for_backward(x, target, weight, stats, *scalars, grad if coef is not None else None)
+    if mode == "none":
+        loss = loss.reshape(_output_shape(x))
+    return loss.to(x.dtype)
+
+
+def _native_backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None, None]:
+    """The backward on the native kernels: a rescale of the forward's gradient, or one pass per row."""
+    from crossent.native import kernels
+
+    x, target, weight, stats, saved_divisor, precomputed = ctx.saved_tensors
+    handed = hand_over(ctx, [precomputed], _factor(ctx, x, grad_output))
+    if handed is not None:
+        return handed[0], None, None, None, None, None
+    if ctx.overwrote_logits:
+        raise RuntimeError(
+            "cross_entropy(inplace_backward=True) overwrote the logits with their gradient; "
+            "backward through this graph a second time needs inplace_backward=False"
+        )
+    call: CrossEntropyCall = ctx.call
+    (div,) = saved_scalars(ctx, (saved_divisor,))
+    x2 = _rows(x)
+    n = x2.shape[0]
+    index, prob = _native_targets(target, n, call)
+    coef = upstream(grad_output.to(torch.float32), ctx.mode, div, (n,))
+    args = (index, prob, weight, stats[1], stats[2], stats[3] if prob is not None else None, coef)
+    if call.inplace_backward and x.is_contiguous():
+        kernels.cross_entropy_rows_backward_(x2, *args, call.ignore_index, call.label_smoothing)
+        ctx.overwrote_logits = True
+        return x, None, None, None, None, None
+    grad = kernels.cross_entropy_rows_backward(x2, *args, call.ignore_index, call.label_smoothing)
+    return grad.view(x.shape), None, None, None, None, None

@@ -70,37 +70,52 @@ def _softmax_backward(out: torch.Tensor, g: torch.Tensor, y: torch.Tensor) -> No
     torch.sub(g, dot, out=out).mul_(y)
 
 
+def _native(log: bool, x: torch.Tensor, dim: int, grad_output: torch.Tensor | None = None) -> torch.Tensor:
+    """The native kernel over rows along ``dim``, after which every dim is 1 (the forward of ``x``, or
+    the backward from the forward's output ``x``)."""
+    from crossent.native import kernels
+
+    rows = x.contiguous().view(-1, x.shape[dim] if x.dim() else 1)
+    if grad_output is None:
+        return kernels.softmax_rows(rows, log).view(x.shape)
+    return kernels.softmax_rows_backward(grad_output.contiguous().view(rows.shape), rows, log).view(x.shape)
+
+
 class LogSoftmax(torch.autograd.Function):
     """``y_i = x_i - log sum_j exp(x_j)``, computed as ``(x_i - m) - log sum_j exp(x_j - m)``."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, dim: int) -> torch.Tensor:
-        out = map_blocks(_log_softmax, dim, x)
-        ctx.dim = dim
+    def forward(ctx: Any, x: torch.Tensor, dim: int, native: bool) -> torch.Tensor:
+        out = _native(True, x, dim) if native else map_blocks(_log_softmax, dim, x)
+        ctx.dim, ctx.native = dim, native
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
     @first_order
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         # d/dx (x_i - lse) contracted with g: g_i - softmax_i sum_j g_j,  softmax = exp(y)
         (out,) = ctx.saved_tensors
-        return map_blocks(_log_softmax_backward, ctx.dim, grad_output, out), None
+        if ctx.native:
+            return _native(True, out, ctx.dim, grad_output), None, None
+        return map_blocks(_log_softmax_backward, ctx.dim, grad_output, out), None, None
 
 
 class Softmax(torch.autograd.Function):
     """``y_i = exp(x_i - m) / sum_j exp(x_j - m)``."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, dim: int) -> torch.Tensor:
-        out = map_blocks(_softmax, dim, x)
-        ctx.dim = dim
+    def forward(ctx: Any, x: torch.Tensor, dim: int, native: bool) -> torch.Tensor:
+        out = _native(False, x, dim) if native else map_blocks(_softmax, dim, x)
+        ctx.dim, ctx.native = dim, native
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
     @first_order
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         # d/dx softmax contracted with g: y_i (g_i - sum_j y_j g_j)
         (out,) = ctx.saved_tensors
-        return map_blocks(_softmax_backward, ctx.dim, grad_output, out), None
+        if ctx.native:
+            return _native(False, out, ctx.dim, grad_output), None, None
+        return map_blocks(_softmax_backward, ctx.dim, grad_output, out), None, None

@@ -1,0 +1,37 @@
+"""What the native kernels support: the dispatcher asks ``unsupported_reason`` before choosing them."""
+
+from __future__ import annotations
+
+from crossent._dispatch import CallSpec, Op
+from crossent.native.kernels import DTYPES
+
+NATIVE_OPS: tuple[Op, ...] = (
+    "cross_entropy",
+    "log_softmax",
+    "softmax",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "kl_div",
+)
+
+
+def unsupported_reason(op: Op, spec: CallSpec) -> str | None:
+    """Why the native kernel of ``op`` cannot run the call ``spec``, or None when it can."""
+    if op not in NATIVE_OPS:
+        return f"no native kernel for {op}"
+    if spec.dtype not in DTYPES:
+        return f"the native kernels take float32, bfloat16 or float16, not {spec.dtype}"
+    if not spec.same_dtype:
+        return "the native kernels take operands of one dtype"
+    if spec.weight_requires_grad:
+        return "the native kernels do not differentiate the weight"
+    if spec.target_requires_grad and op == "cross_entropy":
+        return "the native kernels do not differentiate probability targets"
+    if op in ("cross_entropy", "log_softmax", "softmax"):
+        if spec.inner != 1:
+            return "the native kernels normalise along the last dim"
+        if spec.classes == 0:
+            return "no classes"
+    if not spec.repeating:
+        return "the native kernels take weights that broadcast over leading dims only"
+    return None

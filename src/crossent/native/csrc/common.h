@@ -1,0 +1,195 @@
+/* Shared by every native kernel: element types, vector-friendly exp and log, and the row threads.
+ *
+ * The same source is compiled once per instruction-set level (see ../_build.py); the loops are
+ * written so that GCC vectorizes them at each level's width. Every function here is branch-free on
+ * element values, so a loop calling it becomes one vector loop.
+ */
+#ifndef CROSSENT_COMMON_H
+#define CROSSENT_COMMON_H
+
+#include <float.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* element types, numbered as in ../_library.py */
+enum { F32 = 0, BF16 = 1, F16 = 2 };
+
+static inline float bits_to_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t float_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+static inline float from_bf16(uint16_t h) { return bits_to_float((uint32_t)h << 16); }
+
+/* round to nearest even, as torch's BFloat16; a NaN stays a (quiet) NaN */
+static inline uint16_t to_bf16(float f) {
+    uint32_t u = float_to_bits(f);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return f != f ? (uint16_t)((u >> 16) | 0x40u) : (uint16_t)rounded;
+}
+
+/* n elements of type `dtype` at `src` (+ offset) into float32 */
+static inline void load_row(int dtype, const void *src, int64_t offset, float *dst, int64_t n) {
+    if (dtype == BF16) {
+        const uint16_t *s = (const uint16_t *)src + offset;
+        for (int64_t i = 0; i < n; i++) dst[i] = from_bf16(s[i]);
+    } else {
+        const _Float16 *s = (const _Float16 *)src + offset;
+        for (int64_t i = 0; i < n; i++) dst[i] = (float)s[i];
+    }
+}
+
+/* n float32 values into type `dtype` at `dst` (+ offset), rounding to nearest even */
+static inline void store_row(int dtype, const float *src, void *dst, int64_t offset, int64_t n) {
+    if (dtype == BF16) {
+        uint16_t *d = (uint16_t *)dst + offset;
+        for (int64_t i = 0; i < n; i++) d[i] = to_bf16(src[i]);
+    } else {
+        _Float16 *d = (_Float16 *)dst + offset;
+        for (int64_t i = 0; i < n; i++) d[i] = (_Float16)src[i];
+    }
+}
+
+static inline size_t dtype_size(int dtype) { return dtype == F32 ? 4 : 2; }
+
+/* exp(x) within 2 ulp (tests check it against float64): Cody-Waite reduction x = n ln2 + r with
+ * |r| <= ln2/2, a degree-7 Taylor polynomial for e^r (truncation below 0.05 ulp), and 2^n applied
+ * as two factors so that results down to the smallest subnormal are formed without overflow.
+ * -inf gives 0, +inf gives inf, NaN stays NaN (the clamps compare false for it). */
+static inline float fast_exp(float x) {
+    const float ln2_hi = 0.693145751953125f;  /* 16 significant bits: n * ln2_hi is exact */
+    const float ln2_lo = 1.428606765330187e-06f;
+    float c = x < -104.0f ? -104.0f : x;
+    c = c > 89.0f ? 89.0f : c;
+    float n = c * 1.44269504088896341f + 12582912.0f;  /* adding 1.5 * 2^23 rounds to an integer */
+    n -= 12582912.0f;
+    float r = c - n * ln2_hi;
+    r = r - n * ln2_lo;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t ni = (int32_t)n;
+    int32_t half = ni >> 1;
+    float s1 = bits_to_float((uint32_t)(half + 127) << 23);
+    float s2 = bits_to_float((uint32_t)(ni - half + 127) << 23);
+    return p * s1 * s2;
+}
+
+/* log(x) within 2 ulp: x = 2^e m with m in [sqrt(1/2), sqrt(2)), f = m - 1, s = f / (2 + f), and
+ * log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)) with R the series of log((1+s)/(1-s)) past 2s.
+ * log(0) = -inf, log(inf) = inf, negative or NaN input gives NaN. */
+static inline float fast_log(float x) {
+    const float ln2_hi = 0.693145751953125f;
+    const float ln2_lo = 1.428606765330187e-06f;
+    int small = x < FLT_MIN;
+    float xs = small ? x * 8388608.0f : x; /* subnormals: scale by 2^23 first */
+    uint32_t u = float_to_bits(xs);
+    int32_t e = (int32_t)((u >> 23) & 0xffu) - 127 - (small ? 23 : 0);
+    float m = bits_to_float((u & 0x7fffffu) | 0x3f800000u);
+    int big = m > 1.41421356f;
+    m = big ? m * 0.5f : m;
+    e += big;
+    float f = m - 1.0f;
+    float s = f / (2.0f + f);
+    float z = s * s;
+    float R = 2.0f / 13.0f;
+    R = R * z + 2.0f / 11.0f;
+    R = R * z + 2.0f / 9.0f;
+    R = R * z + 2.0f / 7.0f;
+    R = R * z + 2.0f / 5.0f;
+    R = R * z + 2.0f / 3.0f;
+    R = R * z;
+    float hfsq = 0.5f * f * f;
+    float fe = (float)e;
+    float y = fe * ln2_hi - ((hfsq - (s * (hfsq + R) + fe * ln2_lo)) - f);
+    y = x == INFINITY ? INFINITY : y;
+    y = x == 0.0f ? -INFINITY : y;
+    y = x < 0.0f ? NAN : y;
+    return x != x ? x : y;
+}
+
+/* log(1 + u) for u >= 0, accurate for tiny u: log(w) * u / (w - 1) with w = 1 + u rounded */
+static inline float fast_log1p(float u) {
+    float w = 1.0f + u;
+    float d = w - 1.0f;
+    float y = fast_log(w) * (u / (d == 0.0f ? 1.0f : d));
+    return d == 0.0f ? u : y;
+}
+
+/* ---- rows over threads ------------------------------------------------------------------------
+ * parallel_for splits [0, n) into at most `threads` contiguous ranges of at least `grain` items and
+ * runs fn on each, the first on the calling thread. Every result depends only on its own items, so
+ * it is the same for any thread count. */
+typedef void (*range_fn)(void *ctx, int64_t begin, int64_t end);
+
+struct range_task {
+    range_fn fn;
+    void *ctx;
+    int64_t begin, end;
+};
+
+static void *run_range(void *arg) {
+    struct range_task *t = (struct range_task *)arg;
+    t->fn(t->ctx, t->begin, t->end);
+    return NULL;
+}
+
+#define MAX_THREADS 256
+
+static void parallel_for(int64_t n, int64_t grain, int threads, range_fn fn, void *ctx) {
+    if (n <= 0) return;
+    int64_t parts = grain > 0 ? (n + grain - 1) / grain : n;
+    if (parts > threads) parts = threads;
+    if (parts > MAX_THREADS) parts = MAX_THREADS;
+    if (parts <= 1) {
+        fn(ctx, 0, n);
+        return;
+    }
+    struct range_task tasks[MAX_THREADS];
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS];
+    for (int64_t p = 0; p < parts; p++) {
+        tasks[p].fn = fn;
+        tasks[p].ctx = ctx;
+        tasks[p].begin = n * p / parts;
+        tasks[p].end = n * (p + 1) / parts;
+    }
+    for (int64_t p = 1; p < parts; p++) started[p] = pthread_create(&ids[p], NULL, run_range, &tasks[p]) == 0;
+    run_range(&tasks[0]);
+    for (int64_t p = 1; p < parts; p++) {
+        if (started[p]) pthread_join(ids[p], NULL);
+        else run_range(&tasks[p]); /* no thread to be had: run it here */
+    }
+}
+
+/* Work per thread worth a thread's start (about 10 microseconds): elements of the slowest loops. */
+#define GRAIN_ELEMENTS (1 << 16)
+
+static inline int64_t rows_grain(int64_t columns) {
+    int64_t g = GRAIN_ELEMENTS / (columns > 0 ? columns : 1);
+    return g > 0 ? g : 1;
+}
+
+/* A fresh output buffer of many pages is faulted in 2 MiB pages rather than 4 KiB ones where the
+ * kernel allows it (transparent huge pages in "madvise" mode): a fault per page is most of the cost
+ * of a first write. Advice only; the contents are not touched. */
+static inline void advise_huge(void *p, size_t bytes) {
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    if (bytes < 8 * huge) return;
+    uintptr_t begin = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+    uintptr_t end = ((uintptr_t)p + bytes) & ~(huge - 1);
+#ifdef MADV_HUGEPAGE
+    if (end > begin) madvise((void *)begin, end - begin, MADV_HUGEPAGE);
+#endif
+}
+
+#endif

@@ -1,0 +1,19 @@
+/* The native kernels as one translation unit, compiled once per instruction-set level. */
+#include "cross_entropy.c"
+#include "elementwise.c"
+#include "softmax.c"
+
+/* which level this build was compiled for (checked by the loader) */
+EXPORT const char *crossent_isa(void) { return CROSSENT_ISA; }
+
+/* 3: AVX-512 (F, BW, DQ, VL), 2: AVX2 with FMA and F16C, 0: baseline x86-64; as the CPU and OS allow */
+EXPORT int crossent_cpu_level(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return 3;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 2;
+#endif
+    return 0;
+}

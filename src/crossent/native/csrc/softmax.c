@@ -1,0 +1,90 @@
+/* softmax and log_softmax over contiguous rows (N, C), forward and backward, in float32:
+ *
+ *   log_softmax: y_c = (x_c - k) - log S            backward: dx_c = g_c - exp(y_c) sum_j g_j
+ *   softmax:     y_c = exp(x_c - k) / S             backward: dx_c = y_c (g_c - sum_j y_j g_j)
+ *
+ * with k the row max and S = sum_c exp(x_c - k); a row with +inf, NaN or only -inf is all NaN.
+ */
+#include "common.h"
+
+struct softmax_args {
+    int dtype, log, backward;
+    const void *a, *b; /* forward: x; backward: g, y */
+    void *out;
+    int64_t rows, classes;
+};
+
+static void softmax_row(const struct softmax_args *s, const float *x, float *out) {
+    const int64_t c = s->classes;
+    float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+    for (int64_t i = 0; i < c; i++) m = x[i] > m ? x[i] : m;
+    float sum = 0.0f;
+    if (s->log) {
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < c; i++) sum += fast_exp(x[i] - m);
+        const float log_s = logf(sum);
+#pragma omp simd
+        for (int64_t i = 0; i < c; i++) out[i] = (x[i] - m) - log_s;
+    } else {
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < c; i++) {
+            float e = fast_exp(x[i] - m);
+            out[i] = e;
+            sum += e;
+        }
+        const float inv = 1.0f / sum;
+#pragma omp simd
+        for (int64_t i = 0; i < c; i++) out[i] *= inv;
+    }
+}
+
+static void softmax_backward_row(const struct softmax_args *s, const float *g, const float *y, float *out) {
+    const int64_t c = s->classes;
+    float dot = 0.0f;
+    if (s->log) {
+#pragma omp simd reduction(+ : dot)
+        for (int64_t i = 0; i < c; i++) dot += g[i];
+#pragma omp simd
+        for (int64_t i = 0; i < c; i++) out[i] = g[i] - fast_exp(y[i]) * dot;
+    } else {
+#pragma omp simd reduction(+ : dot)
+        for (int64_t i = 0; i < c; i++) dot += y[i] * g[i];
+#pragma omp simd
+        for (int64_t i = 0; i < c; i++) out[i] = (g[i] - dot) * y[i];
+    }
+}
+
+static void softmax_range(void *ctx, int64_t begin, int64_t end) {
+    const struct softmax_args *s = (const struct softmax_args *)ctx;
+    const int64_t c = s->classes;
+    const int half = s->dtype != F32;
+    float *scratch = NULL;
+    if (half && !(scratch = (float *)malloc((size_t)(3 * c + 1) * sizeof(float)))) return;
+    for (int64_t n = begin; n < end; n++) {
+        const int64_t at = n * c;
+        float *out = half ? scratch + 2 * c : (float *)s->out + at;
+        const float *a = (const float *)s->a + at, *b = (const float *)s->b + at;
+        if (half) {
+            load_row(s->dtype, s->a, at, scratch, c);
+            a = scratch;
+            if (s->backward) {
+                load_row(s->dtype, s->b, at, scratch + c, c);
+                b = scratch + c;
+            }
+        }
+        if (s->backward) softmax_backward_row(s, a, b, out);
+        else softmax_row(s, a, out);
+        if (half) store_row(s->dtype, out, s->out, at, c);
+    }
+    free(scratch);
+}
+
+/* forward: a = x (b unused); backward: a = grad_output, b = the forward's output */
+EXPORT int crossent_softmax(int dtype, int log, int backward, const void *a, const void *b, void *out, int64_t rows,
+                            int64_t classes, int threads) {
+    struct softmax_args s = {dtype, log, backward, a, b, out, rows, classes};
+    advise_huge(out, (size_t)(rows * classes) * dtype_size(dtype));
+    parallel_for(rows, rows_grain(classes), threads, softmax_range, &s);
+    return 0;
+}

@@ -1,0 +1,241 @@
+"""The native kernels as torch operators: each is a ``torch.library`` custom op with a fake
+implementation, so ``torch.compile(fullgraph=True)`` keeps them in its graph.
+
+Every op takes contiguous float32, bfloat16 or float16 tensors (the dispatcher sends nothing else)
+and computes in float32. Threads split the rows (or element chunks) among ``torch.get_num_threads()``;
+each result depends only on its own row or chunk, so results are bit-identical for any thread count.
+The sums of the element-wise losses are chunk sums added in float64 in chunk order.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from crossent.native._library import library
+
+DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+ELEMENTWISE = {"binary_cross_entropy": 0, "binary_cross_entropy_with_logits": 1, "kl_div": 2}
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _handle() -> ctypes.CDLL:
+    lib = library()
+    if lib is None:
+        raise RuntimeError("crossent's native kernels are not available here (see `crossent env`)")
+    return lib.handle
+
+
+def _rows(x: torch.Tensor) -> tuple[int, int]:
+    classes = x.shape[-1] if x.dim() else 1
+    return (x.numel() // classes if classes else 0), classes
+
+
+def _float32(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.to(torch.float32).contiguous()
+
+
+@torch.library.custom_op("crossent::cross_entropy_rows", mutates_args=())
+def cross_entropy_rows(
+    x: torch.Tensor,
+    target: torch.Tensor | None,
+    prob: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    coef: torch.Tensor | None,
+    ignore_index: int,
+    eps: float,
+    mean_over_weight: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows ``(N, C)`` of logits: ``(4, N)`` per-row loss, shift ``k``, ``S`` and mass ``B``
+    (probabilities), the total target weight (class indices), and with ``coef`` the gradient
+    ``coef_n dl_n/dx``."""
+    rows, classes = _rows(x)
+    stats = torch.empty(4, rows, dtype=torch.float32)
+    total_weight = torch.empty((), dtype=torch.float32)
+    grad = torch.empty(x.shape if coef is not None else (0,), dtype=x.dtype)
+    bad = ctypes.c_int64()
+    coef32 = _float32(coef)
+    status = _handle().crossent_cross_entropy(
+        DTYPES[x.dtype], x.data_ptr(), rows, classes, _ptr(target), _ptr(prob), ignore_index,
+        _ptr(_float32(weight)), eps, _ptr(coef32), 1 if coef32 is not None and coef32.dim() else 0,
+        int(mean_over_weight), 0, stats[0].data_ptr(), stats[1].data_ptr(), stats[2].data_ptr(),
+        stats[3].data_ptr() if prob is not None else None, total_weight.data_ptr(),
+        grad.data_ptr() if coef is not None else None, torch.get_num_threads(), ctypes.byref(bad),
+    )  # fmt: skip
+    if status == 1:
+        raise IndexError(f"Target {bad.value} is out of bounds.")
+    return stats, total_weight, grad
+
+
+@cross_entropy_rows.register_fake
+def _(x, target, prob, weight, coef, ignore_index, eps, mean_over_weight):
+    grad = x.new_empty(x.shape if coef is not None else (0,))
+    return x.new_empty(4, x.shape[0], dtype=torch.float32), x.new_empty((), dtype=torch.float32), grad
+
+
+def _cross_entropy_grad(
+    out: torch.Tensor,
+    x: torch.Tensor,
+    target: torch.Tensor | None,
+    prob: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    shift: torch.Tensor,
+    sum_exp: torch.Tensor,
+    mass: torch.Tensor | None,
+    coef: torch.Tensor,
+    ignore_index: int,
+    eps: float,
+) -> None:
+    rows, classes = _rows(x)
+    coef32 = _float32(coef)
+    assert coef32 is not None
+    bad = ctypes.c_int64()
+    _handle().crossent_cross_entropy(
+        DTYPES[x.dtype], x.data_ptr(), rows, classes, _ptr(target), _ptr(prob), ignore_index,
+        _ptr(_float32(weight)), eps, coef32.data_ptr(), 1 if coef32.dim() else 0, 0, 1, None,
+        shift.data_ptr(), sum_exp.data_ptr(), _ptr(mass), None, out.data_ptr(), torch.get_num_threads(),
+        ctypes.byref(bad),
+    )  # fmt: skip
+
+
+@torch.library.custom_op("crossent::cross_entropy_rows_backward", mutates_args=())
+def cross_entropy_rows_backward(
+    x: torch.Tensor,
+    target: torch.Tensor | None,
+    prob: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    shift: torch.Tensor,
+    sum_exp: torch.Tensor,
+    mass: torch.Tensor | None,
+    coef: torch.Tensor,
+    ignore_index: int,
+    eps: float,
+) -> torch.Tensor:
+    """``coef_n dl_n/dx`` from the saved statistics, into a new tensor."""
+    out = torch.empty_like(x)
+    _cross_entropy_grad(out, x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps)
+    return out
+
+
+@cross_entropy_rows_backward.register_fake
+def _(x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("crossent::cross_entropy_rows_backward_", mutates_args=("x",))
+def cross_entropy_rows_backward_(
+    x: torch.Tensor,
+    target: torch.Tensor | None,
+    prob: torch.Tensor | None,
+    weight: torch.Tensor | None,
+    shift: torch.Tensor,
+    sum_exp: torch.Tensor,
+    mass: torch.Tensor | None,
+    coef: torch.Tensor,
+    ignore_index: int,
+    eps: float,
+) -> None:
+    """``coef_n dl_n/dx`` written over the logits ``x`` (each row is read before it is written)."""
+    _cross_entropy_grad(x, x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps)
+
+
+@cross_entropy_rows_backward_.register_fake
+def _(x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps):
+    return None
+
+
+@torch.library.custom_op("crossent::softmax_rows", mutates_args=())
+def softmax_rows(x: torch.Tensor, log: bool) -> torch.Tensor:
+    """softmax (or log_softmax) of each row of the last dim."""
+    out = torch.empty_like(x)
+    rows, classes = _rows(x)
+    _handle().crossent_softmax(DTYPES[x.dtype], int(log), 0, x.data_ptr(), None, out.data_ptr(), rows, classes,
+                               torch.get_num_threads())  # fmt: skip
+    return out
+
+
+@softmax_rows.register_fake
+def _(x, log):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("crossent::softmax_rows_backward", mutates_args=())
+def softmax_rows_backward(grad_output: torch.Tensor, y: torch.Tensor, log: bool) -> torch.Tensor:
+    """The gradient of ``softmax_rows`` from its output ``y``."""
+    out = torch.empty_like(y)
+    rows, classes = _rows(y)
+    _handle().crossent_softmax(DTYPES[y.dtype], int(log), 1, grad_output.data_ptr(), y.data_ptr(), out.data_ptr(),
+                               rows, classes, torch.get_num_threads())  # fmt: skip
+    return out
+
+
+@softmax_rows_backward.register_fake
+def _(grad_output, y, log):
+    return torch.empty_like(y)
+
+
+def _period(operand: torch.Tensor | None) -> int:
+    return 0 if operand is None else operand.numel()
+
+
+@torch.library.custom_op("crossent::elementwise_loss", mutates_args=())
+def elementwise_loss(
+    op: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor | None,
+    pos_weight: torch.Tensor | None,
+    log_target: bool,
+    per_element: bool,
+) -> torch.Tensor:
+    """The loss of each element (``per_element``, in x's dtype), or their float32 sum.
+
+    ``weight`` and ``pos_weight`` are float32 and repeat every ``numel`` elements."""
+    out = torch.empty_like(x) if per_element else torch.empty((), dtype=torch.float32)
+    _handle().crossent_elementwise(
+        ELEMENTWISE[op], DTYPES[x.dtype], x.numel(), x.data_ptr(), y.data_ptr(), _ptr(weight), _period(weight),
+        _ptr(pos_weight), _period(pos_weight), int(log_target), None, 0.0,
+        out.data_ptr() if per_element else None, None if per_element else out.data_ptr(), None, None,
+        torch.get_num_threads(),
+    )  # fmt: skip
+    return out
+
+
+@elementwise_loss.register_fake
+def _(op, x, y, weight, pos_weight, log_target, per_element):
+    return torch.empty_like(x) if per_element else x.new_empty((), dtype=torch.float32)
+
+
+@torch.library.custom_op("crossent::elementwise_grad", mutates_args=())
+def elementwise_grad(
+    op: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor | None,
+    pos_weight: torch.Tensor | None,
+    log_target: bool,
+    grad_output: torch.Tensor,
+    need_x: bool,
+    need_y: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of ``elementwise_loss`` for x and y (empty when not needed); ``grad_output`` is
+    a 0-dim upstream gradient per element, or one of x's shape and dtype."""
+    gx = torch.empty_like(x) if need_x else x.new_empty(0)
+    gy = torch.empty_like(y) if need_y else y.new_empty(0)
+    scalar = grad_output.dim() == 0
+    _handle().crossent_elementwise(
+        ELEMENTWISE[op], DTYPES[x.dtype], x.numel(), x.data_ptr(), y.data_ptr(), _ptr(weight), _period(weight),
+        _ptr(pos_weight), _period(pos_weight), int(log_target), None if scalar else grad_output.data_ptr(),
+        float(grad_output) if scalar else 0.0, None, None, gx.data_ptr() if need_x else None,
+        gy.data_ptr() if need_y else None, torch.get_num_threads(),
+    )  # fmt: skip
+    return gx, gy
+
+
+@elementwise_grad.register_fake
+def _(op, x, y, weight, pos_weight, log_target, grad_output, need_x, need_y):
+    return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(y) if need_y else y.new_empty(0))
