@@ -303,8 +303,12 @@ def cross_entropy_arguments(
     reduction: str = "mean",
     *,
     shard: bool = False,
+    targets: bool = True,
 ) -> tuple[int, float, torch.Tensor | None]:
     """``cross_entropy``'s checks, in torch's order, for class-index or probability targets.
+
+    ``targets=False`` leaves the last check, the range of class-index targets, to the caller (the
+    native kernels make it as they read the targets).
 
     ``logits`` may be any tensor of the logits' shape and dtype (the fused linear loss passes a meta
     tensor). With ``shard`` they are one rank's slice of the classes: the weight is its slice too,
@@ -347,7 +351,7 @@ def cross_entropy_arguments(
     if not shard:
         checked_weight = class_weight(checked_weight, logits, num_classes, eps > 0, reduction)
     class_index_dtypes(logits, target, checked_weight, "nll_loss_out_frame")
-    if not shard:
+    if targets and not shard:
         class_targets(target, num_classes, ignore_index)
     return ignore_index, eps, checked_weight
 
@@ -378,8 +382,11 @@ def check_normalizer(normalizer: object, reduction: str, caller: str) -> None:
         raise ValueError(f"{caller}: normalizer divides the summed loss; use reduction='sum' or 'mean', not 'none'")
 
 
-def binary_cross_entropy_arguments(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> None:
-    """``binary_cross_entropy``'s checks, in torch's order (the range checks read values)."""
+def binary_cross_entropy_arguments(
+    input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, *, values: bool = True
+) -> None:
+    """``binary_cross_entropy``'s checks, in torch's order; the last ones (``values``) read every value,
+    which the native kernels do as they compute the loss instead."""
     check_tensor(input, "binary_cross_entropy", "input", 1)
     check_tensor(target, "binary_cross_entropy", "target", 2)
     if target.shape != input.shape:
@@ -402,8 +409,9 @@ def binary_cross_entropy_arguments(input: torch.Tensor, target: torch.Tensor, we
             "The function 'binary_cross_entropy' is not differentiable with respect to argument 'weight'. "
             "This input cannot have requires_grad True."
         )
-    unit_interval(input, "input")
-    unit_interval(target, "target")
+    if values:
+        unit_interval(input, "input")
+        unit_interval(target, "target")
 
 
 def binary_cross_entropy_with_logits_arguments(

@@ -137,7 +137,7 @@ def cross_entropy(
     _checks.check_tensor(target, "cross_entropy_loss", "target", 2)
     _checks.check_normalizer(normalizer, reduction, "cross_entropy")
     ignore_index, eps, weight = _checks.cross_entropy_arguments(
-        input, target, weight, ignore_index, label_smoothing, reduction
+        input, target, weight, ignore_index, label_smoothing, reduction, targets=False
     )
     probability = input.shape == target.shape
     gradient_expected = torch.is_grad_enabled() and input.requires_grad
@@ -156,6 +156,8 @@ def cross_entropy(
         target_requires_grad=probability and target.requires_grad,
     )
     backend = _dispatch.resolve("cross_entropy", impl, input.device, spec)
+    if backend != "native" and not probability:
+        _checks.class_targets(target, spec.classes, ignore_index)
     if backend == "triton":
         if normalizer is None:
             return _triton().cross_entropy(input, target, weight, ignore_index, reduction, eps, inplace_backward)
@@ -224,9 +226,10 @@ def nll_loss(
     _checks.class_index_dtypes(input, target, weight, "nll_loss_out_frame")
     _checks.class_targets(target, num_classes, ignore_index)
     spec = _dispatch.spec_of(input, weight=weight is not None, reduction=reduction)
-    if _dispatch.resolve("nll_loss", impl, input.device, spec) == "triton":
+    backend = _dispatch.resolve("nll_loss", impl, input.device, spec)
+    if backend == "triton":
         return _triton().nll_loss(input, target, weight, ignore_index, reduction)
-    return NLLLoss.apply(input, target, weight, reduction, ignore_index)
+    return NLLLoss.apply(input, target, weight, reduction, ignore_index, backend == "native")
 
 
 def _normalise(
@@ -367,7 +370,7 @@ def binary_cross_entropy(
         tensor(0.1643)
     """
     reduction = resolve_reduction(reduction, size_average, reduce)
-    _checks.binary_cross_entropy_arguments(input, target, weight)
+    _checks.binary_cross_entropy_arguments(input, target, weight, values=False)
     spec = _dispatch.spec_of(
         input,
         weight=weight is not None,
@@ -376,6 +379,9 @@ def binary_cross_entropy(
         repeating=repeats(weight, input.shape),
     )
     backend = _dispatch.resolve("binary_cross_entropy", impl, input.device, spec)
+    if backend != "native":
+        _checks.unit_interval(input, "input")
+        _checks.unit_interval(target, "target")
     if backend == "triton":
         return _triton().binary_cross_entropy(input, target, weight, reduction)
     return BinaryCrossEntropy.apply(input, target, weight, reduction, backend == "native")

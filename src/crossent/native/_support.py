@@ -7,6 +7,7 @@ from crossent.native.kernels import DTYPES
 
 NATIVE_OPS: tuple[Op, ...] = (
     "cross_entropy",
+    "nll_loss",
     "log_softmax",
     "softmax",
     "binary_cross_entropy",

@@ -10,6 +10,8 @@ The sums of the element-wise losses are chunk sums added in float64 in chunk ord
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -17,6 +19,30 @@ from crossent.native._library import library
 
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 ELEMENTWISE = {"binary_cross_entropy": 0, "binary_cross_entropy_with_logits": 1, "kl_div": 2}
+
+
+class _Op:
+    """A native kernel as a custom op: called straight in eager mode (no dispatcher round trip, which
+    costs more than the kernel on small inputs), and as ``torch.ops.crossent.<name>`` while
+    ``torch.compile`` traces, so the compiled graph keeps it."""
+
+    def __init__(self, fn: Callable[..., Any], mutates_args: tuple[str, ...]) -> None:
+        self.eager = fn
+        self.op = torch.library.custom_op(f"crossent::{fn.__name__}", fn, mutates_args=mutates_args)
+        self.__doc__ = fn.__doc__
+
+    def register_fake(self, fake: Callable[..., Any]) -> Callable[..., Any]:
+        self.op.register_fake(fake)
+        return fake
+
+    def __call__(self, *args: Any) -> Any:
+        if torch.compiler.is_compiling():
+            return self.op(*args)
+        return self.eager(*args)
+
+
+def native_op(*, mutates_args: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], _Op]:
+    return lambda fn: _Op(fn, mutates_args)
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
@@ -35,11 +61,19 @@ def _rows(x: torch.Tensor) -> tuple[int, int]:
     return (x.numel() // classes if classes else 0), classes
 
 
+def _checked(status: int) -> None:
+    """Raise for a kernel's failure status (-1: a thread could not allocate its scratch memory)."""
+    if status == -1:
+        raise MemoryError("crossent's native kernel could not allocate its scratch memory")
+
+
 def _float32(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.to(torch.float32).contiguous()
+    if t is None or (t.dtype == torch.float32 and t.is_contiguous()):
+        return t
+    return t.to(torch.float32).contiguous()
 
 
-@torch.library.custom_op("crossent::cross_entropy_rows", mutates_args=())
+@native_op()
 def cross_entropy_rows(
     x: torch.Tensor,
     target: torch.Tensor | None,
@@ -59,15 +93,17 @@ def cross_entropy_rows(
     grad = torch.empty(x.shape if coef is not None else (0,), dtype=x.dtype)
     bad = ctypes.c_int64()
     coef32 = _float32(coef)
+    row = stats.data_ptr()  # the four rows of stats, 4 bytes per value
     status = _handle().crossent_cross_entropy(
         DTYPES[x.dtype], x.data_ptr(), rows, classes, _ptr(target), _ptr(prob), ignore_index,
         _ptr(_float32(weight)), eps, _ptr(coef32), 1 if coef32 is not None and coef32.dim() else 0,
-        int(mean_over_weight), 0, stats[0].data_ptr(), stats[1].data_ptr(), stats[2].data_ptr(),
-        stats[3].data_ptr() if prob is not None else None, total_weight.data_ptr(),
+        int(mean_over_weight), 0, row, row + 4 * rows, row + 8 * rows,
+        row + 12 * rows if prob is not None else None, total_weight.data_ptr(),
         grad.data_ptr() if coef is not None else None, torch.get_num_threads(), ctypes.byref(bad),
     )  # fmt: skip
     if status == 1:
         raise IndexError(f"Target {bad.value} is out of bounds.")
+    _checked(status)
     return stats, total_weight, grad
 
 
@@ -94,15 +130,16 @@ def _cross_entropy_grad(
     coef32 = _float32(coef)
     assert coef32 is not None
     bad = ctypes.c_int64()
-    _handle().crossent_cross_entropy(
+    status = _handle().crossent_cross_entropy(
         DTYPES[x.dtype], x.data_ptr(), rows, classes, _ptr(target), _ptr(prob), ignore_index,
         _ptr(_float32(weight)), eps, coef32.data_ptr(), 1 if coef32.dim() else 0, 0, 1, None,
         shift.data_ptr(), sum_exp.data_ptr(), _ptr(mass), None, out.data_ptr(), torch.get_num_threads(),
         ctypes.byref(bad),
     )  # fmt: skip
+    _checked(status)
 
 
-@torch.library.custom_op("crossent::cross_entropy_rows_backward", mutates_args=())
+@native_op()
 def cross_entropy_rows_backward(
     x: torch.Tensor,
     target: torch.Tensor | None,
@@ -126,7 +163,7 @@ def _(x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("crossent::cross_entropy_rows_backward_", mutates_args=("x",))
+@native_op(mutates_args=("x",))
 def cross_entropy_rows_backward_(
     x: torch.Tensor,
     target: torch.Tensor | None,
@@ -140,6 +177,7 @@ def cross_entropy_rows_backward_(
     eps: float,
 ) -> None:
     """``coef_n dl_n/dx`` written over the logits ``x`` (each row is read before it is written)."""
+    torch.autograd.graph.increment_version(x)  # a write autograd must see: saved uses of x then fail loudly
     _cross_entropy_grad(x, x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps)
 
 
@@ -148,13 +186,15 @@ def _(x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps):
     return None
 
 
-@torch.library.custom_op("crossent::softmax_rows", mutates_args=())
+@native_op()
 def softmax_rows(x: torch.Tensor, log: bool) -> torch.Tensor:
     """softmax (or log_softmax) of each row of the last dim."""
     out = torch.empty_like(x)
     rows, classes = _rows(x)
-    _handle().crossent_softmax(DTYPES[x.dtype], int(log), 0, x.data_ptr(), None, out.data_ptr(), rows, classes,
-                               torch.get_num_threads())  # fmt: skip
+    status = _handle().crossent_softmax(
+        DTYPES[x.dtype], int(log), 0, x.data_ptr(), None, out.data_ptr(), rows, classes, torch.get_num_threads()
+    )
+    _checked(status)
     return out
 
 
@@ -163,13 +203,16 @@ def _(x, log):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("crossent::softmax_rows_backward", mutates_args=())
+@native_op()
 def softmax_rows_backward(grad_output: torch.Tensor, y: torch.Tensor, log: bool) -> torch.Tensor:
     """The gradient of ``softmax_rows`` from its output ``y``."""
     out = torch.empty_like(y)
     rows, classes = _rows(y)
-    _handle().crossent_softmax(DTYPES[y.dtype], int(log), 1, grad_output.data_ptr(), y.data_ptr(), out.data_ptr(),
-                               rows, classes, torch.get_num_threads())  # fmt: skip
+    status = _handle().crossent_softmax(
+        DTYPES[y.dtype], int(log), 1, grad_output.data_ptr(), y.data_ptr(), out.data_ptr(), rows, classes,
+        torch.get_num_threads(),
+    )  # fmt: skip
+    _checked(status)
     return out
 
 
@@ -182,7 +225,7 @@ def _period(operand: torch.Tensor | None) -> int:
     return 0 if operand is None else operand.numel()
 
 
-@torch.library.custom_op("crossent::elementwise_loss", mutates_args=())
+@native_op()
 def elementwise_loss(
     op: str,
     x: torch.Tensor,
@@ -196,12 +239,15 @@ def elementwise_loss(
 
     ``weight`` and ``pos_weight`` are float32 and repeat every ``numel`` elements."""
     out = torch.empty_like(x) if per_element else torch.empty((), dtype=torch.float32)
-    _handle().crossent_elementwise(
+    status = _handle().crossent_elementwise(
         ELEMENTWISE[op], DTYPES[x.dtype], x.numel(), x.data_ptr(), y.data_ptr(), _ptr(weight), _period(weight),
         _ptr(pos_weight), _period(pos_weight), int(log_target), None, 0.0,
         out.data_ptr() if per_element else None, None if per_element else out.data_ptr(), None, None,
         torch.get_num_threads(),
     )  # fmt: skip
+    if status in (2, 3):
+        raise RuntimeError(f"all elements of {'input' if status == 2 else 'target'} should be between 0 and 1")
+    _checked(status)
     return out
 
 
@@ -210,7 +256,7 @@ def _(op, x, y, weight, pos_weight, log_target, per_element):
     return torch.empty_like(x) if per_element else x.new_empty((), dtype=torch.float32)
 
 
-@torch.library.custom_op("crossent::elementwise_grad", mutates_args=())
+@native_op()
 def elementwise_grad(
     op: str,
     x: torch.Tensor,
@@ -227,15 +273,30 @@ def elementwise_grad(
     gx = torch.empty_like(x) if need_x else x.new_empty(0)
     gy = torch.empty_like(y) if need_y else y.new_empty(0)
     scalar = grad_output.dim() == 0
-    _handle().crossent_elementwise(
+    status = _handle().crossent_elementwise(
         ELEMENTWISE[op], DTYPES[x.dtype], x.numel(), x.data_ptr(), y.data_ptr(), _ptr(weight), _period(weight),
         _ptr(pos_weight), _period(pos_weight), int(log_target), None if scalar else grad_output.data_ptr(),
         float(grad_output) if scalar else 0.0, None, None, gx.data_ptr() if need_x else None,
         gy.data_ptr() if need_y else None, torch.get_num_threads(),
     )  # fmt: skip
+    _checked(status)
     return gx, gy
 
 
 @elementwise_grad.register_fake
 def _(op, x, y, weight, pos_weight, log_target, grad_output, need_x, need_y):
     return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(y) if need_y else y.new_empty(0))
+
+
+@native_op()
+def zeros(like: torch.Tensor) -> torch.Tensor:
+    """Zeros of ``like``'s shape and dtype, written in huge pages where the OS allows (a gradient
+    with one nonzero per row is mostly this fill)."""
+    out = torch.empty_like(like, memory_format=torch.contiguous_format)
+    _handle().crossent_zero(out.data_ptr(), out.numel() * out.element_size(), torch.get_num_threads())
+    return out
+
+
+@zeros.register_fake
+def _(like):
+    return torch.empty_like(like, memory_format=torch.contiguous_format)

@@ -33,6 +33,7 @@ class NLLLoss(torch.autograd.Function):
         weight: torch.Tensor | None,
         reduction: Reduction,
         ignore_index: int,
+        native: bool,
     ) -> torch.Tensor:
         kind = _kind(z, target, weight, ignore_index)
         z3 = as_ncs(z)
@@ -41,20 +42,25 @@ class NLLLoss(torch.autograd.Function):
             picked = picked * kind.target_weight
         # where, not multiply: ignored positions are exactly 0 even when z is -inf or NaN there
         loss = reduce(torch.where(kind.keep, -picked, 0), reduction, kind.mean_divisor())
-        ctx.reduction, ctx.ignore_index = reduction, ignore_index
+        ctx.reduction, ctx.ignore_index, ctx.native = reduction, ignore_index, native
         ctx.save_for_backward(z, target, weight)
         shape = () if z.dim() == 1 else (z.shape[0], *z.shape[2:])
         return (loss.reshape(shape) if reduction == "none" else loss).to(z.dtype)
 
     @staticmethod
     @first_order
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None, None]:
         # d/dz_{n,c} l = -w_c [c = y_n] m_n G_n: one nonzero per kept position
         z, target, weight = ctx.saved_tensors
         kind = _kind(z, target, weight, ctx.ignore_index)
         g = upstream(grad_output.to(kind.acc), ctx.reduction, kind.mean_divisor(), tuple(kind.keep.shape))
         picked = -g if kind.target_weight is None else -g * kind.target_weight
-        grad = torch.zeros(z.shape, dtype=grad_output.dtype, device=z.device)
+        if ctx.native and z.dtype == grad_output.dtype:
+            from crossent.native import kernels
+
+            grad = kernels.zeros(z)
+        else:
+            grad = torch.zeros(z.shape, dtype=grad_output.dtype, device=z.device)
         if z.numel() > 0:
             # one value per position, put by flat index: scatter_ would copy half-precision output to float32
             n, c, s = as_ncs(grad).shape
@@ -62,4 +68,4 @@ class NLLLoss(torch.autograd.Function):
             grad.view(-1).index_put_(
                 ((rows + kind.local * s).reshape(-1),), torch.where(kind.keep, picked, 0).to(grad.dtype).reshape(-1)
             )
-        return grad, None, None, None, None
+        return grad, None, None, None, None, None

@@ -125,6 +125,18 @@ static inline float fast_log1p(float u) {
     return d == 0.0f ? u : y;
 }
 
+/* Read the row after this one into the cache while this one is computed (from cache): `part` of
+ * `parts` of its `bytes`, so that the fetches spread over a pass instead of queueing at once. */
+static inline void prefetch_part(const void *next, int64_t bytes, int64_t part, int64_t parts) {
+    if (!next) return;
+    const char *p = (const char *)next;
+    for (int64_t at = bytes * part / parts; at < bytes * (part + 1) / parts; at += 64) __builtin_prefetch(p + at, 0, 2);
+}
+
+/* The loops that compute the most (one exp per element) run in blocks of PREFETCH_BLOCK elements
+ * and fetch the next row in step. */
+#define PREFETCH_BLOCK 1024
+
 /* ---- rows over threads ------------------------------------------------------------------------
  * parallel_for splits [0, n) into at most `threads` contiguous ranges of at least `grain` items and
  * runs fn on each, the first on the calling thread. Every result depends only on its own items, so

@@ -30,6 +30,7 @@ struct ce_args {
     int have_stats;   /* shift and sum_exp are given (a backward): the gradient pass only */
     float *loss, *shift, *sum_exp, *mass;
     void *grad;
+    int failed; /* set when a thread cannot allocate its scratch memory */
 };
 
 static inline float row_max(const float *x, int64_t c) {
@@ -163,7 +164,10 @@ static void ce_range(void *ctx, int64_t begin, int64_t end) {
     float *scratch = NULL;
     if (half) {
         scratch = (float *)malloc((size_t)(3 * c + 1) * sizeof(float));
-        if (!scratch) return; /* the caller sees an unwritten sum_exp (NaN-filled) */
+        if (!scratch) {
+            ((struct ce_args *)ctx)->failed = 1;
+            return;
+        }
     }
     for (int64_t n = begin; n < end; n++) {
         const float *x, *t = NULL;
@@ -222,5 +226,5 @@ EXPORT int crossent_cross_entropy(int dtype, const void *x, int64_t rows, int64_
         .have_stats = have_stats, .loss = loss, .shift = shift, .sum_exp = sum_exp, .mass = mass, .grad = grad};
     if (grad && !have_stats) advise_huge(grad, (size_t)(rows * classes) * dtype_size(dtype));
     parallel_for(rows, rows_grain(classes), threads, ce_range, &a);
-    return 0;
+    return a.failed ? -1 : 0;
 }

@@ -26,7 +26,9 @@ struct ew_args {
     float g_scalar;
     void *out;        /* 'none': the loss per element */
     double *partials; /* else: per chunk sums */
+    char *flags;      /* BCE: per chunk, 1 when an input is outside [0, 1], 2 when a target is */
     void *gx, *gy;    /* a backward: the wanted gradients */
+    int failed; /* set when a thread cannot allocate its scratch memory */
 };
 
 /* the chunk's part of a tensor that repeats every `period` elements (contiguous runs, copied) */
@@ -73,46 +75,75 @@ static void loss_chunk(const struct ew_args *a, int64_t len, const float *x, con
     }
 }
 
+/* Each wanted gradient has its own loop, so an unwanted one costs nothing. */
 static void grad_chunk(const struct ew_args *a, int64_t len, const float *x, const float *y, const float *w,
                        const float *pw, const float *g, float *gx, float *gy) {
     const float eps = 9.999999960041972e-13f; /* torch's 1e-12 as a float32 */
     if (a->op == BCE) {
+        if (gx) {
 #pragma omp simd
-        for (int64_t i = 0; i < len; i++) {
-            float gw = g[i] * w[i], d = x[i] * (1.0f - x[i]);
-            gx[i] = gw * (x[i] - y[i]) / (d > eps ? d : eps);
-            gy[i] = gw * (fast_log1p(-x[i]) - fast_log(x[i]));
+            for (int64_t i = 0; i < len; i++) {
+                float d = x[i] * (1.0f - x[i]);
+                gx[i] = g[i] * w[i] * (x[i] - y[i]) / (d > eps ? d : eps);
+            }
+        }
+        if (gy) {
+#pragma omp simd
+            for (int64_t i = 0; i < len; i++) gy[i] = g[i] * w[i] * (fast_log1p(-x[i]) - fast_log(x[i]));
         }
     } else if (a->op == BCE_WITH_LOGITS) {
+        if (gx) {
 #pragma omp simd
-        for (int64_t i = 0; i < len; i++) {
-            float gw = g[i] * w[i], u = fast_exp(-fabsf(x[i]));
-            float sig = (x[i] >= 0.0f ? 1.0f : u) / (1.0f + u);
-            float p = pw[i];
-            gx[i] = gw * (((p - 1.0f) * y[i] + 1.0f) * sig - p * y[i]);
-            gy[i] = gw * (-x[i] - (p - 1.0f) * log_sigmoid_of(x[i], u));
+            for (int64_t i = 0; i < len; i++) {
+                float u = fast_exp(-fabsf(x[i]));
+                float sig = (x[i] >= 0.0f ? 1.0f : u) / (1.0f + u);
+                gx[i] = g[i] * w[i] * (((pw[i] - 1.0f) * y[i] + 1.0f) * sig - pw[i] * y[i]);
+            }
+        }
+        if (gy) {
+#pragma omp simd
+            for (int64_t i = 0; i < len; i++) {
+                float ls = log_sigmoid_of(x[i], fast_exp(-fabsf(x[i])));
+                gy[i] = g[i] * w[i] * (-x[i] - (pw[i] - 1.0f) * ls);
+            }
         }
     } else if (a->log_target) {
+        if (gx) {
 #pragma omp simd
-        for (int64_t i = 0; i < len; i++) {
-            float e = fast_exp(y[i]);
-            gx[i] = -g[i] * e;
-            gy[i] = g[i] * e * (y[i] - x[i] + 1.0f);
+            for (int64_t i = 0; i < len; i++) gx[i] = -g[i] * fast_exp(y[i]);
+        }
+        if (gy) {
+#pragma omp simd
+            for (int64_t i = 0; i < len; i++) gy[i] = g[i] * fast_exp(y[i]) * (y[i] - x[i] + 1.0f);
         }
     } else {
+        if (gx) {
 #pragma omp simd
-        for (int64_t i = 0; i < len; i++) {
-            gx[i] = -g[i] * y[i];
-            gy[i] = g[i] * (fast_log(y[i]) + y[i] / y[i] - x[i]);
+            for (int64_t i = 0; i < len; i++) gx[i] = -g[i] * y[i];
+        }
+        if (gy) {
+#pragma omp simd
+            for (int64_t i = 0; i < len; i++) gy[i] = g[i] * (fast_log(y[i]) + y[i] / y[i] - x[i]);
         }
     }
+}
+
+/* BCE's inputs and targets must lie in [0, 1] (NaN fails): 1 where the chunk has one that does not */
+static int outside_unit(const float *v, int64_t len) {
+    int bad = 0;
+#pragma omp simd reduction(| : bad)
+    for (int64_t i = 0; i < len; i++) bad |= !(v[i] >= 0.0f && v[i] <= 1.0f);
+    return bad;
 }
 
 static void ew_range(void *ctx, int64_t begin, int64_t end) {
     const struct ew_args *a = (const struct ew_args *)ctx;
     const int half = a->dtype != F32;
     float *buf = (float *)malloc(9 * CHUNK * sizeof(float));
-    if (!buf) return;
+    if (!buf) {
+        ((struct ew_args *)ctx)->failed = 1;
+        return;
+    }
     float *xb = buf, *yb = buf + CHUNK, *wb = buf + 2 * CHUNK, *pwb = buf + 3 * CHUNK, *gb = buf + 4 * CHUNK;
     float *o1 = buf + 5 * CHUNK, *o2 = buf + 6 * CHUNK, *ones = buf + 7 * CHUNK, *scalar = buf + 8 * CHUNK;
     for (int64_t i = 0; i < CHUNK; i++) ones[i] = 1.0f, scalar[i] = a->g_scalar;
@@ -136,13 +167,14 @@ static void ew_range(void *ctx, int64_t begin, int64_t end) {
             const float *g = scalar;
             if (a->g && half) load_row(a->dtype, a->g, at, gb, len), g = gb;
             else if (a->g) g = (const float *)a->g + at;
-            float *gx = a->gx && !half ? (float *)a->gx + at : o1;
-            float *gy = a->gy && !half ? (float *)a->gy + at : o2;
+            float *gx = a->gx ? (half ? o1 : (float *)a->gx + at) : NULL;
+            float *gy = a->gy ? (half ? o2 : (float *)a->gy + at) : NULL;
             grad_chunk(a, len, x, y, w, pw, g, gx, gy);
             if (half && a->gx) store_row(a->dtype, gx, a->gx, at, len);
             if (half && a->gy) store_row(a->dtype, gy, a->gy, at, len);
             continue;
         }
+        if (a->op == BCE) a->flags[chunk] = (char)(outside_unit(x, len) | outside_unit(y, len) << 1);
         float *l = a->out && !half ? (float *)a->out + at : o1;
         loss_chunk(a, len, x, y, w, pw, l);
         if (a->out) {
@@ -158,15 +190,20 @@ static void ew_range(void *ctx, int64_t begin, int64_t end) {
 }
 
 /* op: BCE, BCE_WITH_LOGITS or KL_DIV. Forward (gx, gy NULL): the loss per element into `out`, or
- * (out NULL) its sum into *total. Backward: the gradients into gx and/or gy. Returns 0, or -1 when
- * memory runs out. */
+ * (out NULL) its sum into *total. Backward: the gradients into gx and/or gy. Returns 0; -1 when
+ * memory runs out; for a BCE forward, 2 when an input lies outside [0, 1] and 3 when a target does. */
 EXPORT int crossent_elementwise(int op, int dtype, int64_t numel, const void *x, const void *y, const float *w,
                                 int64_t w_period, const float *pw, int64_t pw_period, int log_target, const void *g,
                                 float g_scalar, void *out, float *total, void *gx, void *gy, int threads) {
     const int64_t chunks = (numel + CHUNK - 1) / CHUNK;
-    struct ew_args a = {op, dtype, log_target, numel, x, y, w, pw, w_period, pw_period, g, g_scalar, out, NULL, gx, gy};
-    const int reduce = !out && !gx && !gy;
+    struct ew_args a = {op, dtype, log_target, numel, x, y, w, pw, w_period, pw_period, g, g_scalar, out, NULL, NULL,
+                        gx, gy, 0};
+    const int reduce = !out && !gx && !gy, check = op == BCE && !gx && !gy;
     if (reduce && !(a.partials = (double *)calloc((size_t)(chunks + 1), sizeof(double)))) return -1;
+    if (check && !(a.flags = (char *)calloc((size_t)(chunks + 1), 1))) {
+        free(a.partials);
+        return -1;
+    }
     if (out) advise_huge(out, (size_t)numel * dtype_size(dtype));
     if (gx) advise_huge(gx, (size_t)numel * dtype_size(dtype));
     if (gy) advise_huge(gy, (size_t)numel * dtype_size(dtype));
@@ -177,5 +214,12 @@ EXPORT int crossent_elementwise(int op, int dtype, int64_t numel, const void *x,
         *total = (float)s;
         free(a.partials);
     }
-    return 0;
+    int status = a.failed ? -1 : 0;
+    if (check && !a.failed) {
+        char any = 0;
+        for (int64_t c = 0; c < chunks; c++) any |= a.flags[c];
+        status = any & 1 ? 2 : any & 2 ? 3 : 0;
+        free(a.flags);
+    }
+    return status;
 }

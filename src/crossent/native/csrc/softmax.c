@@ -12,27 +12,38 @@ struct softmax_args {
     const void *a, *b; /* forward: x; backward: g, y */
     void *out;
     int64_t rows, classes;
+    int failed; /* set when a thread cannot allocate its scratch memory */
 };
 
-static void softmax_row(const struct softmax_args *s, const float *x, float *out) {
-    const int64_t c = s->classes;
+static void softmax_row(const struct softmax_args *s, const float *x, float *out, const void *next) {
+    const int64_t c = s->classes, next_bytes = c * (int64_t)dtype_size(s->dtype);
+    const int64_t parts = (c + PREFETCH_BLOCK - 1) / PREFETCH_BLOCK;
     float m = -INFINITY;
 #pragma omp simd reduction(max : m)
     for (int64_t i = 0; i < c; i++) m = x[i] > m ? x[i] : m;
     float sum = 0.0f;
+    for (int64_t b = 0; b < parts; b++) {
+        const int64_t lo = b * PREFETCH_BLOCK, hi = lo + PREFETCH_BLOCK < c ? lo + PREFETCH_BLOCK : c;
+        prefetch_part(next, next_bytes, b, parts);
+        float part = 0.0f;
+        if (s->log) {
+#pragma omp simd reduction(+ : part)
+            for (int64_t i = lo; i < hi; i++) part += fast_exp(x[i] - m);
+        } else {
+#pragma omp simd reduction(+ : part)
+            for (int64_t i = lo; i < hi; i++) {
+                float e = fast_exp(x[i] - m);
+                out[i] = e;
+                part += e;
+            }
+        }
+        sum += part;
+    }
     if (s->log) {
-#pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < c; i++) sum += fast_exp(x[i] - m);
         const float log_s = logf(sum);
 #pragma omp simd
         for (int64_t i = 0; i < c; i++) out[i] = (x[i] - m) - log_s;
     } else {
-#pragma omp simd reduction(+ : sum)
-        for (int64_t i = 0; i < c; i++) {
-            float e = fast_exp(x[i] - m);
-            out[i] = e;
-            sum += e;
-        }
         const float inv = 1.0f / sum;
 #pragma omp simd
         for (int64_t i = 0; i < c; i++) out[i] *= inv;
@@ -60,7 +71,10 @@ static void softmax_range(void *ctx, int64_t begin, int64_t end) {
     const int64_t c = s->classes;
     const int half = s->dtype != F32;
     float *scratch = NULL;
-    if (half && !(scratch = (float *)malloc((size_t)(3 * c + 1) * sizeof(float)))) return;
+    if (half && !(scratch = (float *)malloc((size_t)(3 * c + 1) * sizeof(float)))) {
+        ((struct softmax_args *)ctx)->failed = 1;
+        return;
+    }
     for (int64_t n = begin; n < end; n++) {
         const int64_t at = n * c;
         float *out = half ? scratch + 2 * c : (float *)s->out + at;
@@ -74,7 +88,7 @@ static void softmax_range(void *ctx, int64_t begin, int64_t end) {
             }
         }
         if (s->backward) softmax_backward_row(s, a, b, out);
-        else softmax_row(s, a, out);
+        else softmax_row(s, a, out, n + 1 < end ? (const char *)s->a + (at + c) * dtype_size(s->dtype) : NULL);
         if (half) store_row(s->dtype, out, s->out, at, c);
     }
     free(scratch);
@@ -83,8 +97,8 @@ static void softmax_range(void *ctx, int64_t begin, int64_t end) {
 /* forward: a = x (b unused); backward: a = grad_output, b = the forward's output */
 EXPORT int crossent_softmax(int dtype, int log, int backward, const void *a, const void *b, void *out, int64_t rows,
                             int64_t classes, int threads) {
-    struct softmax_args s = {dtype, log, backward, a, b, out, rows, classes};
+    struct softmax_args s = {dtype, log, backward, a, b, out, rows, classes, 0};
     advise_huge(out, (size_t)(rows * classes) * dtype_size(dtype));
     parallel_for(rows, rows_grain(classes), threads, softmax_range, &s);
-    return 0;
+    return s.failed ? -1 : 0;
 }
