@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from typing import Literal, cast
+from typing import Literal, cast, overload
 
 import torch
 
@@ -72,16 +72,28 @@ def reduce(loss: torch.Tensor, reduction: str, divisor: torch.Tensor | float | N
     return total / (loss.numel() if divisor is None else divisor)
 
 
+@overload
 def upstream(
     grad_output: torch.Tensor, reduction: str, divisor: torch.Tensor | float | None, shape: tuple[int, ...]
-) -> torch.Tensor:
+) -> torch.Tensor: ...
+
+
+@overload
+def upstream(
+    grad_output: float, reduction: str, divisor: torch.Tensor | float | None, shape: tuple[int, ...]
+) -> torch.Tensor | float: ...
+
+
+def upstream(
+    grad_output: torch.Tensor | float, reduction: str, divisor: torch.Tensor | float | None, shape: tuple[int, ...]
+) -> torch.Tensor | float:
     """``d output / d loss_n`` times ``grad_output``: the gradient of each element's loss, as ``reduce`` shapes it.
 
     ``'none'`` reshapes ``grad_output`` to ``shape``; ``'sum'`` is ``grad_output`` (0-dim, broadcast);
-    ``'mean'`` divides it by ``divisor``.
+    ``'mean'`` divides it by ``divisor``. A number stays a number unless a tensor divides it.
     """
     if reduction == "none":
-        return grad_output.reshape(shape)
+        return torch.as_tensor(grad_output).reshape(shape)
     if reduction == "sum":
         return grad_output
     return grad_output / (math.prod(shape) if divisor is None else divisor)

@@ -32,10 +32,11 @@ class Library:
 
 _I64, _F32, _INT, _PTR = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
 _SIGNATURES = {
-    "crossent_cross_entropy": [_INT, _PTR, _I64, _I64, _PTR, _PTR, _I64, _PTR, _F32, _PTR, _I64, _INT, _INT]
+    "crossent_cross_entropy": [_INT, _PTR, _I64, _I64, _PTR, _PTR, _I64, _PTR, _F32, _PTR, _I64, _F32, _INT, _INT]
     + [_PTR] * 6
     + [_INT, _PTR],
     "crossent_zero": [_PTR, _I64, _INT],
+    "crossent_vector_math": [_INT, _PTR, _PTR, _I64],
     "crossent_softmax": [_INT, _INT, _INT, _PTR, _PTR, _PTR, _I64, _I64, _INT],
     "crossent_elementwise": [_INT, _INT, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _I64, _INT, _PTR, _F32]
     + [_PTR] * 4
@@ -83,6 +84,18 @@ def load() -> Library | str:
     return _loaded
 
 
+def load_level(level: str) -> Library:
+    """The kernels of one instruction-set level, whatever CROSSENT_ISA says (tests compare the levels);
+    ``RuntimeError`` when this CPU cannot run it."""
+    paths = _find_or_build()
+    baseline = _open(paths["scalar"])
+    cpu = {3: "avx512", 2: "avx2"}.get(baseline.crossent_cpu_level(), "scalar")
+    levels = list(_build.LEVELS)
+    if levels.index(level) < levels.index(cpu):
+        raise RuntimeError(f"this CPU runs {cpu} at best, not {level}")
+    return Library(level, cpu, paths[level], baseline if level == "scalar" else _open(paths[level]))
+
+
 def _load() -> Library | str:
     if os.environ.get("CROSSENT_NATIVE", "1") == "0":
         return "turned off by CROSSENT_NATIVE=0"
@@ -93,14 +106,10 @@ def _load() -> Library | str:
     if cap not in levels:
         return f"CROSSENT_ISA must be one of {', '.join(levels)}; got {cap!r}"
     try:
-        paths = _find_or_build()
-        baseline = _open(paths["scalar"])
-        cpu = {3: "avx512", 2: "avx2"}.get(baseline.crossent_cpu_level(), "scalar")
-        level = levels[max(levels.index(cpu), levels.index(cap))]
-        handle = baseline if level == "scalar" else _open(paths[level])
+        best = load_level("scalar").cpu_level
+        return load_level(levels[max(levels.index(best), levels.index(cap))])
     except (OSError, RuntimeError) as exc:
         return f"the native kernels could not be built or loaded: {exc}"
-    return Library(level, cpu, paths[level], handle)
 
 
 _warned = False

@@ -79,27 +79,29 @@ def cross_entropy_rows(
     target: torch.Tensor | None,
     prob: torch.Tensor | None,
     weight: torch.Tensor | None,
-    coef: torch.Tensor | None,
     ignore_index: int,
     eps: float,
+    want_grad: bool,
+    coef: torch.Tensor | None,
+    coef_scale: float,
     mean_over_weight: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows ``(N, C)`` of logits: ``(4, N)`` per-row loss, shift ``k``, ``S`` and mass ``B``
-    (probabilities), the total target weight (class indices), and with ``coef`` the gradient
-    ``coef_n dl_n/dx``."""
+    (probabilities), the total target weight (class indices), and with ``want_grad`` the gradient
+    ``c_n dl_n/dx`` for ``c = coef * coef_scale`` (coef: 0-dim, or None for 1), divided by the total
+    target weight with ``mean_over_weight``."""
     rows, classes = _rows(x)
     stats = torch.empty(4, rows, dtype=torch.float32)
     total_weight = torch.empty((), dtype=torch.float32)
-    grad = torch.empty(x.shape if coef is not None else (0,), dtype=x.dtype)
+    grad = torch.empty(x.shape if want_grad else (0,), dtype=x.dtype)
     bad = ctypes.c_int64()
     coef32 = _float32(coef)
     row = stats.data_ptr()  # the four rows of stats, 4 bytes per value
     status = _handle().crossent_cross_entropy(
         DTYPES[x.dtype], x.data_ptr(), rows, classes, _ptr(target), _ptr(prob), ignore_index,
-        _ptr(_float32(weight)), eps, _ptr(coef32), 1 if coef32 is not None and coef32.dim() else 0,
-        int(mean_over_weight), 0, row, row + 4 * rows, row + 8 * rows,
-        row + 12 * rows if prob is not None else None, total_weight.data_ptr(),
-        grad.data_ptr() if coef is not None else None, torch.get_num_threads(), ctypes.byref(bad),
+        _ptr(_float32(weight)), eps, _ptr(coef32), 0, coef_scale, int(mean_over_weight), 0,
+        row, row + 4 * rows, row + 8 * rows, row + 12 * rows if prob is not None else None, total_weight.data_ptr(),
+        grad.data_ptr() if want_grad else None, torch.get_num_threads(), ctypes.byref(bad),
     )  # fmt: skip
     if status == 1:
         raise IndexError(f"Target {bad.value} is out of bounds.")
@@ -108,8 +110,8 @@ def cross_entropy_rows(
 
 
 @cross_entropy_rows.register_fake
-def _(x, target, prob, weight, coef, ignore_index, eps, mean_over_weight):
-    grad = x.new_empty(x.shape if coef is not None else (0,))
+def _(x, target, prob, weight, ignore_index, eps, want_grad, coef, coef_scale, mean_over_weight):
+    grad = x.new_empty(x.shape if want_grad else (0,))
     return x.new_empty(4, x.shape[0], dtype=torch.float32), x.new_empty((), dtype=torch.float32), grad
 
 
@@ -132,7 +134,7 @@ def _cross_entropy_grad(
     bad = ctypes.c_int64()
     status = _handle().crossent_cross_entropy(
         DTYPES[x.dtype], x.data_ptr(), rows, classes, _ptr(target), _ptr(prob), ignore_index,
-        _ptr(_float32(weight)), eps, coef32.data_ptr(), 1 if coef32.dim() else 0, 0, 1, None,
+        _ptr(_float32(weight)), eps, coef32.data_ptr(), 1 if coef32.dim() else 0, 1.0, 0, 1, None,
         shift.data_ptr(), sum_exp.data_ptr(), _ptr(mass), None, out.data_ptr(), torch.get_num_threads(),
         ctypes.byref(bad),
     )  # fmt: skip

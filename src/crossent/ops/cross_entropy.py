@@ -248,21 +248,21 @@ def _native_forward(
     index, prob = _native_targets(target, n, call)
     positions = (lambda: torch.tensor(float(n))) if call.probability else None
     mode, div = output(call.reduction, normalizer, torch.float32, positions)
-    coef, mean_over_weight = None, False
-    if call.gradient_expected and not call.inplace_backward:
-        # class-index 'mean': the kernel divides by the total target weight it finds
-        mean_over_weight = mode == "mean" and div is None
-        one = torch.ones((), dtype=torch.float32)
-        coef = one if mean_over_weight else upstream(one, "sum" if mode == "none" else mode, div, ())
+    want_grad = call.gradient_expected and not call.inplace_backward
+    # the gradient for an upstream gradient of 1; a class-index 'mean' divides by the total target
+    # weight, which the kernel finds first
+    mean_over_weight = want_grad and mode == "mean" and div is None
+    scale = 1.0 if mean_over_weight else upstream(1.0, "sum" if mode == "none" else mode, div, ())
+    coef, scale = (scale, 1.0) if isinstance(scale, torch.Tensor) else (None, scale)
     stats, total_weight, grad = kernels.cross_entropy_rows(
-        x2, index, prob, weight, coef, call.ignore_index, call.label_smoothing, mean_over_weight
+        x2, index, prob, weight, call.ignore_index, call.label_smoothing, want_grad, coef, scale, mean_over_weight
     )
     if div is None and mode == "mean":
         div = total_weight
     loss = reduce(stats[0], mode, div)
     ctx.call, ctx.shard, ctx.mode, ctx.overwrote_logits = call, None, mode, False
     scalars = save_scalars(ctx, div)
-    ctx.save_for_backward(x, target, weight, stats, *scalars, grad if coef is not None else None)
+    ctx.save_for_backward(x, target, weight, stats, *scalars, grad if want_grad else None)
     if mode == "none":
         loss = loss.reshape(_output_shape(x))
     return loss.to(x.dtype)

@@ -24,12 +24,13 @@ struct ce_args {
     int64_t ignore_index;
     const float *weight; /* (C,) or NULL */
     float eps, inv_classes, weight_sum;
-    const float *coef; /* NULL: no gradient */
+    const float *coef; /* per row (coef_stride 1) or one value (0); NULL: 1 */
     int64_t coef_stride;
-    float coef_scale; /* multiplies coef (1 / total target weight for a 'mean' over class indices) */
+    float coef_scale; /* multiplies coef (and divides it by the total target weight for a 'mean') */
     int have_stats;   /* shift and sum_exp are given (a backward): the gradient pass only */
     float *loss, *shift, *sum_exp, *mass;
     void *grad;
+    int stream; /* the gradient is written with non-temporal stores */
     int failed; /* set when a thread cannot allocate its scratch memory */
 };
 
@@ -85,7 +86,7 @@ static void ce_row(const struct ce_args *a, int64_t n, const float *x, const flo
         if (a->sum_exp) a->sum_exp[n] = s;
     }
     float log_s = logf(s);
-    float coef = a->coef ? a->coef[n * a->coef_stride] * a->coef_scale : 0.0f;
+    float coef = (a->coef ? a->coef[n * a->coef_stride] : 1.0f) * a->coef_scale;
     if (a->probability) {
         const float keep = 1.0f - a->eps, spread = a->eps * a->inv_classes;
         float wq_shift = 0.0f, b = 0.0f;
@@ -158,20 +159,18 @@ static void ce_row(const struct ce_args *a, int64_t n, const float *x, const flo
 }
 
 static void ce_range(void *ctx, int64_t begin, int64_t end) {
-    const struct ce_args *a = (const struct ce_args *)ctx;
+    struct ce_args *a = (struct ce_args *)ctx;
     const int64_t c = a->classes;
     const int half = a->dtype != F32;
-    float *scratch = NULL;
-    if (half) {
-        scratch = (float *)malloc((size_t)(3 * c + 1) * sizeof(float));
-        if (!scratch) {
-            ((struct ce_args *)ctx)->failed = 1;
-            return;
-        }
+    /* x and t (half inputs), the gradient row, and room for it in 16 bits */
+    float *scratch = (float *)malloc((size_t)(4 * c + 1) * sizeof(float));
+    if (!scratch) {
+        a->failed = 1;
+        return;
     }
     for (int64_t n = begin; n < end; n++) {
         const float *x, *t = NULL;
-        float *g = NULL;
+        float *g = a->grad ? scratch + 2 * c : NULL;
         if (half) {
             load_row(a->dtype, a->x, n * c, scratch, c);
             x = scratch;
@@ -179,26 +178,27 @@ static void ce_range(void *ctx, int64_t begin, int64_t end) {
                 load_row(a->dtype, a->prob, n * c, scratch + c, c);
                 t = scratch + c;
             }
-            if (a->grad) g = scratch + 2 * c;
         } else {
             x = (const float *)a->x + n * c;
             if (a->probability) t = (const float *)a->prob + n * c;
-            if (a->grad) g = (float *)a->grad + n * c;
         }
         ce_row(a, n, x, t, g);
-        if (half && g) store_row(a->dtype, g, a->grad, n * c, c);
+        if (g) write_row(a->dtype, g, a->grad, n * c, c, a->stream, (uint16_t *)(scratch + 3 * c));
     }
+    if (a->stream) stream_fence();
     free(scratch);
 }
 
-/* The statistics, loss and (with coef) gradient of every row. Class indices come as `target`,
- * probabilities (in `dtype`) as `prob`. mean_over_weight divides coef by the total target weight
+/* The statistics, loss and (with grad) gradient of every row. Class indices come as `target`,
+ * probabilities (in `dtype`) as `prob`. The gradient is for coef_n * coef_scale (coef NULL: 1),
+ * and mean_over_weight divides it by the total target weight
  * sum_n m_n w_{y_n}, which is written to *total_weight. With have_stats, shift and sum_exp (and mass
  * for probabilities) are inputs and only the gradient is formed; grad may then be x itself.
  * Returns 0, or 1 with *bad set to the first kept target outside [0, C). */
 EXPORT int crossent_cross_entropy(int dtype, const void *x, int64_t rows, int64_t classes, const int64_t *target,
                                   const void *prob, int64_t ignore_index, const float *weight, float eps,
-                                  const float *coef, int64_t coef_stride, int mean_over_weight, int have_stats,
+                                  const float *coef, int64_t coef_stride, float coef_scale, int mean_over_weight,
+                                  int have_stats,
                                   float *loss, float *shift, float *sum_exp, float *mass, float *total_weight,
                                   void *grad, int threads, int64_t *bad) {
     double total = 0.0, weight_sum = (double)classes;
@@ -222,9 +222,11 @@ EXPORT int crossent_cross_entropy(int dtype, const void *x, int64_t rows, int64_
         .dtype = dtype, .x = x, .rows = rows, .classes = classes, .probability = prob != NULL, .target = target,
         .prob = prob, .ignore_index = ignore_index, .weight = weight, .eps = eps,
         .inv_classes = (float)(1.0 / (double)classes), .weight_sum = (float)weight_sum, .coef = coef,
-        .coef_stride = coef_stride, .coef_scale = mean_over_weight ? (float)(1.0 / total) : 1.0f,
+        .coef_stride = coef_stride, .coef_scale = mean_over_weight ? (float)(coef_scale / total) : coef_scale,
         .have_stats = have_stats, .loss = loss, .shift = shift, .sum_exp = sum_exp, .mass = mass, .grad = grad};
-    if (grad && !have_stats) advise_huge(grad, (size_t)(rows * classes) * dtype_size(dtype));
+    const size_t grad_bytes = (size_t)(rows * classes) * dtype_size(dtype);
+    if (grad && !have_stats) advise_huge(grad, grad_bytes);
+    a.stream = grad && streams(grad_bytes);
     parallel_for(rows, rows_grain(classes), threads, ce_range, &a);
     return a.failed ? -1 : 0;
 }
