@@ -1,4 +1,5 @@
-"""``crossent env``: versions, devices, Triton, and what ``impl="auto"`` picks for each op on each device.
+"""``crossent env``: versions, devices, the native CPU kernels, Triton, and what ``impl="auto"`` picks
+for each op on each device.
 
 Paste its output into a bug report. The implementation choice comes from ``crossent._dispatch``, the
 one place where crossent chooses, so this shows exactly what a call would run.
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from crossent import _dispatch
+from crossent import _dispatch, native
 from crossent.cli import _console
 
 PACKAGES = ("torch", "numpy", "triton", "crossent", "rich", "matplotlib")
@@ -56,21 +57,43 @@ class Environment:
     versions: dict[str, str | None]  # None: not installed
     cuda: str | None  # the CUDA version torch was built with
     devices: dict[str, str]  # device -> description
+    native: str  # the instruction-set level the native CPU kernels run at, or why they do not run
+    native_library: str | None  # the shared library loaded
+    cpu_model: str  # as /proc/cpuinfo names it
     triton_importable: bool
     triton_reason: str | None  # why crossent.triton does not import
     triton_interpret: str | None  # the TRITON_INTERPRET environment variable
     auto: dict[str, dict[str, str]]  # device -> op -> what impl="auto" resolves to, and why
 
 
+def cpu_model() -> str:
+    """The CPU's model name (with family and model numbers on x86), or the platform's processor string."""
+    try:
+        fields = dict(
+            line.split(":", 1) for line in open("/proc/cpuinfo").read().split("\n\n")[0].splitlines() if ":" in line
+        )
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    name = fields.get("model name", platform.machine())
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return name
+
+
 def report() -> Environment:
     devices = _devices()
     triton_reason = _dispatch.triton_status()
+    loaded = native.load()
     return Environment(
         python=platform.python_version(),
         platform=platform.platform(),
         versions={package: _version(package) for package in PACKAGES},
         cuda=torch.version.cuda,
         devices={str(device): about for device, about in devices},
+        native=loaded.level if isinstance(loaded, native.Library) else f"not running: {loaded}",
+        native_library=str(loaded.path) if isinstance(loaded, native.Library) else None,
+        cpu_model=cpu_model(),
         triton_importable=triton_reason is None,
         triton_reason=triton_reason,
         triton_interpret=os.environ.get("TRITON_INTERPRET"),
@@ -89,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
     out.print(_console.table("Versions", ["package", "version"], versions, numeric_from=2))
     devices = [[device, about] for device, about in info.devices.items()]
     out.print(_console.table("Devices", ["device", "about"], devices, numeric_from=2))
+    out.print(f"CPU: {info.cpu_model}", soft_wrap=True, markup=False)
+    where = f"  ({info.native_library})" if info.native_library else ""
+    out.print(f"native CPU kernels: {info.native}{where}", soft_wrap=True, markup=False)
     state = "yes" if info.triton_importable else f"no: {info.triton_reason}"
     out.print(
         f"crossent.triton importable: {state}  (TRITON_INTERPRET={info.triton_interpret or 'unset'})",
