@@ -11,6 +11,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
+from crossent import native
+from crossent.cli.env import cpu_model
+
 from .paths import ROOT
 
 
@@ -25,12 +28,13 @@ class Environment:
     commit: str
     timestamp: str
     load: str = ""
+    native: str = ""  # the native CPU kernels' instruction-set level, or why they do not run
 
 
 def collect_environment(device: str | torch.device = "cpu") -> Environment:
     """The environment of a run on ``device``, stamped with the current UTC time."""
     device = torch.device(device)
-    machine = _cpu_model()
+    machine = cpu_model()
     if device.type == "cuda":
         machine += f" + {torch.cuda.get_device_name(device)}"
     return Environment(
@@ -43,6 +47,7 @@ def collect_environment(device: str | torch.device = "cpu") -> Environment:
         commit=_commit(),
         timestamp=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         load=_load_average(),
+        native=getattr(native.load(), "level", "off"),
     )
 
 
@@ -52,27 +57,6 @@ def _load_average() -> str:
         return " ".join(f"{load:.2f}" for load in os.getloadavg())
     except (AttributeError, OSError):
         return "unknown"
-
-
-def _cpu_model() -> str:
-    """/proc/cpuinfo's "model name" (lscpu's), with the family and model numbers that tell apart the
-    generations a virtual machine's bare name ("AMD EPYC") leaves open."""
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if not key.strip():
-                    break  # the end of the first processor's block
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    name = fields.get("model name")
-    if not name:
-        return platform.processor() or platform.machine()
-    if "cpu family" in fields and "model" in fields:
-        name += f" (family {fields['cpu family']}, model {fields['model']})"
-    return name
 
 
 def _version(package: str) -> str:

@@ -57,7 +57,8 @@ def environment_line(environment: Environment) -> str:
     """Machine (CPU model first), versions, commit and time: the first line of every table's caption."""
     return (
         f"{environment.machine}, {environment.cores} cores, {environment.threads} torch threads · "
-        f"Python {environment.python} · torch {environment.torch} · crossent {environment.crossent} · "
+        f"Python {environment.python} · torch {environment.torch} · crossent {environment.crossent} "
+        f"(native kernels: {environment.native or 'unknown'}) · "
         f"commit {environment.commit} · {environment.timestamp} · load average {environment.load}{_busy(environment)}"
     )
 

@@ -14,7 +14,7 @@ import torch
 from rich.console import Console
 
 import benchmarks
-from benchmarks.environment import Environment, _cpu_model
+from benchmarks.environment import Environment
 from benchmarks.ops import OPS
 from benchmarks.problems import class_logits
 from benchmarks.report import results_table
@@ -23,6 +23,7 @@ from benchmarks.shapes import SHAPE_SETS, LinearShape, LogitsShape
 from benchmarks.steps import Steps
 from benchmarks.targets import MB, TARGETS, check_targets
 from benchmarks.timing import time_batch, time_in_alternation
+from crossent.cli.env import cpu_model as _cpu_model
 
 SMALL = [LogitsShape(3, 3), LogitsShape(128, 10), LogitsShape(1024, 100), LogitsShape(4096, 1000)]
 LCE = LinearShape(2048, 512, 32768, 0.1)

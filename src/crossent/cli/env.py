@@ -67,17 +67,23 @@ class Environment:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (with family and model numbers on x86), or the platform's processor string."""
+    """/proc/cpuinfo's "model name" (lscpu's), with the family and model numbers that tell apart the
+    generations a virtual machine's bare name ("AMD EPYC") leaves open."""
+    fields: dict[str, str] = {}
     try:
-        fields = dict(
-            line.split(":", 1) for line in open("/proc/cpuinfo").read().split("\n\n")[0].splitlines() if ":" in line
-        )
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break  # the end of the first processor's block
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
+        pass
+    name = fields.get("model name")
+    if not name:
         return platform.processor() or platform.machine()
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    name = fields.get("model name", platform.machine())
-    if "cpu family" in fields:
-        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
     return name
 
 
