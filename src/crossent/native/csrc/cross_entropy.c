@@ -41,19 +41,27 @@ static inline float row_max(const float *x, int64_t c) {
     return m > -FLT_MAX ? m : -FLT_MAX;
 }
 
-/* S = sum exp(x - k), storing the exponentials in e when it is not NULL */
-static inline float row_sum_exp(const float *x, int64_t c, float k, float *e) {
+/* S = sum exp(x - k), storing the exponentials in e when it is not NULL, and fetching `next_bytes`
+ * of the next row (`next`) meanwhile */
+static inline float row_sum_exp(const float *x, int64_t c, float k, float *e, const void *next, int64_t next_bytes) {
+    const int64_t parts = (c + PREFETCH_BLOCK - 1) / PREFETCH_BLOCK;
     float s = 0.0f;
-    if (e) {
-#pragma omp simd reduction(+ : s)
-        for (int64_t i = 0; i < c; i++) {
-            float v = fast_exp(x[i] - k);
-            e[i] = v;
-            s += v;
+    for (int64_t b = 0; b < parts; b++) {
+        const int64_t lo = b * PREFETCH_BLOCK, hi = lo + PREFETCH_BLOCK < c ? lo + PREFETCH_BLOCK : c;
+        prefetch_part(next, next_bytes, b, parts);
+        float part = 0.0f;
+        if (e) {
+#pragma omp simd reduction(+ : part)
+            for (int64_t i = lo; i < hi; i++) {
+                float v = fast_exp(x[i] - k);
+                e[i] = v;
+                part += v;
+            }
+        } else {
+#pragma omp simd reduction(+ : part)
+            for (int64_t i = lo; i < hi; i++) part += fast_exp(x[i] - k);
         }
-    } else {
-#pragma omp simd reduction(+ : s)
-        for (int64_t i = 0; i < c; i++) s += fast_exp(x[i] - k);
+        s += part;
     }
     return s;
 }
@@ -72,7 +80,7 @@ static inline float row_weighted_shift(const float *x, int64_t c, float k, const
 }
 
 /* one row: x (float32), q (float32 probabilities, or NULL), out (the gradient row, float32, or NULL) */
-static void ce_row(const struct ce_args *a, int64_t n, const float *x, const float *t, float *g) {
+static void ce_row(const struct ce_args *a, int64_t n, const float *x, const float *t, float *g, const void *next) {
     const int64_t c = a->classes;
     const float *w = a->weight;
     float k, s;
@@ -81,7 +89,7 @@ static void ce_row(const struct ce_args *a, int64_t n, const float *x, const flo
         s = a->sum_exp[n];
     } else {
         k = row_max(x, c);
-        s = row_sum_exp(x, c, k, g);
+        s = row_sum_exp(x, c, k, g, next, c * (int64_t)dtype_size(a->dtype));
         if (a->shift) a->shift[n] = k;
         if (a->sum_exp) a->sum_exp[n] = s;
     }
@@ -182,7 +190,7 @@ static void ce_range(void *ctx, int64_t begin, int64_t end) {
             x = (const float *)a->x + n * c;
             if (a->probability) t = (const float *)a->prob + n * c;
         }
-        ce_row(a, n, x, t, g);
+        ce_row(a, n, x, t, g, n + 1 < end ? (const char *)a->x + (n + 1) * c * (int64_t)dtype_size(a->dtype) : NULL);
         if (g) write_row(a->dtype, g, a->grad, n * c, c, a->stream, (uint16_t *)(scratch + 3 * c));
     }
     if (a->stream) stream_fence();

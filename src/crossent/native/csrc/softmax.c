@@ -51,14 +51,22 @@ static void softmax_row(const struct softmax_args *s, const float *x, float *out
     }
 }
 
-static void softmax_backward_row(const struct softmax_args *s, const float *g, const float *y, float *out) {
-    const int64_t c = s->classes;
+/* `next`: the next row's upstream gradient and output, fetched during the exp pass */
+static void softmax_backward_row(const struct softmax_args *s, const float *g, const float *y, float *out,
+                                 const void *next_g, const void *next_y) {
+    const int64_t c = s->classes, bytes = c * (int64_t)dtype_size(s->dtype);
     float dot = 0.0f;
     if (s->log) {
 #pragma omp simd reduction(+ : dot)
         for (int64_t i = 0; i < c; i++) dot += g[i];
+        const int64_t parts = (c + PREFETCH_BLOCK - 1) / PREFETCH_BLOCK;
+        for (int64_t b = 0; b < parts; b++) {
+            const int64_t lo = b * PREFETCH_BLOCK, hi = lo + PREFETCH_BLOCK < c ? lo + PREFETCH_BLOCK : c;
+            prefetch_part(next_g, bytes, b, parts);
+            prefetch_part(next_y, bytes, b, parts);
 #pragma omp simd
-        for (int64_t i = 0; i < c; i++) out[i] = g[i] - fast_exp(y[i]) * dot;
+            for (int64_t i = lo; i < hi; i++) out[i] = g[i] - fast_exp(y[i]) * dot;
+        }
     } else {
 #pragma omp simd reduction(+ : dot)
         for (int64_t i = 0; i < c; i++) dot += y[i] * g[i];
@@ -88,8 +96,12 @@ static void softmax_range(void *ctx, int64_t begin, int64_t end) {
                 b = scratch + c;
             }
         }
-        if (s->backward) softmax_backward_row(s, a, b, out);
-        else softmax_row(s, a, out, n + 1 < end ? (const char *)s->a + (at + c) * dtype_size(s->dtype) : NULL);
+        const size_t next = (size_t)(at + c) * dtype_size(s->dtype);
+        const int last = n + 1 == end;
+        if (s->backward)
+            softmax_backward_row(s, a, b, out, last ? NULL : (const char *)s->a + next,
+                                 last ? NULL : (const char *)s->b + next);
+        else softmax_row(s, a, out, last ? NULL : (const char *)s->a + next);
         write_row(s->dtype, out, s->out, at, c, s->stream, (uint16_t *)(scratch + 3 * c));
     }
     if (s->stream) stream_fence();
