@@ -87,7 +87,8 @@ def cross_entropy(
             autograd's version counter catches any other saved use of ``input``. Ignored (a fresh
             buffer is used) for non-contiguous inputs. Without it, a call that expects a gradient forms
             the gradient in the forward (from the same exponentials) and keeps it for the backward.
-        impl: ``'auto'`` | ``'torch'`` | ``'triton'`` (see ``crossent._dispatch``).
+        impl: ``'auto'`` | ``'torch'`` | ``'native'`` | ``'triton'`` (see ``crossent._dispatch``): ``'auto'`` runs
+            the native kernels on CPU tensors and Triton on CUDA tensors where they support the call.
         process_group: vocab parallelism: ``input`` (and probability targets, ``weight``) hold this
             rank's contiguous slice of the classes, targets are global ids; every rank gets the loss
             of the whole vocabulary (``crossent.distributed.vocab_parallel_cross_entropy``: three
@@ -198,7 +199,7 @@ def nll_loss(
         size_average, reduce: deprecated; when either is given it overrides ``reduction``.
         ignore_index: targets equal to it contribute nothing.
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
-        impl: ``'auto'`` | ``'torch'`` | ``'triton'``.
+        impl: ``'auto'`` | ``'torch'`` | ``'native'`` | ``'triton'``.
 
     Shape:
         ========================  ======================  ======================
@@ -276,7 +277,7 @@ def log_softmax(
         input: any floating tensor (any dtype with ``dtype=``).
         dim: the dimension to normalise; ``None`` warns and picks 0 for 0-, 1- and 3-dim inputs, else 1.
         dtype: cast ``input`` to this dtype first; the output has it.
-        impl: ``'auto'`` | ``'torch'`` | ``'triton'``.
+        impl: ``'auto'`` | ``'torch'`` | ``'native'`` | ``'triton'``.
 
     Shape:
         ======  =====================
@@ -309,7 +310,7 @@ def softmax(
         input: any floating tensor (any dtype with ``dtype=``).
         dim: the dimension to normalise; ``None`` warns and picks 0 for 0-, 1- and 3-dim inputs, else 1.
         dtype: cast ``input`` to this dtype first; the output has it.
-        impl: ``'auto'`` | ``'torch'`` | ``'triton'``.
+        impl: ``'auto'`` | ``'torch'`` | ``'native'`` | ``'triton'``.
 
     Shape:
         ======  =====================
@@ -355,7 +356,7 @@ def binary_cross_entropy(
         weight: rescaling broadcast to ``input``'s shape (it may not enlarge it).
         size_average, reduce: deprecated; when either is given it overrides ``reduction``.
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
-        impl: ``'auto'`` | ``'torch'`` | ``'triton'``.
+        impl: ``'auto'`` | ``'torch'`` | ``'native'`` | ``'triton'``.
 
     Shape:
         ======  ================================
@@ -419,7 +420,7 @@ def binary_cross_entropy_with_logits(
         size_average, reduce: deprecated; when either is given it overrides ``reduction``.
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         pos_weight: positive-class weight broadcast against ``target``, typically ``(C,)`` for ``(N, C)``.
-        impl: ``'auto'`` | ``'torch'`` | ``'triton'``.
+        impl: ``'auto'`` | ``'torch'`` | ``'native'`` | ``'triton'``.
 
     Shape:
         ==========  ================================
@@ -483,7 +484,7 @@ def kl_div(
         size_average, reduce: deprecated; when either is given it overrides ``reduction``.
         reduction: ``'none'`` | ``'batchmean'`` | ``'sum'`` | ``'mean'``.
         log_target: whether ``target`` is given in log space.
-        impl: ``'auto'`` | ``'torch'`` | ``'triton'``.
+        impl: ``'auto'`` | ``'torch'`` | ``'native'`` | ``'triton'``.
 
     Shape:
         ======  ==============================================

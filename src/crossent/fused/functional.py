@@ -88,7 +88,7 @@ def linear_cross_entropy(
             ``acc_dtype`` the dtype the weight and bias gradients accumulate in.
         chunk_size: rows per chunk (exclusive with ``workspace_bytes``).
         workspace_bytes: budget for the chunk workspace, in bytes.
-        impl: ``'auto'`` | ``'torch'`` (there is no Triton kernel for the fused loss yet).
+        impl: ``'auto'`` | ``'torch'`` (there is no native or Triton kernel for the fused loss yet).
         process_group: vocab parallelism: ``linear_weight`` ``(V_r, H)``, ``linear_bias``, ``weight``
             (and probability targets) hold this rank's contiguous slice of the classes; ``input`` and
             class ids are the same on every rank (``crossent.distributed.vocab_parallel_linear_cross_entropy``).
