@@ -89,4 +89,6 @@ def build(directory: Path, levels: tuple[str, ...] = tuple(LEVELS)) -> list[Path
                     raise RuntimeError(f"{cc} failed to build the {level} kernels:\n{result.stderr.strip()}")
                 os.replace(partial, path)
         built.append(path)
+    for stale in set(directory.glob("libcrossent-*.so")) - set(directory.glob(f"libcrossent-*-{fingerprint()}.so")):
+        stale.unlink(missing_ok=True)  # built from other sources; a process that has one open keeps its copy
     return built
