@@ -82,10 +82,9 @@ def _native_reason(op: Op, device: torch.device, spec: CallSpec, *, warn: bool) 
         return f"the native kernels run on CPU tensors, got {device.type}"
     from crossent import native
 
-    loaded = native.load()
-    reason = native.unavailable_reason() if warn else "" if isinstance(loaded, native.Library) else loaded
+    reason = native.unavailable_reason() if warn else native.quiet_unavailable_reason()
     if reason:
-        return str(reason)
+        return reason
     from crossent.native._support import unsupported_reason
 
     return unsupported_reason(op, spec)

@@ -5,6 +5,6 @@ The dispatcher (``crossent._dispatch``) sends a call here when the kernels load 
 ``impl="torch"`` the PyTorch path. ``crossent env`` says which level runs, or why none does.
 """
 
-from crossent.native._library import Library, library, load, unavailable_reason
+from crossent.native._library import Library, library, load, quiet_unavailable_reason, unavailable_reason
 
-__all__ = ["Library", "library", "load", "unavailable_reason"]
+__all__ = ["Library", "library", "load", "quiet_unavailable_reason", "unavailable_reason"]

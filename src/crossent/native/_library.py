@@ -131,3 +131,10 @@ def library() -> Library | None:
 def unavailable_reason() -> str:
     """Why the kernels cannot run here, or "" when they can (warning once; a constant to the compiler)."""
     return "" if library() is not None else str(load())
+
+
+@torch.compiler.assume_constant_result
+def quiet_unavailable_reason() -> str:
+    """As ``unavailable_reason``, without the warning (for a call that insists on the kernels)."""
+    loaded = load()
+    return "" if isinstance(loaded, Library) else loaded

@@ -95,11 +95,11 @@ def cross_entropy_rows(
     total_weight = torch.empty((), dtype=torch.float32)
     grad = torch.empty(x.shape if want_grad else (0,), dtype=x.dtype)
     bad = ctypes.c_int64()
-    coef32 = _float32(coef)
+    coef32, weight32 = _float32(coef), _float32(weight)  # kept alive until the kernel returns
     row = stats.data_ptr()  # the four rows of stats, 4 bytes per value
     status = _handle().crossent_cross_entropy(
         DTYPES[x.dtype], x.data_ptr(), rows, classes, _ptr(target), _ptr(prob), ignore_index,
-        _ptr(_float32(weight)), eps, _ptr(coef32), 0, coef_scale, int(mean_over_weight), 0,
+        _ptr(weight32), eps, _ptr(coef32), 0, coef_scale, int(mean_over_weight), 0,
         row, row + 4 * rows, row + 8 * rows, row + 12 * rows if prob is not None else None, total_weight.data_ptr(),
         grad.data_ptr() if want_grad else None, torch.get_num_threads(), ctypes.byref(bad),
     )  # fmt: skip
@@ -129,12 +129,12 @@ def _cross_entropy_grad(
     eps: float,
 ) -> None:
     rows, classes = _rows(x)
-    coef32 = _float32(coef)
+    coef32, weight32 = _float32(coef), _float32(weight)  # kept alive until the kernel returns
     assert coef32 is not None
     bad = ctypes.c_int64()
     status = _handle().crossent_cross_entropy(
         DTYPES[x.dtype], x.data_ptr(), rows, classes, _ptr(target), _ptr(prob), ignore_index,
-        _ptr(_float32(weight)), eps, coef32.data_ptr(), 1 if coef32.dim() else 0, 1.0, 0, 1, None,
+        _ptr(weight32), eps, coef32.data_ptr(), 1 if coef32.dim() else 0, 1.0, 0, 1, None,
         shift.data_ptr(), sum_exp.data_ptr(), _ptr(mass), None, out.data_ptr(), torch.get_num_threads(),
         ctypes.byref(bad),
     )  # fmt: skip

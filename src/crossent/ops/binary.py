@@ -130,7 +130,8 @@ class BinaryCrossEntropyWithLogits(torch.autograd.Function):
         def grads(
             g: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, pw: torch.Tensor | None
         ) -> list[torch.Tensor | None]:
-            # d/dx l = w [(1 + (pw - 1) y) sigmoid(x) - pw y];  d/dy l = w [-x - (pw - 1) log sigmoid(x)]
+            # d/dx l = w [(1 + (pw - 1) y) sigmoid(x) - pw y]
+            # d/dy l = w [log sigmoid(-x) - pw log sigmoid(x)], which is -w x without pw
             xa, ya = x.to(acc), y.to(acc)
             gw = g * w.to(acc) if w is not None else g
             log_sig = log_sigmoid(xa)
@@ -140,7 +141,7 @@ class BinaryCrossEntropyWithLogits(torch.autograd.Function):
                 d = sig - ya if pw is None else (pw.to(acc) - 1).mul(ya).add_(1).mul_(sig).sub_(pw.to(acc) * ya)
                 gx = gw * d
             if need_y:
-                d = xa.neg() if pw is None else xa.neg().sub_((pw.to(acc) - 1) * log_sig)
+                d = xa.neg() if pw is None else log_sigmoid(-xa).sub_(pw.to(acc) * log_sig)
                 gy = gw * d
             return [gx, gy]
 

@@ -262,7 +262,7 @@ def _native_forward(
     loss = reduce(stats[0], mode, div)
     ctx.call, ctx.shard, ctx.mode, ctx.overwrote_logits = call, None, mode, False
     scalars = save_scalars(ctx, div)
-    ctx.save_for_backward(x, target, weight, stats, *scalars, grad if want_grad else None)
+    ctx.save_for_backward(x, target, weight, stats, *scalars, grad.view(x.shape) if want_grad else None)
     if mode == "none":
         loss = loss.reshape(_output_shape(x))
     return loss.to(x.dtype)

@@ -69,7 +69,6 @@ static inline int streams(size_t bytes) {
     if (threshold == 0) {
         long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
         threshold = llc > 0 ? 2 * llc : 64L << 20;
-        if (getenv("XSTREAM_OFF")) threshold = 1L << 60;
     }
     return bytes > (size_t)threshold;
 }
@@ -179,12 +178,13 @@ static inline float fast_log(float x) {
     return x != x ? x : y;
 }
 
-/* log(1 + u) for u >= 0, accurate for tiny u: log(w) * u / (w - 1) with w = 1 + u rounded */
+/* log(1 + u) for u >= -1 within 2 ulp, tiny u included: w = 1 + u rounded, then log(w) corrected
+ * by the rounding error of w, (w - 1 - u) / w (for |u| below half an ulp of 1 that gives u itself). */
 static inline float fast_log1p(float u) {
     float w = 1.0f + u;
-    float d = w - 1.0f;
-    float y = fast_log(w) * (u / (d == 0.0f ? 1.0f : d));
-    return d == 0.0f ? u : y;
+    float rounding = ((w - 1.0f) - u) / w;
+    float y = fast_log(w) - (w == 0.0f || w == INFINITY ? 0.0f : rounding); /* log1p(-1) = -inf, log1p(inf) = inf */
+    return u == 0.0f ? u : y;                                                /* log1p(-0) = -0 */
 }
 
 /* Read the row after this one into the cache while this one is computed (from cache): `part` of

@@ -139,7 +139,10 @@ static void ce_row(const struct ce_args *a, int64_t n, const float *x, const flo
     }
     if (!g) return;
     if (!kept) {
-        memset(g, 0, (size_t)c * sizeof(float));
+        /* 0 times the softmax: NaN throughout where the softmax is (a NaN or +inf logit, or only -inf) */
+        if (s > 0.0f) memset(g, 0, (size_t)c * sizeof(float));
+        else
+            for (int64_t i = 0; i < c; i++) g[i] = NAN;
         return;
     }
     /* coef [(1-eps) w_y (p_c - [c=y]) + (eps/V)(p_c W - w_c)] = P e_c - T [c=y] - Q w_c */

@@ -3,7 +3,8 @@
  *   BCE:               l = -w [y max(log x, -100) + (1 - y) max(log(1 - x), -100)]
  *                      dl/dx = w (x - y) / max(x (1 - x), 1e-12)     dl/dy = w (log(1 - x) - log x)
  *   BCE with logits:   l = w [(1 - y) x - (1 + (pw - 1) y) log_sigmoid(x)]
- *                      dl/dx = w [(1 + (pw - 1) y) sigmoid(x) - pw y]   dl/dy = w [-x - (pw - 1) log_sigmoid(x)]
+ *                      dl/dx = w [(1 + (pw - 1) y) sigmoid(x) - pw y]
+ *                      dl/dy = w [log_sigmoid(-x) - pw log_sigmoid(x)]  (w (-x) without pw)
  *   KL:                l = t log t - t x  (0 where t = 0)        dl/dx = -t    dl/dt = log t + t / t - x
  *   KL, log target:    l = exp(t) (t - x)                       dl/dx = -exp(t)   dl/dt = exp(t) (t - x + 1)
  *
@@ -101,12 +102,17 @@ static void grad_chunk(const struct ew_args *a, int64_t len, const float *x, con
                 gx[i] = g[i] * w[i] * (((pw[i] - 1.0f) * y[i] + 1.0f) * sig - pw[i] * y[i]);
             }
         }
-        if (gy) {
+        if (gy && a->pw) {
+            /* log_sigmoid(-x) - pw log_sigmoid(x): finite terms of one sign where x is infinite */
 #pragma omp simd
             for (int64_t i = 0; i < len; i++) {
-                float ls = log_sigmoid_of(x[i], fast_exp(-fabsf(x[i])));
-                gy[i] = g[i] * w[i] * (-x[i] - (pw[i] - 1.0f) * ls);
+                float u = fast_exp(-fabsf(x[i])), l = fast_log1p(u);
+                float ls = (x[i] < 0.0f ? x[i] : 0.0f) - l, ls_neg = (x[i] > 0.0f ? -x[i] : 0.0f) - l;
+                gy[i] = g[i] * w[i] * (ls_neg - pw[i] * ls);
             }
+        } else if (gy) {
+#pragma omp simd
+            for (int64_t i = 0; i < len; i++) gy[i] = -g[i] * w[i] * x[i];
         }
     } else if (a->log_target) {
         if (gx) {
@@ -197,6 +203,10 @@ static void ew_range(void *ctx, int64_t begin, int64_t end) {
 EXPORT int crossent_elementwise(int op, int dtype, int64_t numel, const void *x, const void *y, const float *w,
                                 int64_t w_period, const float *pw, int64_t pw_period, int log_target, const void *g,
                                 float g_scalar, void *out, float *total, void *gx, void *gy, int threads) {
+    if (numel <= 0) { /* nothing to read or write: an empty sum is 0 */
+        if (!out && !gx && !gy && total) *total = 0.0f;
+        return 0;
+    }
     const int64_t chunks = (numel + CHUNK - 1) / CHUNK;
     struct ew_args a = {op, dtype, log_target, numel, x, y, w, pw, w_period, pw_period, g, g_scalar, out, NULL, NULL,
                         gx, gy, streams((size_t)numel * dtype_size(dtype)), 0};
