@@ -14,10 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <unistd.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -59,63 +55,6 @@ static inline void store_row(int dtype, const float *src, void *dst, int64_t off
 }
 
 static inline size_t dtype_size(int dtype) { return dtype == F32 ? 4 : 2; }
-
-/* ---- writing outputs ---------------------------------------------------------------------------
- * An output much larger than the last-level cache is written with non-temporal stores: they skip
- * reading each line before it is overwritten and do not evict the inputs still to be read. A
- * smaller one is written normally, so that whatever reads it next finds it in cache. */
-static inline int streams(size_t bytes) {
-    static long threshold = 0;
-    if (threshold == 0) {
-        long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
-        threshold = llc > 0 ? 2 * llc : 64L << 20;
-    }
-    return bytes > (size_t)threshold;
-}
-
-/* n bytes from src to dst, the 64-byte aligned lines of dst with non-temporal stores */
-static inline void stream_bytes(void *dst, const void *src, size_t n) {
-    char *d = (char *)dst;
-    const char *s = (const char *)src;
-    size_t head = (size_t)(-(uintptr_t)d & 63u);
-    head = head < n ? head : n;
-    memcpy(d, s, head);
-    d += head, s += head, n -= head;
-    size_t body = n & ~(size_t)63;
-#if defined(__AVX512F__)
-    for (size_t i = 0; i < body; i += 64) _mm512_stream_si512((void *)(d + i), _mm512_loadu_si512(s + i));
-#elif defined(__AVX__)
-    for (size_t i = 0; i < body; i += 32)
-        _mm256_stream_si256((__m256i *)(d + i), _mm256_loadu_si256((const __m256i *)(s + i)));
-#elif defined(__SSE2__)
-    for (size_t i = 0; i < body; i += 16) _mm_stream_si128((__m128i *)(d + i), _mm_loadu_si128((const __m128i *)(s + i)));
-#else
-    memcpy(d, s, body);
-#endif
-    memcpy(d + body, s + body, n - body);
-}
-
-/* make this thread's non-temporal stores visible before it reports its range done */
-static inline void stream_fence(void) {
-#if defined(__SSE2__)
-    _mm_sfence();
-#endif
-}
-
-/* n float32 values (a finished output row, in cache) to element `offset` of dst in type `dtype`;
- * `half` is room for n 16-bit values */
-static inline void write_row(int dtype, const float *src, void *dst, int64_t offset, int64_t n, int stream,
-                             uint16_t *half) {
-    if (dtype == F32) {
-        if (stream) stream_bytes((float *)dst + offset, src, (size_t)n * 4);
-        else memcpy((float *)dst + offset, src, (size_t)n * 4);
-    } else if (!stream) {
-        store_row(dtype, src, dst, offset, n);
-    } else {
-        store_row(dtype, src, half, 0, n);
-        stream_bytes((uint16_t *)dst + offset, half, (size_t)n * 2);
-    }
-}
 
 /* exp(x) within 2 ulp (tests check it against float64): Cody-Waite reduction x = n ln2 + r with
  * |r| <= ln2/2, a degree-7 Taylor polynomial for e^r (truncation below 0.05 ulp), and 2^n applied

@@ -30,7 +30,6 @@ struct ce_args {
     int have_stats;   /* shift and sum_exp are given (a backward): the gradient pass only */
     float *loss, *shift, *sum_exp, *mass;
     void *grad;
-    int stream; /* the gradient is written with non-temporal stores */
     int failed; /* set when a thread cannot allocate its scratch memory */
 };
 
@@ -173,15 +172,17 @@ static void ce_range(void *ctx, int64_t begin, int64_t end) {
     struct ce_args *a = (struct ce_args *)ctx;
     const int64_t c = a->classes;
     const int half = a->dtype != F32;
-    /* x and t (half inputs), the gradient row, and room for it in 16 bits */
-    float *scratch = (float *)malloc((size_t)(4 * c + 1) * sizeof(float));
+    /* x and t (half inputs) and the gradient row (half outputs, or written over x) */
+    float *scratch = (float *)malloc((size_t)(3 * c + 1) * sizeof(float));
     if (!scratch) {
         a->failed = 1;
         return;
     }
     for (int64_t n = begin; n < end; n++) {
         const float *x, *t = NULL;
-        float *g = a->grad ? scratch + 2 * c : NULL;
+        /* a float32 gradient is formed in place, unless it replaces x (the loops read x as they write) */
+        const int direct = !half && a->grad != a->x;
+        float *g = a->grad ? (direct ? (float *)a->grad + n * c : scratch + 2 * c) : NULL;
         if (half) {
             load_row(a->dtype, a->x, n * c, scratch, c);
             x = scratch;
@@ -194,9 +195,11 @@ static void ce_range(void *ctx, int64_t begin, int64_t end) {
             if (a->probability) t = (const float *)a->prob + n * c;
         }
         ce_row(a, n, x, t, g, n + 1 < end ? (const char *)a->x + (n + 1) * c * (int64_t)dtype_size(a->dtype) : NULL);
-        if (g) write_row(a->dtype, g, a->grad, n * c, c, a->stream, (uint16_t *)(scratch + 3 * c));
+        if (g && !direct) {
+            if (half) store_row(a->dtype, g, a->grad, n * c, c);
+            else memcpy((float *)a->grad + n * c, g, (size_t)c * sizeof(float));
+        }
     }
-    if (a->stream) stream_fence();
     free(scratch);
 }
 
@@ -235,9 +238,7 @@ EXPORT int crossent_cross_entropy(int dtype, const void *x, int64_t rows, int64_
         .inv_classes = (float)(1.0 / (double)classes), .weight_sum = (float)weight_sum, .coef = coef,
         .coef_stride = coef_stride, .coef_scale = mean_over_weight ? (float)(coef_scale / total) : coef_scale,
         .have_stats = have_stats, .loss = loss, .shift = shift, .sum_exp = sum_exp, .mass = mass, .grad = grad};
-    const size_t grad_bytes = (size_t)(rows * classes) * dtype_size(dtype);
-    if (grad && !have_stats) advise_huge(grad, grad_bytes);
-    a.stream = grad && streams(grad_bytes);
+    if (grad && !have_stats) advise_huge(grad, (size_t)(rows * classes) * dtype_size(dtype));
     parallel_for(rows, rows_grain(classes), threads, ce_range, &a);
     return a.failed ? -1 : 0;
 }

@@ -29,7 +29,6 @@ struct ew_args {
     double *partials; /* else: per chunk sums */
     char *flags;      /* BCE: per chunk, 1 when an input is outside [0, 1], 2 when a target is */
     void *gx, *gy;    /* a backward: the wanted gradients */
-    int stream; /* outputs are written with non-temporal stores */
     int failed; /* set when a thread cannot allocate its scratch memory */
 };
 
@@ -146,14 +145,13 @@ static int outside_unit(const float *v, int64_t len) {
 static void ew_range(void *ctx, int64_t begin, int64_t end) {
     struct ew_args *a = (struct ew_args *)ctx;
     const int half = a->dtype != F32;
-    float *buf = (float *)malloc(10 * CHUNK * sizeof(float));
+    float *buf = (float *)malloc(9 * CHUNK * sizeof(float));
     if (!buf) {
         a->failed = 1;
         return;
     }
     float *xb = buf, *yb = buf + CHUNK, *wb = buf + 2 * CHUNK, *pwb = buf + 3 * CHUNK, *gb = buf + 4 * CHUNK;
     float *o1 = buf + 5 * CHUNK, *o2 = buf + 6 * CHUNK, *ones = buf + 7 * CHUNK, *scalar = buf + 8 * CHUNK;
-    uint16_t *half_out = (uint16_t *)(buf + 9 * CHUNK);
     for (int64_t i = 0; i < CHUNK; i++) ones[i] = 1.0f, scalar[i] = a->g_scalar;
     const int backward = a->gx || a->gy;
     for (int64_t chunk = begin; chunk < end; chunk++) {
@@ -175,17 +173,18 @@ static void ew_range(void *ctx, int64_t begin, int64_t end) {
             const float *g = scalar;
             if (a->g && half) load_row(a->dtype, a->g, at, gb, len), g = gb;
             else if (a->g) g = (const float *)a->g + at;
-            float *gx = a->gx ? o1 : NULL, *gy = a->gy ? o2 : NULL;
+            float *gx = a->gx ? (half ? o1 : (float *)a->gx + at) : NULL;
+            float *gy = a->gy ? (half ? o2 : (float *)a->gy + at) : NULL;
             grad_chunk(a, len, x, y, w, pw, g, gx, gy);
-            if (gx) write_row(a->dtype, gx, a->gx, at, len, a->stream, half_out);
-            if (gy) write_row(a->dtype, gy, a->gy, at, len, a->stream, half_out);
+            if (half && gx) store_row(a->dtype, gx, a->gx, at, len);
+            if (half && gy) store_row(a->dtype, gy, a->gy, at, len);
             continue;
         }
         if (a->op == BCE) a->flags[chunk] = (char)(outside_unit(x, len) | outside_unit(y, len) << 1);
-        float *l = o1;
+        float *l = a->out && !half ? (float *)a->out + at : o1;
         loss_chunk(a, len, x, y, w, pw, l);
         if (a->out) {
-            write_row(a->dtype, l, a->out, at, len, a->stream, half_out);
+            if (half) store_row(a->dtype, l, a->out, at, len);
         } else {
             float s = 0.0f;
 #pragma omp simd reduction(+ : s)
@@ -193,7 +192,6 @@ static void ew_range(void *ctx, int64_t begin, int64_t end) {
             a->partials[chunk] = s;
         }
     }
-    if (a->stream) stream_fence();
     free(buf);
 }
 
@@ -209,7 +207,7 @@ EXPORT int crossent_elementwise(int op, int dtype, int64_t numel, const void *x,
     }
     const int64_t chunks = (numel + CHUNK - 1) / CHUNK;
     struct ew_args a = {op, dtype, log_target, numel, x, y, w, pw, w_period, pw_period, g, g_scalar, out, NULL, NULL,
-                        gx, gy, streams((size_t)numel * dtype_size(dtype)), 0};
+                        gx, gy, 0};
     const int reduce = !out && !gx && !gy, check = op == BCE && !gx && !gy;
     if (reduce && !(a.partials = (double *)calloc((size_t)(chunks + 1), sizeof(double)))) return -1;
     if (check && !(a.flags = (char *)calloc((size_t)(chunks + 1), 1))) {

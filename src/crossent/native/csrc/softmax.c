@@ -12,7 +12,6 @@ struct softmax_args {
     const void *a, *b; /* forward: x; backward: g, y */
     void *out;
     int64_t rows, classes;
-    int stream; /* the output is written with non-temporal stores */
     int failed; /* set when a thread cannot allocate its scratch memory */
 };
 
@@ -79,14 +78,14 @@ static void softmax_range(void *ctx, int64_t begin, int64_t end) {
     struct softmax_args *s = (struct softmax_args *)ctx;
     const int64_t c = s->classes;
     const int half = s->dtype != F32;
-    float *scratch = (float *)malloc((size_t)(4 * c + 1) * sizeof(float));
+    float *scratch = (float *)malloc((size_t)(3 * c + 1) * sizeof(float));
     if (!scratch) {
         s->failed = 1;
         return;
     }
-    float *out = scratch + 2 * c;
     for (int64_t n = begin; n < end; n++) {
         const int64_t at = n * c;
+        float *out = half ? scratch + 2 * c : (float *)s->out + at;
         const float *a = (const float *)s->a + at, *b = (const float *)s->b + at;
         if (half) {
             load_row(s->dtype, s->a, at, scratch, c);
@@ -102,9 +101,8 @@ static void softmax_range(void *ctx, int64_t begin, int64_t end) {
             softmax_backward_row(s, a, b, out, last ? NULL : (const char *)s->a + next,
                                  last ? NULL : (const char *)s->b + next);
         else softmax_row(s, a, out, last ? NULL : (const char *)s->a + next);
-        write_row(s->dtype, out, s->out, at, c, s->stream, (uint16_t *)(scratch + 3 * c));
+        if (half) store_row(s->dtype, out, s->out, at, c);
     }
-    if (s->stream) stream_fence();
     free(scratch);
 }
 
@@ -112,7 +110,7 @@ static void softmax_range(void *ctx, int64_t begin, int64_t end) {
 EXPORT int crossent_softmax(int dtype, int log, int backward, const void *a, const void *b, void *out, int64_t rows,
                             int64_t classes, int threads) {
     const size_t bytes = (size_t)(rows * classes) * dtype_size(dtype);
-    struct softmax_args s = {dtype, log, backward, a, b, out, rows, classes, streams(bytes), 0};
+    struct softmax_args s = {dtype, log, backward, a, b, out, rows, classes, 0};
     advise_huge(out, bytes);
     parallel_for(rows, rows_grain(classes), threads, softmax_range, &s);
     return s.failed ? -1 : 0;
