@@ -1,4 +1,4 @@
-"""The README's examples for the core (drop-in use, autocast, inplace_backward) run as written."""
+"""The README's examples for the core (drop-in use, autocast, inplace_backward) and the native kernels run as written."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
-SECTIONS = ["## The core: `crossent.functional` and `crossent.nn`"]
+SECTIONS = ["## The core: `crossent.functional` and `crossent.nn`", "## Native CPU kernels"]
 
 
 def _python_blocks(heading: str) -> list[str]:

@@ -1,6 +1,6 @@
 """crossent: the cross-entropy loss family for PyTorch, exact, fast and lean on memory."""
 
-from crossent import nn
+from crossent import native, nn
 from crossent.functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -23,6 +23,7 @@ __all__ = [
     "kl_div",
     "linear_cross_entropy",
     "log_softmax",
+    "native",
     "nll_loss",
     "nn",
     "softmax",

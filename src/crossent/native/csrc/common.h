@@ -20,8 +20,15 @@
 /* element types, numbered as in ../_library.py */
 enum { F32 = 0, BF16 = 1, F16 = 2 };
 
-static inline float bits_to_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-static inline uint32_t float_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+/* bit casts through a union (defined in C), which GCC keeps in registers inside vector loops */
+static inline float bits_to_float(uint32_t u) {
+    union { uint32_t u; float f; } v = {.u = u};
+    return v.f;
+}
+static inline uint32_t float_to_bits(float f) {
+    union { float f; uint32_t u; } v = {.f = f};
+    return v.u;
+}
 
 static inline float from_bf16(uint16_t h) { return bits_to_float((uint32_t)h << 16); }
 
@@ -90,14 +97,13 @@ static inline float fast_exp(float x) {
 static inline float fast_log(float x) {
     const float ln2_hi = 0.693145751953125f;
     const float ln2_lo = 1.428606765330187e-06f;
-    int small = x < FLT_MIN;
-    float xs = small ? x * 8388608.0f : x; /* subnormals: scale by 2^23 first */
+    /* every select is between floats, so that each becomes one vector blend */
+    float xs = x < FLT_MIN ? x * 8388608.0f : x; /* subnormals: scale by 2^23 first */
     uint32_t u = float_to_bits(xs);
-    int32_t e = (int32_t)((u >> 23) & 0xffu) - 127 - (small ? 23 : 0);
+    float fe = (float)((int32_t)((u >> 23) & 0xffu) - 127) - (x < FLT_MIN ? 23.0f : 0.0f);
     float m = bits_to_float((u & 0x7fffffu) | 0x3f800000u);
-    int big = m > 1.41421356f;
-    m = big ? m * 0.5f : m;
-    e += big;
+    fe += m > 1.41421356f ? 1.0f : 0.0f;
+    m = m > 1.41421356f ? m * 0.5f : m;
     float f = m - 1.0f;
     float s = f / (2.0f + f);
     float z = s * s;
@@ -109,7 +115,6 @@ static inline float fast_log(float x) {
     R = R * z + 2.0f / 3.0f;
     R = R * z;
     float hfsq = 0.5f * f * f;
-    float fe = (float)e;
     float y = fe * ln2_hi - ((hfsq - (s * (hfsq + R) + fe * ln2_lo)) - f);
     y = x == INFINITY ? INFINITY : y;
     y = x == 0.0f ? -INFINITY : y;
@@ -122,8 +127,10 @@ static inline float fast_log(float x) {
 static inline float fast_log1p(float u) {
     float w = 1.0f + u;
     float rounding = ((w - 1.0f) - u) / w;
-    float y = fast_log(w) - (w == 0.0f || w == INFINITY ? 0.0f : rounding); /* log1p(-1) = -inf, log1p(inf) = inf */
-    return u == 0.0f ? u : y;                                                /* log1p(-0) = -0 */
+    rounding = w == 0.0f ? 0.0f : rounding;      /* log1p(-1) = -inf */
+    rounding = w == INFINITY ? 0.0f : rounding;  /* log1p(inf) = inf */
+    float y = fast_log(w) - rounding;
+    return u == 0.0f ? u : y; /* log1p(-0) = -0 */
 }
 
 /* Read the row after this one into the cache while this one is computed (from cache): `part` of

@@ -99,11 +99,20 @@ static void ce_row(const struct ce_args *a, int64_t n, const float *x, const flo
         float wq_shift = 0.0f, b = 0.0f;
         if (!a->have_stats || a->mass == NULL) {
             /* 0 * (-inf) = NaN where a -inf logit has no target mass, as in torch */
+            if (w) {
 #pragma omp simd reduction(+ : wq_shift, b)
-            for (int64_t i = 0; i < c; i++) {
-                float wq = (t[i] * keep + spread) * (w ? w[i] : 1.0f);
-                wq_shift += wq * (x[i] - k);
-                b += wq;
+                for (int64_t i = 0; i < c; i++) {
+                    float wq = (t[i] * keep + spread) * w[i];
+                    wq_shift += wq * (x[i] - k);
+                    b += wq;
+                }
+            } else {
+#pragma omp simd reduction(+ : wq_shift, b)
+                for (int64_t i = 0; i < c; i++) {
+                    float q = t[i] * keep + spread;
+                    wq_shift += q * (x[i] - k);
+                    b += q;
+                }
             }
             if (a->mass) a->mass[n] = b;
         } else {
