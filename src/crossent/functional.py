@@ -225,9 +225,12 @@ def nll_loss(
     num_classes = input.shape[0 if input.dim() == 1 else 1]
     weight = _checks.class_weight(weight, input, num_classes)
     _checks.class_index_dtypes(input, target, weight, "nll_loss_out_frame")
-    _checks.class_targets(target, num_classes, ignore_index)
-    spec = _dispatch.spec_of(input, weight=weight is not None, reduction=reduction)
+    spec = _dispatch.spec_of(
+        input, weight=weight is not None, reduction=reduction, inner=math.prod(input.shape[2:]), classes=num_classes
+    )
     backend = _dispatch.resolve("nll_loss", impl, input.device, spec)
+    if backend != "native":
+        _checks.class_targets(target, num_classes, ignore_index)
     if backend == "triton":
         return _triton().nll_loss(input, target, weight, ignore_index, reduction)
     return NLLLoss.apply(input, target, weight, reduction, ignore_index, backend == "native")

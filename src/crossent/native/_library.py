@@ -35,7 +35,8 @@ _SIGNATURES = {
     "crossent_cross_entropy": [_INT, _PTR, _I64, _I64, _PTR, _PTR, _I64, _PTR, _F32, _PTR, _I64, _F32, _INT, _INT]
     + [_PTR] * 6
     + [_INT, _PTR],
-    "crossent_zero": [_PTR, _I64, _INT],
+    "crossent_nll_loss": [_INT, _PTR, _I64, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR],
+    "crossent_nll_loss_grad": [_INT, _PTR, _I64, _I64, _PTR, _I64, _PTR, _PTR, _I64, _INT],
     "crossent_vector_math": [_INT, _PTR, _PTR, _I64],
     "crossent_softmax": [_INT, _INT, _INT, _PTR, _PTR, _PTR, _I64, _I64, _INT],
     "crossent_elementwise": [_INT, _INT, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _I64, _INT, _PTR, _F32]

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from crossent._dispatch import CallSpec, Op
+from crossent._dispatch import OPS, CallSpec, Op
 from crossent.native.kernels import DTYPES
 
-NATIVE_OPS: tuple[Op, ...] = (
-    "cross_entropy",
-    "nll_loss",
-    "log_softmax",
-    "softmax",
-    "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "kl_div",
-)
+NATIVE_OPS: tuple[Op, ...] = tuple(op for op in OPS if op != "linear_cross_entropy")
 
 
 def unsupported_reason(op: Op, spec: CallSpec) -> str | None:
@@ -28,7 +20,7 @@ def unsupported_reason(op: Op, spec: CallSpec) -> str | None:
         return "the native kernels do not differentiate the weight"
     if spec.target_requires_grad and op == "cross_entropy":
         return "the native kernels do not differentiate probability targets"
-    if op in ("cross_entropy", "log_softmax", "softmax"):
+    if op in ("cross_entropy", "nll_loss", "log_softmax", "softmax"):
         if spec.inner != 1:
             return "the native kernels normalise along the last dim"
         if spec.classes == 0:

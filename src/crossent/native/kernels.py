@@ -291,14 +291,44 @@ def _(op, x, y, weight, pos_weight, log_target, grad_output, need_x, need_y):
 
 
 @native_op()
-def zeros(like: torch.Tensor) -> torch.Tensor:
-    """Zeros of ``like``'s shape and dtype, written in huge pages where the OS allows (a gradient
-    with one nonzero per row is mostly this fill)."""
-    out = torch.empty_like(like, memory_format=torch.contiguous_format)
-    _handle().crossent_zero(out.data_ptr(), out.numel() * out.element_size(), torch.get_num_threads())
+def nll_loss_rows(
+    z: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability rows ``(N, C)``: the loss of each row ``(N,)`` and the total target weight."""
+    rows, classes = _rows(z)
+    loss = torch.empty(rows, dtype=torch.float32)
+    total_weight = torch.empty((), dtype=torch.float32)
+    weight32, bad = _float32(weight), ctypes.c_int64()
+    status = _handle().crossent_nll_loss(
+        DTYPES[z.dtype], z.data_ptr(), rows, classes, target.data_ptr(), ignore_index, _ptr(weight32),
+        loss.data_ptr(), total_weight.data_ptr(), ctypes.byref(bad),
+    )  # fmt: skip
+    if status == 1:
+        raise IndexError(f"Target {bad.value} is out of bounds.")
+    return loss, total_weight
+
+
+@nll_loss_rows.register_fake
+def _(z, target, weight, ignore_index):
+    return z.new_empty(z.shape[0], dtype=torch.float32), z.new_empty((), dtype=torch.float32)
+
+
+@native_op()
+def nll_loss_rows_backward(
+    z: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int, coef: torch.Tensor
+) -> torch.Tensor:
+    """The gradient of ``nll_loss_rows`` for ``coef_n = d output / d l_n`` (0-dim, or one per row)."""
+    rows, classes = _rows(z)
+    out = torch.empty(z.shape, dtype=z.dtype)
+    weight32, coef32 = _float32(weight), _float32(coef)
+    assert coef32 is not None
+    _handle().crossent_nll_loss_grad(
+        DTYPES[z.dtype], out.data_ptr(), rows, classes, target.data_ptr(), ignore_index, _ptr(weight32),
+        coef32.data_ptr(), 1 if coef32.dim() else 0, torch.get_num_threads(),
+    )  # fmt: skip
     return out
 
 
-@zeros.register_fake
-def _(like):
-    return torch.empty_like(like, memory_format=torch.contiguous_format)
+@nll_loss_rows_backward.register_fake
+def _(z, target, weight, ignore_index, coef):
+    return torch.empty(z.shape, dtype=z.dtype, device=z.device)

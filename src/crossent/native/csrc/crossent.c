@@ -1,29 +1,8 @@
 /* The native kernels as one translation unit, compiled once per instruction-set level. */
 #include "cross_entropy.c"
 #include "elementwise.c"
+#include "nll_loss.c"
 #include "softmax.c"
-
-/* zeros over `bytes` at p: huge pages where the kernel allows, both threads writing */
-struct zero_args {
-    char *p;
-    int64_t bytes;
-};
-
-static void zero_range(void *ctx, int64_t begin, int64_t end) {
-    const struct zero_args *z = (const struct zero_args *)ctx;
-    const int64_t step = (int64_t)1 << 20;
-    for (int64_t i = begin; i < end; i++) {
-        int64_t at = i * step, len = z->bytes - at < step ? z->bytes - at : step;
-        memset(z->p + at, 0, (size_t)len);
-    }
-}
-
-EXPORT int crossent_zero(void *p, int64_t bytes, int threads) {
-    struct zero_args z = {(char *)p, bytes};
-    advise_huge(p, (size_t)bytes);
-    parallel_for((bytes + ((int64_t)1 << 20) - 1) >> 20, GRAIN_ELEMENTS >> 18, threads, zero_range, &z);
-    return 0;
-}
 
 /* which level this build was compiled for (checked by the loader) */
 EXPORT const char *crossent_isa(void) { return CROSSENT_ISA; }
