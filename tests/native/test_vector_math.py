@@ -1,4 +1,5 @@
-"""The kernels' own exp, log and log1p, at every level this CPU runs, against float64.
+"""The kernels' own exp, log and log1p, at every level this CPU runs, against float64, and their
+half-precision conversions against torch's.
 
 The error of ``y`` is ``|y - ref| / spacing(float32(ref))``: ulps of float32 at the true result.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from tests.native.native_env import LEVELS, level_library
 
@@ -118,3 +120,24 @@ def test_log1p_special_values(level):
     assert np.signbit(y[1]) and not np.signbit(y[0])
     np.testing.assert_array_equal(y[4:6], u[4:6])  # log1p(u) = u below the precision of 1 + u
     assert _ulps(y[6:], np.log1p(np.float64([1.0])))[0] <= 2.0
+
+
+def _half_precision_cases() -> np.ndarray:
+    """Every float16 value and the midpoints between neighbours (ties), bfloat16-sized steps, and
+    random values of every magnitude, with the specials."""
+    every_half = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
+    finite = np.sort(every_half[np.isfinite(every_half)].astype(np.float64))
+    ties = ((finite[:-1] + finite[1:]) / 2).astype(np.float32)
+    rng = np.random.default_rng(0)
+    random = np.concatenate([rng.standard_normal(200_000) * scale for scale in (1e-8, 1e-5, 1, 1e3, 1e30)])
+    specials = [np.inf, -np.inf, np.nan, 65504.0, 65520.0, -65520.0, 2.0**-25, 2.0**-24, 3.4e38]
+    return np.concatenate([every_half, ties, random.astype(np.float32), np.float32(specials)])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_conversions_round_as_torch(level, dtype):
+    x = _half_precision_cases()
+    y = _apply(level, 3 if dtype == "float16" else 4, x)
+    ref = torch.from_numpy(x).to(getattr(torch, dtype)).float().numpy()
+    same = (y.view(np.uint32) == ref.view(np.uint32)) | (np.isnan(y) & np.isnan(ref))
+    assert same.all(), f"{x[~same][:3]} -> {y[~same][:3]}, torch gives {ref[~same][:3]}"

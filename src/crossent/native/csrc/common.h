@@ -20,15 +20,8 @@
 /* element types, numbered as in ../_library.py */
 enum { F32 = 0, BF16 = 1, F16 = 2 };
 
-/* bit casts through a union (defined in C), which GCC keeps in registers inside vector loops */
-static inline float bits_to_float(uint32_t u) {
-    union { uint32_t u; float f; } v = {.u = u};
-    return v.f;
-}
-static inline uint32_t float_to_bits(float f) {
-    union { float f; uint32_t u; } v = {.f = f};
-    return v.u;
-}
+static inline float bits_to_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t float_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
 static inline float from_bf16(uint16_t h) { return bits_to_float((uint32_t)h << 16); }
 
@@ -39,25 +32,50 @@ static inline uint16_t to_bf16(float f) {
     return f != f ? (uint16_t)((u >> 16) | 0x40u) : (uint16_t)rounded;
 }
 
+/* float16 <-> float32 in integer arithmetic, so that the loops vectorize at every level (GCC
+ * converts _Float16 one element at a time without AVX512-FP16). Exact one way, and round to
+ * nearest even the other, as torch's Half; NaN stays NaN, infinities stay infinite. */
+static inline float from_f16(uint16_t h) {
+    uint32_t em = (uint32_t)(h & 0x7fffu) << 13;
+    float normal = bits_to_float(em) * 5.192296858534828e+33f; /* 2^112 moves the exponent bias, subnormals too */
+    float special = bits_to_float(em | 0x7f800000u);           /* inf and NaN */
+    float magnitude = em >= (0x7c00u << 13) ? special : normal;
+    return bits_to_float(float_to_bits(magnitude) | (uint32_t)(h & 0x8000u) << 16);
+}
+
+static inline uint16_t to_f16(float f) {
+    uint32_t u = float_to_bits(f);
+    uint32_t sign = (u >> 16) & 0x8000u;
+    u &= 0x7fffffffu;
+    /* overflow to inf, NaN to a quiet NaN */
+    uint32_t big = u > 0x7f800000u ? 0x7e00u : 0x7c00u;
+    /* results below the smallest normal half: adding 0.5 (2^-1) rounds the value to the 2^-24 grid */
+    float sub = bits_to_float(u) + 0.5f;
+    uint32_t small = float_to_bits(sub) - 0x3f000000u;
+    /* normal results: rebias the exponent and round the 13 dropped bits to nearest even */
+    uint32_t normal = (u + 0xc8000fffu + ((u >> 13) & 1u)) >> 13;
+    uint32_t h = u >= 0x47800000u ? big : u < 0x38800000u ? small : normal;
+    return (uint16_t)(h | sign);
+}
+
 /* n elements of type `dtype` at `src` (+ offset) into float32 */
 static inline void load_row(int dtype, const void *src, int64_t offset, float *dst, int64_t n) {
     if (dtype == BF16) {
         const uint16_t *s = (const uint16_t *)src + offset;
         for (int64_t i = 0; i < n; i++) dst[i] = from_bf16(s[i]);
     } else {
-        const _Float16 *s = (const _Float16 *)src + offset;
-        for (int64_t i = 0; i < n; i++) dst[i] = (float)s[i];
+        const uint16_t *s = (const uint16_t *)src + offset;
+        for (int64_t i = 0; i < n; i++) dst[i] = from_f16(s[i]);
     }
 }
 
 /* n float32 values into type `dtype` at `dst` (+ offset), rounding to nearest even */
 static inline void store_row(int dtype, const float *src, void *dst, int64_t offset, int64_t n) {
+    uint16_t *d = (uint16_t *)dst + offset;
     if (dtype == BF16) {
-        uint16_t *d = (uint16_t *)dst + offset;
         for (int64_t i = 0; i < n; i++) d[i] = to_bf16(src[i]);
     } else {
-        _Float16 *d = (_Float16 *)dst + offset;
-        for (int64_t i = 0; i < n; i++) d[i] = (_Float16)src[i];
+        for (int64_t i = 0; i < n; i++) d[i] = to_f16(src[i]);
     }
 }
 

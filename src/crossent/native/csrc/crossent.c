@@ -19,7 +19,7 @@ EXPORT int crossent_cpu_level(void) {
     return 0;
 }
 
-/* The vector math on arrays, for the tests that bound its error against float64. */
+/* The vector math and the half-precision conversions on arrays, for the tests that check them. */
 EXPORT void crossent_vector_math(int fn, const float *x, float *y, int64_t n) {
     if (fn == 0) {
 #pragma omp simd
@@ -27,8 +27,12 @@ EXPORT void crossent_vector_math(int fn, const float *x, float *y, int64_t n) {
     } else if (fn == 1) {
 #pragma omp simd
         for (int64_t i = 0; i < n; i++) y[i] = fast_log(x[i]);
-    } else {
+    } else if (fn == 2) {
 #pragma omp simd
         for (int64_t i = 0; i < n; i++) y[i] = fast_log1p(x[i]);
+    } else if (fn == 3) { /* float32 -> float16 -> float32 */
+        for (int64_t i = 0; i < n; i++) y[i] = from_f16(to_f16(x[i]));
+    } else { /* float32 -> bfloat16 -> float32 */
+        for (int64_t i = 0; i < n; i++) y[i] = from_bf16(to_bf16(x[i]));
     }
 }

@@ -5,7 +5,7 @@
 
 static inline float element(int dtype, const void *z, int64_t at) {
     if (dtype == BF16) return from_bf16(((const uint16_t *)z)[at]);
-    if (dtype == F16) return (float)((const _Float16 *)z)[at];
+    if (dtype == F16) return from_f16(((const uint16_t *)z)[at]);
     return ((const float *)z)[at];
 }
 
@@ -53,7 +53,7 @@ static void nll_grad_range(void *ctx, int64_t begin, int64_t end) {
         const float g = -a->coef[n * a->coef_stride] * (a->weight ? a->weight[y] : 1.0f);
         const int64_t at = n * a->classes + y;
         if (a->dtype == BF16) ((uint16_t *)a->out)[at] = to_bf16(g);
-        else if (a->dtype == F16) ((_Float16 *)a->out)[at] = (_Float16)g;
+        else if (a->dtype == F16) ((uint16_t *)a->out)[at] = to_f16(g);
         else ((float *)a->out)[at] = g;
     }
 }
