@@ -163,6 +163,41 @@ static inline void prefetch_part(const void *next, int64_t bytes, int64_t part, 
  * and fetch the next row in step. */
 #define PREFETCH_BLOCK 1024
 
+/* ---- one row's reductions ------------------------------------------------------------------ */
+
+/* max_c x_c: -inf for a row of -inf (NaN elements are skipped; they make the sums below NaN) */
+static inline float row_max(const float *x, int64_t c) {
+    float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+    for (int64_t i = 0; i < c; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* S = sum exp(x - k), storing the exponentials in e when it is not NULL, and fetching `next_bytes`
+ * of the next row (`next`) meanwhile */
+static inline float row_sum_exp(const float *x, int64_t c, float k, float *e, const void *next, int64_t next_bytes) {
+    const int64_t parts = (c + PREFETCH_BLOCK - 1) / PREFETCH_BLOCK;
+    float s = 0.0f;
+    for (int64_t b = 0; b < parts; b++) {
+        const int64_t lo = b * PREFETCH_BLOCK, hi = lo + PREFETCH_BLOCK < c ? lo + PREFETCH_BLOCK : c;
+        prefetch_part(next, next_bytes, b, parts);
+        float part = 0.0f;
+        if (e) {
+#pragma omp simd reduction(+ : part)
+            for (int64_t i = lo; i < hi; i++) {
+                float v = fast_exp(x[i] - k);
+                e[i] = v;
+                part += v;
+            }
+        } else {
+#pragma omp simd reduction(+ : part)
+            for (int64_t i = lo; i < hi; i++) part += fast_exp(x[i] - k);
+        }
+        s += part;
+    }
+    return s;
+}
+
 /* ---- rows over threads ------------------------------------------------------------------------
  * parallel_for splits [0, n) into at most `threads` contiguous ranges of at least `grain` items and
  * runs fn on each, the first on the calling thread. Every result depends only on its own items, so

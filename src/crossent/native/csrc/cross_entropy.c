@@ -33,38 +33,6 @@ struct ce_args {
     int failed; /* set when a thread cannot allocate its scratch memory */
 };
 
-static inline float row_max(const float *x, int64_t c) {
-    float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-    for (int64_t i = 0; i < c; i++) m = x[i] > m ? x[i] : m;
-    return m > -FLT_MAX ? m : -FLT_MAX;
-}
-
-/* S = sum exp(x - k), storing the exponentials in e when it is not NULL, and fetching `next_bytes`
- * of the next row (`next`) meanwhile */
-static inline float row_sum_exp(const float *x, int64_t c, float k, float *e, const void *next, int64_t next_bytes) {
-    const int64_t parts = (c + PREFETCH_BLOCK - 1) / PREFETCH_BLOCK;
-    float s = 0.0f;
-    for (int64_t b = 0; b < parts; b++) {
-        const int64_t lo = b * PREFETCH_BLOCK, hi = lo + PREFETCH_BLOCK < c ? lo + PREFETCH_BLOCK : c;
-        prefetch_part(next, next_bytes, b, parts);
-        float part = 0.0f;
-        if (e) {
-#pragma omp simd reduction(+ : part)
-            for (int64_t i = lo; i < hi; i++) {
-                float v = fast_exp(x[i] - k);
-                e[i] = v;
-                part += v;
-            }
-        } else {
-#pragma omp simd reduction(+ : part)
-            for (int64_t i = lo; i < hi; i++) part += fast_exp(x[i] - k);
-        }
-        s += part;
-    }
-    return s;
-}
-
 /* sum_c w_c (x_c - k), w = 1 when NULL */
 static inline float row_weighted_shift(const float *x, int64_t c, float k, const float *w) {
     float z = 0.0f;
@@ -88,6 +56,7 @@ static void ce_row(const struct ce_args *a, int64_t n, const float *x, const flo
         s = a->sum_exp[n];
     } else {
         k = row_max(x, c);
+        k = k > -FLT_MAX ? k : -FLT_MAX; /* a row of -inf: x - k is -inf, not NaN */
         s = row_sum_exp(x, c, k, g, next, c * (int64_t)dtype_size(a->dtype));
         if (a->shift) a->shift[n] = k;
         if (a->sum_exp) a->sum_exp[n] = s;

@@ -17,28 +17,9 @@ struct softmax_args {
 
 static void softmax_row(const struct softmax_args *s, const float *x, float *out, const void *next) {
     const int64_t c = s->classes, next_bytes = c * (int64_t)dtype_size(s->dtype);
-    const int64_t parts = (c + PREFETCH_BLOCK - 1) / PREFETCH_BLOCK;
-    float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-    for (int64_t i = 0; i < c; i++) m = x[i] > m ? x[i] : m;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < parts; b++) {
-        const int64_t lo = b * PREFETCH_BLOCK, hi = lo + PREFETCH_BLOCK < c ? lo + PREFETCH_BLOCK : c;
-        prefetch_part(next, next_bytes, b, parts);
-        float part = 0.0f;
-        if (s->log) {
-#pragma omp simd reduction(+ : part)
-            for (int64_t i = lo; i < hi; i++) part += fast_exp(x[i] - m);
-        } else {
-#pragma omp simd reduction(+ : part)
-            for (int64_t i = lo; i < hi; i++) {
-                float e = fast_exp(x[i] - m);
-                out[i] = e;
-                part += e;
-            }
-        }
-        sum += part;
-    }
+    const float m = row_max(x, c);
+    /* log_softmax needs only the sum; softmax keeps the exponentials in its output */
+    const float sum = row_sum_exp(x, c, m, s->log ? NULL : out, next, next_bytes);
     if (s->log) {
         const float log_s = logf(sum);
 #pragma omp simd
