@@ -28,9 +28,9 @@ def repeats(operand: torch.Tensor | None, shape: torch.Size) -> bool:
     return tuple(dims) == tuple(shape[len(shape) - len(dims) :]) if dims else True
 
 
-def native_operands(shape: torch.Size, *operands: Operand) -> list[Operand]:
-    """Weights as the native kernels take them: contiguous float32, repeating every ``numel`` elements."""
-    return [None if o is None else o.detach().to(torch.float32).contiguous().reshape(-1) for o in operands]
+def _native_weight(operand: Operand) -> Operand:
+    """A weight as the native kernels take it: contiguous float32, repeating every ``numel`` elements."""
+    return None if operand is None else operand.detach().to(torch.float32).contiguous().reshape(-1)
 
 
 def native_loss(
@@ -40,14 +40,16 @@ def native_loss(
     divisor: int,
     x: torch.Tensor,
     y: torch.Tensor,
-    *operands: Operand,
+    weight: Operand = None,
+    pos_weight: Operand = None,
+    *,
     log_target: bool = False,
 ) -> torch.Tensor:
     """The native forward: the loss per element (``'none'``), or its sum, divided for a mean."""
     from crossent.native import kernels
 
-    w, pw = (*native_operands(x.shape, *operands), None, None)[:2]
     per_element = reduction == "none"
+    w, pw = _native_weight(weight), _native_weight(pos_weight)
     out = kernels.elementwise_loss(op, x.contiguous(), y.contiguous(), w, pw, log_target, per_element)
     if per_element:
         return out.view(x.shape)
@@ -60,15 +62,17 @@ def native_grads(
     needs: Sequence[bool],
     x: torch.Tensor,
     y: torch.Tensor,
-    *operands: Operand,
+    weight: Operand = None,
+    pos_weight: Operand = None,
+    *,
     log_target: bool = False,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The native backward: the gradients of x and y that ``needs`` asks for, for the upstream ``g``
     (0-dim float32, or per element in x's dtype)."""
     from crossent.native import kernels
 
-    w, pw = (*native_operands(x.shape, *operands), None, None)[:2]
-    g = g.reshape(()) if g.numel() == 1 and g.dim() == 0 else g.contiguous()
+    w, pw = _native_weight(weight), _native_weight(pos_weight)
+    g = g if g.dim() == 0 else g.contiguous()
     gx, gy = kernels.elementwise_grad(op, x.contiguous(), y.contiguous(), w, pw, log_target, g, *needs)
     return (gx.view(x.shape) if needs[0] else None), (gy.view(y.shape) if needs[1] else None)
 

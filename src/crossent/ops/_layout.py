@@ -79,6 +79,17 @@ def as_ncs(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
 
 
+def as_rows(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x`` as contiguous rows ``(-1, x.shape[dim])`` when every dim after ``dim`` is 1 (a view when
+    ``x`` is contiguous): what the native kernels read; a 0-d tensor is one row of one value."""
+    return x.contiguous().view(-1, x.shape[dim] if x.dim() else 1)
+
+
+def output_shape(x: torch.Tensor) -> tuple[int, ...]:
+    """The shape of a class-dim loss's ``'none'`` output: ``x``'s without the class dim."""
+    return () if x.dim() == 1 else (x.shape[0], *x.shape[2:])
+
+
 def blocks(n: int, c: int, s: int, device: torch.device) -> Iterator[Block]:
     """Row-major blocks over ``(N, S)`` covering about ``block_elements`` values of ``(N, C, S)`` each."""
     positions = max(block_elements(device) // max(c, 1), 1)

@@ -25,7 +25,7 @@ from crossent import _engine
 from crossent._engine import Kind
 from crossent._reduction import Reduction, output, reduce, upstream
 from crossent.ops._autograd import first_order, hand_over, save_scalars, saved_scalars
-from crossent.ops._layout import accumulation_dtype, as_ncs, blocks, result_dtype
+from crossent.ops._layout import accumulation_dtype, as_ncs, as_rows, blocks, class_dim, output_shape, result_dtype
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,6 @@ def weight_sum(kind: Kind) -> torch.Tensor | float | None:
     return kind.weight_sum if isinstance(kind, _engine.ClassIndex) else None
 
 
-def _output_shape(x: torch.Tensor) -> tuple[int, ...]:
-    return () if x.dim() == 1 else (x.shape[0], *x.shape[2:])
-
-
 def _targets(x3: torch.Tensor, target: torch.Tensor, call: CrossEntropyCall) -> torch.Tensor:
     n, _, s = x3.shape
     return as_ncs(target) if call.probability else target.reshape(n, s)
@@ -154,7 +150,7 @@ class CrossEntropyFunction(torch.autograd.Function):
         scalars = save_scalars(ctx, div, weight_sum(kind))
         ctx.save_for_backward(x, target, weight, *_engine.for_backward(stats), *scalars, grad)
         if mode == "none":
-            loss = loss.reshape(_output_shape(x))
+            loss = loss.reshape(output_shape(x))
         return loss.to(out_dtype)
 
     @staticmethod
@@ -220,15 +216,10 @@ def _factor(ctx: Any, x: torch.Tensor, grad_output: torch.Tensor) -> torch.Tenso
     return (grad_output.unsqueeze(1) if ctx.mode == "none" and x.dim() > 1 else grad_output).to(x.dtype)
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """``(C,)``, ``(N, C)`` or ``(N, C, 1, ..)`` logits as contiguous rows ``(N, C)`` (a view if contiguous)."""
-    return x.contiguous().view(-1, x.shape[0 if x.dim() == 1 else 1])
-
-
 def _native_targets(target: torch.Tensor, rows: int, call: CrossEntropyCall) -> tuple[torch.Tensor | None, ...]:
     """Class indices as int64 ``(N,)``, or probabilities as contiguous rows ``(N, C)``."""
     if call.probability:
-        return None, _rows(target)
+        return None, as_rows(target, class_dim(target))
     return target.reshape(rows).long(), None
 
 
@@ -243,7 +234,7 @@ def _native_forward(
     """The forward on the native kernels: one pass over each row for statistics, loss and gradient."""
     from crossent.native import kernels
 
-    x2 = _rows(x)
+    x2 = as_rows(x, class_dim(x))
     n = x2.shape[0]
     index, prob = _native_targets(target, n, call)
     positions = (lambda: torch.tensor(float(n))) if call.probability else None
@@ -264,7 +255,7 @@ def _native_forward(
     scalars = save_scalars(ctx, div)
     ctx.save_for_backward(x, target, weight, stats, *scalars, grad.view(x.shape) if want_grad else None)
     if mode == "none":
-        loss = loss.reshape(_output_shape(x))
+        loss = loss.reshape(output_shape(x))
     return loss.to(x.dtype)
 
 
@@ -283,7 +274,7 @@ def _native_backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor 
         )
     call: CrossEntropyCall = ctx.call
     (div,) = saved_scalars(ctx, (saved_divisor,))
-    x2 = _rows(x)
+    x2 = as_rows(x, class_dim(x))
     n = x2.shape[0]
     index, prob = _native_targets(target, n, call)
     coef = upstream(grad_output.to(torch.float32), ctx.mode, div, (n,))

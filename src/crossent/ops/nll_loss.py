@@ -13,7 +13,7 @@ import torch
 from crossent._engine import ClassIndex
 from crossent._reduction import Reduction, reduce, upstream
 from crossent.ops._autograd import first_order
-from crossent.ops._layout import accumulation_dtype, as_ncs
+from crossent.ops._layout import accumulation_dtype, as_ncs, as_rows, class_dim, output_shape
 
 
 def _kind(z: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int) -> ClassIndex:
@@ -46,8 +46,7 @@ class NLLLoss(torch.autograd.Function):
         # where, not multiply: ignored positions are exactly 0 even when z is -inf or NaN there
         loss = reduce(torch.where(kind.keep, -picked, 0), reduction, kind.mean_divisor())
         ctx.save_for_backward(z, target, weight)
-        shape = () if z.dim() == 1 else (z.shape[0], *z.shape[2:])
-        return (loss.reshape(shape) if reduction == "none" else loss).to(z.dtype)
+        return (loss.reshape(output_shape(z)) if reduction == "none" else loss).to(z.dtype)
 
     @staticmethod
     @first_order
@@ -70,13 +69,9 @@ class NLLLoss(torch.autograd.Function):
         return grad, None, None, None, None, None
 
 
-def _output_shape(z: torch.Tensor) -> tuple[int, ...]:
-    return () if z.dim() == 1 else (z.shape[0], *z.shape[2:])
-
-
 def _native_rows(z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(C,)``, ``(N, C)`` or ``(N, C, 1, ..)`` log-probabilities as rows ``(N, C)``, and int64 targets ``(N,)``."""
-    z2 = z.contiguous().view(-1, z.shape[0 if z.dim() == 1 else 1])
+    z2 = as_rows(z, class_dim(z))
     return z2, target.reshape(z2.shape[0]).long()
 
 
@@ -89,7 +84,7 @@ def _native_forward(
     loss, total_weight = kernels.nll_loss_rows(*_native_rows(z, target), weight, ignore)
     ctx.save_for_backward(z, target, weight, total_weight)
     loss = reduce(loss, reduction, total_weight)
-    return (loss.reshape(_output_shape(z)) if reduction == "none" else loss).to(z.dtype)
+    return (loss.reshape(output_shape(z)) if reduction == "none" else loss).to(z.dtype)
 
 
 def _native_backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None, None]:

@@ -10,7 +10,7 @@ import torch
 
 from crossent._engine import exp
 from crossent.ops._autograd import first_order
-from crossent.ops._layout import accumulation_dtype, blocks
+from crossent.ops._layout import accumulation_dtype, as_rows, blocks
 
 
 def around_dim(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -75,7 +75,7 @@ def _native(log: bool, x: torch.Tensor, dim: int, grad_output: torch.Tensor | No
     the backward from the forward's output ``x``)."""
     from crossent.native import kernels
 
-    rows = x.contiguous().view(-1, x.shape[dim] if x.dim() else 1)
+    rows = as_rows(x, dim)
     if grad_output is None:
         return kernels.softmax_rows(rows, log).view(x.shape)
     return kernels.softmax_rows_backward(grad_output.contiguous().view(rows.shape), rows, log).view(x.shape)
