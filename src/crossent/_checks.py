@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from crossent._engine import LogitOptions
+
 _TORCH_DTYPE_NAMES = {
     torch.float64: "Double",
     torch.float32: "Float",
@@ -366,6 +368,48 @@ def _weight_message(weight: torch.Tensor, num_classes: int, shard: bool, prefix:
         f"{prefix}weight tensor should be defined either for all {num_classes} classes or no classes "
         f"but got weight tensor of shape: {_shape(weight)}"
     )
+
+
+def _option(value: object, caller: str, name: str, low: float, inclusive: bool) -> float:
+    """A number option above ``low`` (or at it, when ``inclusive``), finite: TypeError or ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{caller}: {name} must be a number, not {_type_name(value)}")
+    number = float(value)
+    if not math.isfinite(number) or number < low or (number == low and not inclusive):
+        bound = f">= {low:g}" if inclusive else f"> {low:g}"
+        raise ValueError(f"{caller}: {name} must be a finite number {bound}, got {value!r}")
+    return number
+
+
+def logit_options(
+    caller: str, softcap: object, temperature: object, z_loss: object, return_stats: object
+) -> LogitOptions:
+    """The language-model options of a cross-entropy call: ``softcap > 0`` (or None), ``temperature > 0``,
+    ``z_loss >= 0``, a bool ``return_stats``."""
+    cap = None if softcap is None else _option(softcap, caller, "softcap", 0.0, inclusive=False)
+    temp = _option(temperature, caller, "temperature", 0.0, inclusive=False)
+    z = _option(z_loss, caller, "z_loss", 0.0, inclusive=True)
+    if not isinstance(return_stats, bool):
+        raise TypeError(f"{caller}: return_stats must be a bool, not {_type_name(return_stats)}")
+    return LogitOptions(cap, temp, z, return_stats)
+
+
+def causal_shift(shift: object, input: torch.Tensor, probabilities: bool, caller: str) -> None:
+    """``shift``: an int in ``[0, T)`` for hidden states ``(B, T, H)`` and class-index labels."""
+    if isinstance(shift, bool) or not isinstance(shift, numbers.Integral):
+        raise TypeError(f"{caller}: shift must be an int, not {_type_name(shift)}")
+    shift = int(shift)
+    if shift == 0:
+        return
+    if input.dim() < 3:
+        raise ValueError(
+            f"{caller}: shift needs hidden states (B, T, H) and labels (B, T), got input of shape {_shape(input)}"
+        )
+    if probabilities:
+        raise ValueError(f"{caller}: shift takes class-index labels, not class probabilities")
+    length = input.shape[-2]
+    if not 0 <= shift < length:
+        raise ValueError(f"{caller}: shift must be in [0, T) for T = {length} (input {_shape(input)}), got {shift}")
 
 
 def check_normalizer(normalizer: object, reduction: str, caller: str) -> None:

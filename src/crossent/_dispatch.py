@@ -52,6 +52,7 @@ class CallSpec:
     same_dtype: bool = True  # every floating operand has the input's dtype
     target_requires_grad: bool = False
     repeating: bool = True  # weights broadcast only over leading dims (they repeat every numel elements)
+    options: tuple[str, ...] = ()  # the language-model options in use (``LogitOptions.names``)
 
 
 @functools.lru_cache(maxsize=1)

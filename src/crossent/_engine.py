@@ -26,6 +26,16 @@ Class probabilities ``t`` (``q = (1 - eps) t + eps / V``)::
     l = B log S - A
 
 Every term of ``Z`` and ``A`` has one sign (``x_c - k <= 0``): no cancellation, even for V = 256k.
+
+Language-model options (``LogitOptions``) act on every path at once. The statistics are those of
+``z = softcap tanh(x / softcap) / temperature``, formed block by block, and the gradient reaches ``x``
+through ``dz/dx``. ``return_stats`` adds two sums of the same pass, ``E = sum_c exp(z_c - k) (z_c - k)``
+(every term one sign) and the first argmax, from which::
+
+    lse = k + log S    H = log S - E / S    z-loss term = z_loss lse^2
+
+at counted positions (0 at ignored ones). Their gradients join the cross-entropy's as two more
+per-position factors (``Side``).
 """
 
 from __future__ import annotations
@@ -49,15 +59,127 @@ class Statistics(NamedTuple):
     target: torch.Tensor  # class indices: T = x_y; probabilities: A
     weight: torch.Tensor | None  # class indices: w_y (None: unweighted); probabilities: B
     smooth: torch.Tensor | None  # class indices with label smoothing: Z
+    entropy: torch.Tensor | None = None  # with ``extras``: E = sum_c exp(z_c - k) (z_c - k)
+    argmax: torch.Tensor | None = None  # with ``extras``, class indices: the first argmax's global id (int64)
 
 
 def for_backward(stats: Statistics) -> tuple[torch.Tensor | None, ...]:
-    """The fields the gradient needs (``k``, ``S`` and ``w_y`` or ``B``); ``from_saved`` restores them."""
-    return stats.shift, stats.sum_exp, stats.weight
+    """The fields the gradient needs (``k``, ``S``, ``w_y`` or ``B``, and ``E``); ``from_saved`` restores them."""
+    return stats.shift, stats.sum_exp, stats.weight, stats.entropy
 
 
-def from_saved(shift: torch.Tensor, sum_exp: torch.Tensor, weight: torch.Tensor | None) -> Statistics:
-    return Statistics(shift, sum_exp, sum_exp, weight, None)  # the target sums are not needed again
+def from_saved(
+    shift: torch.Tensor, sum_exp: torch.Tensor, weight: torch.Tensor | None, entropy: torch.Tensor | None
+) -> Statistics:
+    return Statistics(shift, sum_exp, sum_exp, weight, None, entropy)  # the target sums are not needed again
+
+
+class LogitOptions(NamedTuple):
+    """What the loss sees of the logits ``x`` and what it reports besides: the language-model options.
+
+    ``z = softcap tanh(x / softcap) / temperature`` (without a softcap, ``x / temperature``); the loss
+    and every statistic are those of ``z``. ``z_loss`` adds ``z_loss lse(z)^2`` per counted position;
+    ``extras`` forms ``E`` and the argmax in the walk, for ``lse``, the entropy and the accuracy.
+    """
+
+    softcap: float | None = None
+    temperature: float = 1.0
+    z_loss: float = 0.0
+    extras: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The options in use, by their keyword names."""
+        used = (self.softcap is not None, self.temperature != 1.0, self.z_loss != 0.0, self.extras)
+        return tuple(n for n, on in zip(("softcap", "temperature", "z_loss", "return_stats"), used, strict=True) if on)
+
+    def transform(
+        self, xb: torch.Tensor, out: torch.Tensor | None, slope: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | float | None]:
+        """``z`` of the block (into ``out`` when given; ``xb`` itself when nothing changes it) and, with
+        ``slope``, ``dz/dx`` (a number for a temperature alone)."""
+        if self.softcap is not None:
+            t = torch.div(xb, self.softcap, out=out).tanh_()
+            # dz/dx = (1 - tanh^2(x / c)) / T, from tanh itself: (1 - t) is exact where tanh saturates
+            d = torch.rsub(t, 1).mul_(t + 1).div_(self.temperature) if slope else None
+            return t.mul_(self.softcap / self.temperature), d
+        if self.temperature != 1.0:
+            return torch.div(xb, self.temperature, out=out), 1 / self.temperature  # dz/dx = 1 / T
+        return xb, None
+
+
+class Side(NamedTuple):
+    """Upstream factors of the per-position side terms (0-dim or ``(N, S)``; None: no gradient)."""
+
+    z_loss: torch.Tensor | None  # d output / d (z-loss term_n)
+    lse: torch.Tensor | None  # d output / d lse_n
+    entropy: torch.Tensor | None  # d output / d H_n
+
+
+def lse(stats: Statistics, counted: torch.Tensor | None) -> torch.Tensor:
+    """``lse = k + log S`` at counted positions, 0 elsewhere."""
+    value = stats.shift + stats.sum_exp.log()
+    return value if counted is None else torch.where(counted, value, 0)
+
+
+def entropy(stats: Statistics, counted: torch.Tensor | None) -> torch.Tensor:
+    """``H = -sum_c p_c log p_c = log S - E / S`` (``E <= 0``: both terms >= 0) at counted positions, 0 elsewhere."""
+    assert stats.entropy is not None  # formed by a walk with ``extras``
+    value = stats.sum_exp.log() - stats.entropy / stats.sum_exp
+    return value if counted is None else torch.where(counted, value, 0)
+
+
+def side_factors(
+    stats: Statistics, side: Side, options: LogitOptions, counted: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The side terms' parts of ``d output / d z_c = a_n p_c + b_n p_c (z_c - k)``, as ``(a_n / S, b_n / S)``."""
+    # d lse / dz_c = p_c;  d(z_loss lse^2) / dz_c = 2 z_loss lse p_c;  dH / dz_c = p_c (E / S - (z_c - k))
+    a: torch.Tensor | None = None
+    if side.z_loss is not None and options.z_loss != 0.0:
+        a = side.z_loss * (2 * options.z_loss) * lse(stats, None)
+    if side.lse is not None:
+        a = side.lse if a is None else a + side.lse
+    b = None
+    if side.entropy is not None:
+        assert stats.entropy is not None
+        b = side.entropy.expand(stats.shift.shape)
+        a = b * stats.entropy / stats.sum_exp if a is None else a + b * stats.entropy / stats.sum_exp
+    if a is not None and counted is not None:
+        a = torch.where(counted, a, 0)
+    if b is not None and counted is not None:
+        b = torch.where(counted, b, 0)
+    return (
+        None if a is None else a / stats.sum_exp,
+        None if b is None else b.neg() / stats.sum_exp,
+    )
+
+
+def _exps(shifted: torch.Tensor, out: torch.Tensor | None, extras: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``exp(z - k)`` over ``shifted``; with ``extras``, into ``out``, and ``E = sum_c exp(z_c - k) (z_c - k)``."""
+    if not extras:
+        return exp(shifted, out=shifted), None
+    shifted.clamp_min_(torch.finfo(shifted.dtype).min)  # exp(-inf) (-inf) would be NaN; 0 (lowest) is 0
+    exps = exp(shifted, out=out)
+    return exps, torch.linalg.vecdot(exps, shifted, dim=1)
+
+
+def _scaled_exps(
+    xb: torch.Tensor,
+    shift: torch.Tensor,
+    p: torch.Tensor,
+    shifted_scale: torch.Tensor | None,
+    out: torch.Tensor | None,
+    exps: torch.Tensor | None,
+) -> torch.Tensor:
+    """``exp(z - k) (p + q (z - k))`` per column (into ``out`` if given; ``exps``: ``exp(z - k)`` when known)."""
+    if shifted_scale is None:
+        if exps is None:
+            exps = torch.sub(xb, shift.unsqueeze(1), out=out)
+            exp(exps, out=exps)
+        return exps.mul_(p.unsqueeze(1))
+    shifted = torch.sub(xb, shift.unsqueeze(1), out=out).clamp_min_(torch.finfo(xb.dtype).min)
+    e = exp(shifted)
+    return shifted.mul_(shifted_scale.unsqueeze(1)).add_(p.unsqueeze(1)).mul_(e)
 
 
 def _shift(xb: torch.Tensor) -> torch.Tensor:
@@ -109,6 +231,24 @@ def _all_sum(fields: list[torch.Tensor], scalar: torch.Tensor | float | None, gr
     return summed + ([flat[-1]] if scalar is not None else [])
 
 
+def _moved_entropy(stats: Statistics, moved: torch.Tensor) -> torch.Tensor | None:
+    """A shard's ``E`` relative to the common shift: ``sum_c exp(z_c - M)(z_c - M) = e^{k - M} (E + (k - M) S)``."""
+    if stats.entropy is None:
+        return None
+    return torch.where(stats.sum_exp > 0, (stats.entropy + moved * stats.sum_exp) * moved.exp(), 0)
+
+
+def _first_argmax(stats: Statistics, global_shift: torch.Tensor, group: Any) -> torch.Tensor:
+    """The global first argmax: the lowest id among the shards whose maximum is the common one (all-reduce MIN)."""
+    import torch.distributed as dist
+
+    assert stats.argmax is not None
+    none = torch.iinfo(torch.int64).max
+    first = torch.where((stats.shift == global_shift) & (stats.sum_exp > 0), stats.argmax, none)
+    dist.all_reduce(first, op=dist.ReduceOp.MIN, group=group)
+    return torch.where(first == none, 0, first)  # no finite logit anywhere: torch's argmax is 0
+
+
 ALL: Block = (slice(None), slice(None))
 
 
@@ -124,7 +264,7 @@ def at(fields: Fields, block: Block) -> Fields:
     """The block's positions of per-position fields (``Statistics``, or a kind's scales)."""
     if block is ALL:
         return fields
-    return type(fields)(*(None if f is None else f[block] for f in fields))  # type: ignore[arg-type]
+    return type(fields)(*(f if f is None or f.dim() == 0 else f[block] for f in fields))
 
 
 def walk(
@@ -133,33 +273,40 @@ def walk(
     *,
     stats: Statistics | None = None,
     coef: torch.Tensor | None = None,
+    side: Side | None = None,
     grad: Callable[[Block, torch.Tensor], None] | None = None,
     target_grads: Callable[[Block, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> Statistics | None:
     """The one driver loop: every path hands the engine its blocks and takes the gradients it forms.
 
     ``blocks`` yields ``(block, xb, out)``: the positions, the block's logits ``(b, C, s)`` in the
-    accumulation dtype, and where ``exp(xb - k)`` and then the block's gradient may be written (None:
-    a new buffer; it may be ``xb`` itself). Without ``stats`` each block is absorbed and the
+    accumulation dtype, and where ``z``, ``exp(z - k)`` and then the block's gradient may be written
+    (None: a new buffer; it may be ``xb`` itself). Without ``stats`` each block is absorbed and the
     statistics of all positions are returned. With ``coef`` (``d output / d l_n``, 0-dim or per
-    position), each block's gradient goes to ``grad(block, g)`` and, for probabilities, the target's
-    and class weight's to ``target_grads(block, d_target, d_weight)``; without ``stats`` they come from
-    the block's own statistics, which must then be final (one shard: ``combine`` is the identity).
+    position) and ``side`` (the side terms' factors), each block's gradient goes to ``grad(block, g)``
+    and, for probabilities, the target's and class weight's to ``target_grads(block, d_target,
+    d_weight)``; without ``stats`` they come from the block's own statistics, which must then be
+    final (one shard: ``combine`` is the identity).
     """
     parts = []
     for block, xb, out in blocks:
+        z, slope = kind.options.transform(xb, out, coef is not None and grad is not None)
+        if z is not xb:
+            out = z  # z is the block's own: its exponentials and gradient may overwrite it
         if stats is None:
-            part, exps = kind.absorb(xb, block, out)
+            part, exps = kind.absorb(z, block, out)
             parts.append((block, part))
         else:
             part, exps = at(stats, block), None
         if coef is None:
             continue
-        scales = kind.scales(part, coef if coef.dim() == 0 else _at(coef, block), block)
+        block_side = None if side is None else at(side, block)
+        scales = kind.scales(part, coef if coef.dim() == 0 else _at(coef, block), block, block_side)
         if target_grads is not None and isinstance(kind, Probability):
-            target_grads(block, *kind.target_grads(xb, block, part, scales))  # type: ignore[arg-type]
+            target_grads(block, *kind.target_grads(z, block, part, scales))  # type: ignore[arg-type]
         if grad is not None:
-            grad(block, kind.grad_block(xb, block, part, scales, out, exps))  # type: ignore[arg-type]
+            g = kind.grad_block(z, block, part, scales, out, exps)  # type: ignore[arg-type]
+            grad(block, g if slope is None else g.mul_(slope))
     if stats is not None:
         return None
     return assemble(parts, kind) if parts else kind.empty()
@@ -195,6 +342,9 @@ class ClassIndex:
     weight_sum: float | torch.Tensor  # sum_c w_c over this shard's classes until ``combine``, then all V
     classes: int  # C_local
     acc: torch.dtype
+    options: LogitOptions = LogitOptions()
+    ids: torch.Tensor | None = None  # (N, S) int64 global ids, for the accuracy (with ``options.extras``)
+    offset: torch.Tensor | int = 0  # this shard's first class id
 
     @classmethod
     def build(
@@ -207,10 +357,15 @@ class ClassIndex:
         acc: torch.dtype,
         offset: torch.Tensor | None = None,
         num_classes: torch.Tensor | None = None,
+        options: LogitOptions | None = None,
+        valid: torch.Tensor | None = None,
     ) -> ClassIndex:
-        """``target (N, S)`` of global ids; ``offset``/``num_classes`` place this shard among ``V`` classes."""
+        """``target (N, S)`` of global ids; ``offset``/``num_classes`` place this shard among ``V`` classes;
+        ``valid``: positions that may count at all (a causal shift's last positions do not)."""
         t = target.long()
         keep = t != ignore_index
+        if valid is not None:
+            keep = keep & valid
         owned = None
         if offset is None:
             local = torch.where(keep, t, 0)
@@ -229,7 +384,10 @@ class ClassIndex:
         else:
             inv = 1 / classes if classes else math.nan  # eps / C is NaN without classes, as torch's 0/0
         weight_sum = w.sum() if w is not None else (num_classes.to(acc) if num_classes is not None else float(classes))
-        return cls(keep, owned, local, w, target_weight, eps, inv, weight_sum, classes, acc)
+        options = options if options is not None else LogitOptions()
+        ids = t if options.extras else None
+        start = offset if offset is not None else 0
+        return cls(keep, owned, local, w, target_weight, eps, inv, weight_sum, classes, acc, options, ids, start)
 
     @property
     def positions(self) -> tuple[int, int]:
@@ -242,45 +400,67 @@ class ClassIndex:
         """
         target_weight = self.target_weight if stats is None else stats.weight
         if target_weight is None:
-            return self.keep.sum(dtype=self.acc)
+            return self.count()
         return torch.where(self.keep, target_weight, 0).sum()
+
+    def count(self) -> torch.Tensor:
+        """The number of counted (kept) positions: what the z-loss and accuracy divide by under ``'mean'``."""
+        return self.keep.sum(dtype=self.acc)
+
+    @property
+    def counted(self) -> torch.Tensor:
+        return self.keep
+
+    def correct(self, stats: Statistics) -> torch.Tensor:
+        """Counted positions whose first argmax is the target (``stats`` from a walk with ``extras``)."""
+        assert stats.argmax is not None and self.ids is not None
+        return self.keep & (stats.argmax == self.ids)
 
     def absorb(
         self, xb: torch.Tensor, block: Block, out: torch.Tensor | None = None
     ) -> tuple[Statistics, torch.Tensor]:
-        """Statistics of the block ``xb = x[rows, :, cols]`` (C > 0), and ``exp(xb - k)`` (into ``out`` if given)."""
+        """Statistics of the block ``xb = z[rows, :, cols]`` (C > 0), and ``exp(xb - k)`` (into ``out`` if given)."""
+        extras = self.options.extras
         target = xb.gather(1, _at(self.local, block).unsqueeze(1)).squeeze(1)
+        argmax = xb.argmax(1).add_(self.offset) if extras else None  # read before ``out`` may overwrite xb
         k = _shift(xb)
-        shifted = torch.sub(xb, k, out=out)
+        shifted = torch.sub(xb, k, out=None if extras else out)
         smooth = None
         if self.eps > 0:
             smooth = shifted.sum(1) if self.weight is None else torch.einsum("bcs,c->bs", shifted, self.weight)
         tw = None if self.target_weight is None else _at(self.target_weight, block)
-        exps = exp(shifted, out=shifted)
-        return Statistics(k.squeeze(1), exps.sum(1), target, tw, smooth), exps
+        exps, ent = _exps(shifted, out, extras)
+        return Statistics(k.squeeze(1), exps.sum(1), target, tw, smooth, ent, argmax), exps
 
     def empty(self) -> Statistics:
         """The statistics of a shard without classes (locally: every target is ignored)."""
         zeros = torch.zeros(self.positions, dtype=self.acc, device=self.keep.device)
-        return Statistics(_empty_shift(zeros), zeros, zeros, self.target_weight, zeros if self.eps > 0 else None)
+        extras = self.options.extras
+        argmax = torch.zeros(self.positions, dtype=torch.int64, device=zeros.device) if extras else None
+        smooth = zeros if self.eps > 0 else None
+        return Statistics(
+            _empty_shift(zeros), zeros, zeros, self.target_weight, smooth, zeros if extras else None, argmax
+        )
 
     def combine(self, stats: Statistics, group: object | None) -> tuple[ClassIndex, Statistics]:
         """The identity without a group; across vocab shards an all-reduce MAX of the shifts and one SUM
-        of the moved sums (and of the class-weight sum, for weighted smoothing)."""
+        of the moved sums (and of the class-weight sum, for weighted smoothing); the accuracy adds an
+        all-reduce MIN of the argmax."""
         if group is None:
             return self, stats
         global_shift, moved = _common_shift(stats, group)
         fields = [stats.sum_exp * moved.exp(), torch.where(self.owned, stats.target, 0)]  # type: ignore[arg-type]
-        if stats.weight is not None:
-            fields.append(stats.weight)
+        optional = [stats.weight, None, _moved_entropy(stats, moved)]
         if stats.smooth is not None:
-            fields.append(stats.smooth + moved * (self.weight_sum if self.weight is not None else self.classes))
+            optional[1] = stats.smooth + moved * (self.weight_sum if self.weight is not None else self.classes)
+        fields += [f for f in optional if f is not None]
         scalar = self.weight is not None and stats.smooth is not None
-        summed = _all_sum(fields, self.weight_sum if scalar else None, group)
-        kind = dataclasses.replace(self, weight_sum=summed[-1]) if scalar else self
-        weight = summed[2] if stats.weight is not None else None
-        smooth = summed[len(fields) - 1] if stats.smooth is not None else None
-        return kind, Statistics(global_shift, summed[0], summed[1], weight, smooth)
+        summed = iter(_all_sum(fields, self.weight_sum if scalar else None, group))
+        sum_exp, target = next(summed), next(summed)
+        weight, smooth, ent = (None if f is None else next(summed) for f in optional)
+        kind = dataclasses.replace(self, weight_sum=next(summed)) if scalar else self
+        argmax = None if stats.argmax is None else _first_argmax(stats, global_shift, group)
+        return kind, Statistics(global_shift, sum_exp, target, weight, smooth, ent, argmax)
 
     def loss(self, stats: Statistics) -> torch.Tensor:
         """``l (N, S)``; ignored positions are exactly 0, even for NaN logits (``where``, not a product)."""
@@ -294,9 +474,11 @@ class ClassIndex:
             loss = (1 - self.eps) * loss + self.eps * self.inv_classes * torch.where(self.keep, smooth, 0)
         return loss
 
-    def scales(self, stats: Statistics, coef: torch.Tensor, block: Block = ALL) -> ClassIndexScales:
-        """The factors of ``d l / d x`` at the positions of ``block`` (whose ``stats`` are given), for
-        ``coef = d output / d l_n`` (0-dim, or per position of the block)."""
+    def scales(
+        self, stats: Statistics, coef: torch.Tensor, block: Block = ALL, side: Side | None = None
+    ) -> ClassIndexScales:
+        """The factors of ``d output / d z`` at the positions of ``block`` (whose ``stats`` are given), for
+        ``coef = d output / d l_n`` (0-dim, or per position of the block) and the ``side`` terms' factors."""
         # d/dx_c l = m coef [(1-eps) w_y (p_c - [c=y]) + (eps/V)(p_c sum_k w_k - w_c)],  p = exp(x - k) / S
         coef = torch.where(_at(self.keep, block), coef, 0)
         target = coef if stats.weight is None else coef * stats.weight
@@ -306,7 +488,11 @@ class ClassIndex:
         p = target if smooth is None else target + smooth * self.weight_sum
         if self.owned is not None:
             target = torch.where(_at(self.owned, block), target, 0)
-        return ClassIndexScales(p / stats.sum_exp, target.neg(), smooth)
+        p = p / stats.sum_exp
+        extra, shifted = (
+            (None, None) if side is None else side_factors(stats, side, self.options, _at(self.keep, block))
+        )
+        return ClassIndexScales(p if extra is None else p + extra, target.neg(), smooth, shifted)
 
     def grad_block(
         self,
@@ -317,12 +503,9 @@ class ClassIndex:
         out: torch.Tensor | None = None,
         exps: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``d l / d x`` for the block (into ``out`` if given), from the block's ``stats`` and ``scales``;
+        """``d output / d z`` for the block (into ``out`` if given), from the block's ``stats`` and ``scales``;
         ``exps = exp(xb - k)`` when the caller has it already."""
-        if exps is None:
-            exps = torch.sub(xb, stats.shift.unsqueeze(1), out=out)
-            exp(exps, out=exps)
-        grad = exps.mul_(scales.p.unsqueeze(1))
+        grad = _scaled_exps(xb, stats.shift, scales.p, scales.shifted, out, exps)
         grad.scatter_add_(1, _at(self.local, block).unsqueeze(1), scales.target.unsqueeze(1))
         if scales.smooth is not None:
             if self.weight is None:
@@ -333,9 +516,10 @@ class ClassIndex:
 
 
 class ClassIndexScales(NamedTuple):
-    p: torch.Tensor  # (N, S) multiplies exp(x - k)
+    p: torch.Tensor  # (N, S) multiplies exp(z - k)
     target: torch.Tensor  # (N, S) added at the target's column (negative)
     smooth: torch.Tensor | None  # (N, S) times w_c, subtracted from every column
+    shifted: torch.Tensor | None = None  # (N, S) multiplies exp(z - k) (z - k): the entropy's term
 
 
 @dataclass(frozen=True)
@@ -348,6 +532,7 @@ class Probability:
     inv_classes: float | torch.Tensor
     no_classes: bool  # the call has no classes at all (a shard may have none of its own)
     acc: torch.dtype
+    options: LogitOptions = LogitOptions()
 
     @classmethod
     def build(
@@ -357,11 +542,13 @@ class Probability:
         eps: float,
         acc: torch.dtype,
         num_classes: torch.Tensor | None = None,
+        options: LogitOptions | None = None,
     ) -> Probability:
         c = target.shape[1]
         inv: float | torch.Tensor = num_classes.to(acc).reciprocal() if num_classes is not None else 1 / max(c, 1)
         no_classes = num_classes is None and c == 0
-        return cls(target, weight.to(acc) if weight is not None else None, eps, inv, no_classes, acc)
+        w = weight.to(acc) if weight is not None else None
+        return cls(target, w, eps, inv, no_classes, acc, options if options is not None else LogitOptions())
 
     @property
     def positions(self) -> tuple[int, int]:
@@ -371,6 +558,17 @@ class Probability:
         """``'mean'`` divides by the number of positions, 0 without classes (torch's ``numel / C``)."""
         n, _, s = self.target.shape
         return torch.tensor(0 if self.no_classes else n * s, dtype=self.acc, device=self.target.device)
+
+    def count(self) -> torch.Tensor:
+        """Every position counts (none without classes)."""
+        return self.mean_divisor()
+
+    @property
+    def counted(self) -> None:
+        return None
+
+    def correct(self, stats: Statistics) -> None:
+        return None  # a probability target names no single class
 
     def _weighted(self, block: Block) -> tuple[torch.Tensor, torch.Tensor]:
         """``(q, w q)`` for the block."""
@@ -384,16 +582,17 @@ class Probability:
         self, xb: torch.Tensor, block: Block, out: torch.Tensor | None = None
     ) -> tuple[Statistics, torch.Tensor]:
         k = _shift(xb)
-        shifted = torch.sub(xb, k, out=out)
+        extras = self.options.extras
+        shifted = torch.sub(xb, k, out=None if extras else out)
         _, wq = self._weighted(block)
         # 0 * (-inf) = NaN where a -inf logit has zero target mass, as in torch
         weighted_shift = (shifted * wq).sum(1)
-        exps = exp(shifted, out=shifted)
-        return Statistics(k.squeeze(1), exps.sum(1), weighted_shift, wq.sum(1), None), exps
+        exps, ent = _exps(shifted, out, extras)
+        return Statistics(k.squeeze(1), exps.sum(1), weighted_shift, wq.sum(1), None, ent), exps
 
     def empty(self) -> Statistics:
         zeros = torch.zeros(self.positions, dtype=self.acc, device=self.target.device)
-        return Statistics(_empty_shift(zeros), zeros, zeros, zeros, None)
+        return Statistics(_empty_shift(zeros), zeros, zeros, zeros, None, zeros if self.options.extras else None)
 
     def combine(self, stats: Statistics, group: object | None) -> tuple[Probability, Statistics]:
         if group is None:
@@ -401,8 +600,11 @@ class Probability:
         global_shift, moved = _common_shift(stats, group)
         mass = stats.weight
         assert mass is not None  # every probability Statistics carries B
-        summed = _all_sum([stats.sum_exp * moved.exp(), stats.target + moved * mass, mass], None, group)
-        return self, Statistics(global_shift, summed[0], summed[1], summed[2], None)
+        ent = _moved_entropy(stats, moved)
+        fields = [stats.sum_exp * moved.exp(), stats.target + moved * mass, mass, *([ent] if ent is not None else [])]
+        summed = _all_sum(fields, None, group)
+        ent = summed[3] if ent is not None else None
+        return self, Statistics(global_shift, summed[0], summed[1], summed[2], None, ent)
 
     def loss(self, stats: Statistics) -> torch.Tensor:
         """``l = B log S - A``: both terms are >= 0, so there is no cancellation (-0. without classes, as torch)."""
@@ -411,10 +613,14 @@ class Probability:
             return torch.full_like(stats.target, -0.0)
         return stats.weight * stats.sum_exp.log() - stats.target
 
-    def scales(self, stats: Statistics, coef: torch.Tensor, block: Block = ALL) -> ProbabilityScales:
+    def scales(
+        self, stats: Statistics, coef: torch.Tensor, block: Block = ALL, side: Side | None = None
+    ) -> ProbabilityScales:
         assert stats.weight is not None
         coef = coef.expand(stats.shift.shape)
-        return ProbabilityScales(coef * stats.weight / stats.sum_exp, coef, stats.sum_exp.log())
+        p = coef * stats.weight / stats.sum_exp
+        extra, shifted = (None, None) if side is None else side_factors(stats, side, self.options, None)
+        return ProbabilityScales(p if extra is None else p + extra, coef, stats.sum_exp.log(), shifted)
 
     def grad_block(
         self,
@@ -426,12 +632,10 @@ class Probability:
         exps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``d l / d x`` for the block (into ``out`` if given)."""
-        # d/dx_c l = g (p_c B - w_c q_c),  p = exp(x - k) / S
-        if exps is None:
-            exps = torch.sub(xb, stats.shift.unsqueeze(1), out=out)
-            exp(exps, out=exps)
+        # d/dz_c l = g (p_c B - w_c q_c),  p = exp(z - k) / S
         _, wq = self._weighted(block)
-        return exps.mul_(scales.p.unsqueeze(1)).addcmul_(wq, scales.coef.unsqueeze(1), value=-1)
+        grad = _scaled_exps(xb, stats.shift, scales.p, scales.shifted, out, exps)
+        return grad.addcmul_(wq, scales.coef.unsqueeze(1), value=-1)
 
     def target_grads(
         self, xb: torch.Tensor, block: Block, stats: Statistics, scales: ProbabilityScales
@@ -447,9 +651,10 @@ class Probability:
 
 
 class ProbabilityScales(NamedTuple):
-    p: torch.Tensor  # (N, S) g B / S, multiplies exp(x - k)
+    p: torch.Tensor  # (N, S) g B / S, multiplies exp(z - k)
     coef: torch.Tensor  # (N, S) g = d output / d l_n
     log_sum: torch.Tensor  # (N, S) log S
+    shifted: torch.Tensor | None = None  # (N, S) multiplies exp(z - k) (z - k): the entropy's term
 
 
 Kind = ClassIndex | Probability

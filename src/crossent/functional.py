@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 import warnings
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import torch
 
@@ -18,6 +18,7 @@ from crossent import _checks, _dispatch
 from crossent._dispatch import Impl
 from crossent._reduction import KLReduction, Reduction, divisor
 from crossent._reduction import resolve as resolve_reduction
+from crossent._results import CrossEntropyStats, pack
 from crossent._seam import public_op
 from crossent.ops._elementwise import repeats
 from crossent.ops._layout import accumulation_dtype
@@ -43,6 +44,50 @@ def _triton() -> Any:
     return importlib.import_module("crossent.triton")
 
 
+@overload
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    inplace_backward: bool = False,
+    impl: Impl = "auto",
+    process_group: torch.distributed.ProcessGroup | None = None,
+    normalizer: torch.Tensor | float | None = None,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    return_stats: Literal[False] = False,
+) -> torch.Tensor: ...
+
+
+@overload
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    inplace_backward: bool = False,
+    impl: Impl = "auto",
+    process_group: torch.distributed.ProcessGroup | None = None,
+    normalizer: torch.Tensor | float | None = None,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    return_stats: Literal[True],
+) -> tuple[torch.Tensor, CrossEntropyStats]: ...
+
+
 @public_op("cross_entropy")
 def cross_entropy(
     input: torch.Tensor,
@@ -58,7 +103,11 @@ def cross_entropy(
     impl: Impl = "auto",
     process_group: torch.distributed.ProcessGroup | None = None,
     normalizer: torch.Tensor | float | None = None,
-) -> torch.Tensor:
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, CrossEntropyStats]:
     r"""Cross-entropy between logits and class indices or class probabilities.
 
     With class indices ``y`` (``m_n = [y_n != ignore_index]``, ``eps = label_smoothing``)::
@@ -119,6 +168,7 @@ def cross_entropy(
         tensor([1.3133, 0.1269, 0.1269])
     """
     reduction = resolve_reduction(reduction, size_average, reduce)
+    options = _checks.logit_options("cross_entropy", softcap, temperature, z_loss, return_stats)
     if process_group is not None:
         if inplace_backward or impl == "triton":
             raise ValueError("cross_entropy(process_group=...) takes neither inplace_backward nor impl='triton'")
@@ -133,6 +183,10 @@ def cross_entropy(
             label_smoothing,
             process_group=process_group,
             normalizer=normalizer,
+            softcap=softcap,
+            temperature=temperature,
+            z_loss=z_loss,
+            return_stats=return_stats,
         )
     _checks.check_tensor(input, "cross_entropy_loss", "input", 1)
     _checks.check_tensor(target, "cross_entropy_loss", "target", 2)
@@ -155,6 +209,7 @@ def cross_entropy(
         classes=input.shape[0 if input.dim() == 1 else 1],
         same_dtype=not probability or all(t.dtype == input.dtype for t in (target, weight) if t is not None),
         target_requires_grad=probability and target.requires_grad,
+        options=options.names,
     )
     backend = _dispatch.resolve("cross_entropy", impl, input.device, spec)
     if backend != "native" and not probability:
@@ -166,9 +221,9 @@ def cross_entropy(
         acc = accumulation_dtype(total.dtype)
         return (total.to(acc) / divisor(normalizer, acc)).to(total.dtype)
     call = CrossEntropyCall(
-        reduction, ignore_index, eps, probability, inplace_backward, gradient_expected, backend == "native"
+        reduction, ignore_index, eps, probability, inplace_backward, gradient_expected, backend == "native", options
     )
-    return CrossEntropyFunction.apply(input, target, weight, normalizer, call, None)
+    return pack(CrossEntropyFunction.apply(input, target, weight, normalizer, call, None), probability, False)
 
 
 @public_op("nll_loss")

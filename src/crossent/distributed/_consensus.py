@@ -44,6 +44,7 @@ class Call:
     normalizer: torch.Tensor | float | None
     reduce_input_grad: bool = False  # the linear loss's backward all-reduces the input gradient ...
     input_grad: bool = False  # ... when this is True too
+    shift: int = 0  # the linear loss's causal shift
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,11 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field("whether normalizer is given", lambda c: int(c.normalizer is not None), lambda v: ("None", "normalizer")[v]),
     Field("the value of normalizer (as float64)", _normalizer, _show_float),
+    Field("softcap", lambda c: _bits(c.spec.options.softcap or 0.0), lambda v: "None" if v == 0 else _show_float(v)),
+    Field("temperature", lambda c: _bits(c.spec.options.temperature), _show_float),
+    Field("z_loss", lambda c: _bits(c.spec.options.z_loss), _show_float),
+    Field("return_stats", lambda c: int(c.spec.options.extras), _show_bool),
+    Field("shift", lambda c: c.shift, str),
     Field("reduce_input_grad", lambda c: int(c.reduce_input_grad), _show_bool),
     Field(
         "whether the input gradient is computed (input.requires_grad, with grad mode on)",

@@ -13,7 +13,9 @@ import torch
 import torch.distributed as dist
 
 from crossent import _checks
+from crossent._engine import LogitOptions
 from crossent._reduction import resolve as resolve_reduction
+from crossent._results import CrossEntropyStats, pack
 from crossent.distributed import _consensus
 from crossent.distributed._group import resolve
 from crossent.ops._layout import class_dim
@@ -35,7 +37,11 @@ def vocab_parallel_cross_entropy(
     *,
     process_group: dist.ProcessGroup,
     normalizer: torch.Tensor | float | None = None,
-) -> torch.Tensor:
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, CrossEntropyStats]:
     r"""Cross-entropy when each rank of ``process_group`` holds a contiguous slice of the classes.
 
     Rank ``r`` holds the logits of classes ``[o_r, o_r + V_r)``, ranks in order (``o_0 = 0``, widths
@@ -56,7 +62,7 @@ def vocab_parallel_cross_entropy(
     (:func:`crossent.distributed.count_targets`) to normalize across micro-batches and ranks.
 
     Communication: the forward makes three collectives on ``process_group``: an all-reduce MAX of a
-    fixed-size agreement table (15 int64 values per rank, whatever the input), an all-reduce MAX of
+    fixed-size agreement table (20 int64 values per rank, whatever the input), an all-reduce MAX of
     ``N * d1..dK`` values and one all-reduce SUM of 2 to 5 values per position (3 for probabilities),
     both in float32 (float64 for float64 inputs). The backward makes none, and is first-order:
     ``create_graph=True`` raises ``RuntimeError`` (as crossent's other losses do).
@@ -116,15 +122,17 @@ def vocab_parallel_cross_entropy(
     group = resolve(process_group, CALLER)
 
     def validate() -> tuple[_consensus.Call, CrossEntropyCall]:
-        call = check_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing, normalizer, CALLER)
+        options = _checks.logit_options(CALLER, softcap, temperature, z_loss, return_stats)
+        call = check_cross_entropy(
+            input, target, weight, ignore_index, reduction, label_smoothing, normalizer, CALLER, options=options
+        )
         shape = tuple(input.shape[:1] + input.shape[2:]) if input.dim() > 1 else ()
         dtypes = loss_dtypes(input, call, target, weight)
         classes = input.shape[class_dim(input)]
         return _consensus.Call(CALLER, call, classes, shape, dtypes, target, normalizer), call
 
     shard, call = _consensus.agree_on(group, group.device_for(input), CALLER, validate)
-    out: torch.Tensor = CrossEntropyFunction.apply(input, target, weight, normalizer, call, shard)
-    return out
+    return pack(CrossEntropyFunction.apply(input, target, weight, normalizer, call, shard), call.probability, False)
 
 
 def check_cross_entropy(
@@ -137,6 +145,7 @@ def check_cross_entropy(
     normalizer: object,
     caller: str,
     device: torch.device | None = None,
+    options: LogitOptions | None = None,
 ) -> CrossEntropyCall:
     """Validate one rank's arguments; raises what ``torch.nn.functional.cross_entropy`` raises for the same shard.
 
@@ -153,7 +162,7 @@ def check_cross_entropy(
     same_device(x.device if device is None else device, target=t, weight=w)
     index, eps, _ = _checks.cross_entropy_arguments(x, t, w, index, label_smoothing, mode, shard=True)
     probability = x.shape == t.shape
-    return CrossEntropyCall(mode, index, eps, probability)
+    return CrossEntropyCall(mode, index, eps, probability, options=options or LogitOptions())
 
 
 def same_device(device: torch.device, **others: torch.Tensor | None) -> None:

@@ -18,15 +18,25 @@ import torch
 import torch.distributed as dist
 
 from crossent import _checks, _engine
-from crossent._reduction import output, reduce, upstream
+from crossent._reduction import output
+from crossent._results import CrossEntropyStats, pack
 from crossent.distributed import _consensus, _group
 from crossent.distributed._group import Group, resolve
 from crossent.distributed.cross_entropy import check_cross_entropy, loss_dtypes, same_device
 from crossent.fused._chunks import Projection
 from crossent.fused._function import Wanted, as_inputs, fused_pass
 from crossent.fused._options import FusedOptions, plan
+from crossent.fused.functional import causal_positions, unshift
 from crossent.ops._autograd import first_order, save_scalars, saved_scalars
-from crossent.ops.cross_entropy import Shard, make_kind, weight_sum
+from crossent.ops.cross_entropy import (
+    Shard,
+    make_kind,
+    mark_outputs,
+    outputs,
+    side_divisor,
+    upstreams,
+    weight_sum,
+)
 
 __all__ = ["vocab_parallel_linear_cross_entropy"]
 
@@ -48,7 +58,12 @@ def vocab_parallel_linear_cross_entropy(
     normalizer: torch.Tensor | float | None = None,
     reduce_input_grad: bool = True,
     chunk_size: int | None = None,
-) -> torch.Tensor:
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    return_stats: bool = False,
+    shift: int = 0,
+) -> torch.Tensor | tuple[torch.Tensor, CrossEntropyStats]:
     r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` when each rank holds a slice of the classes.
 
     Rank ``r`` holds the classifier rows of classes ``[o_r, o_r + V_r)`` (ranks in order, widths free):
@@ -128,9 +143,11 @@ def vocab_parallel_linear_cross_entropy(
     def validate() -> tuple[_consensus.Call, tuple[torch.Tensor, torch.Tensor, FusedOptions]]:
         logits, t = _check_linear(input, linear_weight, target, linear_bias, weight, reduce_input_grad)
         index = -100 if ignore_index is None else ignore_index
+        options = _checks.logit_options(CALLER, softcap, temperature, z_loss, return_stats)
         call = check_cross_entropy(
-            logits, t, weight, index, reduction, label_smoothing, normalizer, CALLER, input.device
+            logits, t, weight, index, reduction, label_smoothing, normalizer, CALLER, input.device, options
         )
+        _checks.causal_shift(shift, input, call.probability, CALLER)
         grad_mode = torch.is_grad_enabled()
         grads = grad_mode and any(x is not None and x.requires_grad for x in (input, linear_weight, linear_bias))
         call = replace(call, gradient_expected=grads)
@@ -141,14 +158,18 @@ def vocab_parallel_linear_cross_entropy(
         others = tuple(d for d in dtypes[1:] if d is not None)  # probability targets, class weights
         opts = plan(call, h, linear_weight, classes, others, chunk_size=chunk_size, drop_ignored=False)
         input_grad = grad_mode and input.requires_grad
-        mine = _consensus.Call(CALLER, call, classes, shape, dtypes, t, normalizer, reduce_input_grad, input_grad)
+        mine = _consensus.Call(
+            CALLER, call, classes, shape, dtypes, t, normalizer, reduce_input_grad, input_grad, shift
+        )
         return mine, (h, t, opts)
 
     shard, (h, t, opts) = _consensus.agree_on(group, group.device_for(input), CALLER, validate)
-    t = t.unsqueeze(-1)  # the engine's (N, 1) ids or (N, V_r, 1) probabilities
-    args = (h, linear_weight, linear_bias, t, weight, normalizer, opts, group, shard, reduce_input_grad)
-    out: torch.Tensor = VocabParallelLinearCrossEntropyFunction.apply(*args)
-    return out.reshape(input.shape[:-1]) if opts.call.reduction == "none" else out
+    t = t.unsqueeze(-1)[shift:]  # the engine's (N, 1) ids or (N, V_r, 1) probabilities
+    valid = causal_positions(h.shape[0], input.shape[-2], shift, h.device) if shift else None
+    args = (h, linear_weight, linear_bias, t, weight, normalizer, opts, group, shard, reduce_input_grad, valid)
+    out = VocabParallelLinearCrossEntropyFunction.apply(*args)
+    none = opts.call.reduction == "none"
+    return pack(out, opts.call.probability, none, lambda r: unshift(r, shift).reshape(input.shape[:-1]))
 
 
 def _check_linear(
@@ -203,25 +224,29 @@ class VocabParallelLinearCrossEntropyFunction(torch.autograd.Function):
         group: Group,
         shard: Shard,
         reduce_input_grad: bool,
-    ) -> torch.Tensor:
-        kind, out_dtype = make_kind(h.dtype, target, weight, opts.call, w.shape[0], shard)
+        valid: torch.Tensor | None,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        kind, out_dtype = make_kind(h.dtype, target, weight, opts.call, w.shape[0], shard, valid=valid)
         stats = fused_pass(Projection(h, w, b), kind, opts, None).stats
         assert stats is not None
         kind, stats = kind.combine(stats, shard.group)
         mode, div = output(opts.call.reduction, normalizer, kind.acc, lambda: kind.mean_divisor(stats))
+        side_div = side_divisor(kind, mode, normalizer)
         ctx.mode, ctx.opts, ctx.group, ctx.shard, ctx.acc = mode, opts, group, shard, kind.acc
         # every rank joins the input-gradient all-reduce (the ranks agreed on both in the forward)
         ctx.sums_input_grad = reduce_input_grad and ctx.needs_input_grad[0]
-        scalars = save_scalars(ctx, div, weight_sum(kind))
-        ctx.save_for_backward(h, w, b, target, weight, *scalars, *_engine.for_backward(stats))
-        return reduce(kind.loss(stats), mode, div).to(out_dtype)
+        scalars = save_scalars(ctx, div, weight_sum(kind), side_div)
+        ctx.save_for_backward(h, w, b, target, weight, valid, *scalars, *_engine.for_backward(stats))
+        results = outputs(kind, stats, mode, div, side_div, tuple(stats.shift.shape), out_dtype)
+        mark_outputs(ctx, results)
+        return results if len(results) > 1 else results[0]
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         if torch.is_grad_enabled() and ctx.sums_input_grad:
             # _backward refuses a double backward; first join the peers' input-gradient all-reduce
             _sum_input_grad(None, ctx, refused=True)
-        return _backward(ctx, grad_output)
+        return _backward(ctx, *grads)
 
 
 def _sum_input_grad(share: torch.Tensor | None, ctx: Any, refused: bool) -> torch.Tensor:
@@ -233,14 +258,14 @@ def _sum_input_grad(share: torch.Tensor | None, ctx: Any, refused: bool) -> torc
 
 
 @first_order
-def _backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-    h, w, b, target, weight, saved_divisor, saved_weight_sum, *fields = ctx.saved_tensors
-    div, total_weight = saved_scalars(ctx, (saved_divisor, saved_weight_sum))
-    kind, _ = make_kind(h.dtype, target, weight, ctx.opts.call, w.shape[0], ctx.shard, total_weight)
+def _backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    h, w, b, target, weight, valid, saved_divisor, saved_weight_sum, saved_side_div, *fields = ctx.saved_tensors
+    div, total_weight, side_div = saved_scalars(ctx, (saved_divisor, saved_weight_sum, saved_side_div))
+    kind, _ = make_kind(h.dtype, target, weight, ctx.opts.call, w.shape[0], ctx.shard, total_weight, valid)
     stats = _engine.from_saved(*fields)
-    coef = upstream(grad_output.to(kind.acc), ctx.mode, div, (h.shape[0], 1))
+    coef, side = upstreams(kind, grads, ctx.mode, div, side_div, tuple(stats.shift.shape), h.device)
     wanted = Wanted(*ctx.needs_input_grad[:5])
-    r = fused_pass(Projection(h, w, b), kind, ctx.opts, None, stats=stats, coef=coef, wanted=wanted)
+    r = fused_pass(Projection(h, w, b), kind, ctx.opts, None, stats=stats, coef=coef, side=side, wanted=wanted)
     if ctx.sums_input_grad:
         r = r._replace(input=_sum_input_grad(r.input, ctx, refused=False))
-    return *as_inputs(r, (h, w, b, target, weight)), *[None] * 5
+    return *as_inputs(r, (h, w, b, target, weight)), *[None] * 6

@@ -21,12 +21,12 @@ from typing import Any, NamedTuple
 import torch
 
 from crossent import _engine
-from crossent._engine import Kind, Statistics
-from crossent._reduction import output, reduce, upstream
+from crossent._engine import Kind, Side, Statistics
+from crossent._reduction import output, upstream
 from crossent.fused._chunks import Projection, RowChunk, row_chunks
 from crossent.fused._options import FusedOptions
 from crossent.ops._autograd import first_order, hand_over, save_scalars, saved_scalars
-from crossent.ops.cross_entropy import make_kind
+from crossent.ops.cross_entropy import make_kind, mark_outputs, outputs, side_divisor, side_gradients, upstreams
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ def fused_pass(
     *,
     stats: Statistics | None = None,
     coef: torch.Tensor | None = None,
+    side: Side | None = None,
     wanted: Wanted = Wanted(),
 ) -> PassResult:
     """One walk over the row chunks.
@@ -75,8 +76,7 @@ def fused_pass(
     from ``stats``. Rows outside ``kept`` get zero gradient.
     """
     h, w = proj.input, proj.weight
-    n, v, c = h.shape[0], w.shape[0], opts.num_classes
-    s = kind.positions[1]
+    (n, s), v, c = kind.positions, w.shape[0], opts.num_classes  # n <= h's rows: a shift leaves the last out
     acc, device = kind.acc, h.device
     grads = coef is not None
     probability = isinstance(kind, _engine.Probability)
@@ -125,6 +125,7 @@ def fused_pass(
         blocks(),
         stats=stats,
         coef=coef,
+        side=side,
         grad=put if logits_grad else None,
         target_grads=None if overwrite else put_target,
     )
@@ -148,39 +149,54 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         class_weight: torch.Tensor | None,
         normalizer: torch.Tensor | float | None,
         opts: FusedOptions,
-    ) -> torch.Tensor:
-        kind, out_dtype = make_kind(opts.logits_dtype, target, class_weight, opts.call, opts.num_classes, None)
+        valid: torch.Tensor | None,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        kind, out_dtype = make_kind(
+            opts.logits_dtype, target, class_weight, opts.call, opts.num_classes, None, valid=valid
+        )
         kept = kept_rows(kind, opts)
         mode, div = output(opts.call.reduction, normalizer, kind.acc, kind.mean_divisor)
+        side_div = side_divisor(kind, mode, normalizer)
         wanted = Wanted(*ctx.needs_input_grad[:5])
-        coef = None
+        coef, side = None, None
         if mode != "none" and opts.call.gradient_expected:
-            coef = upstream(torch.ones((), dtype=kind.acc, device=h.device), mode, div, ())
-        result = fused_pass(Projection(h, w, b), kind, opts, kept, coef=coef, wanted=wanted)
+            one = torch.ones((), dtype=kind.acc, device=h.device)
+            coef = upstream(one, mode, div, ())
+            if opts.call.options.z_loss != 0.0:
+                side = Side(upstream(one, mode, side_div, ()), None, None)
+        result = fused_pass(Projection(h, w, b), kind, opts, kept, coef=coef, side=side, wanted=wanted)
         stats = result.stats
         assert stats is not None
         precomputed = as_inputs(result, (h, w, b, target, class_weight))
         ctx.mode, ctx.opts = mode, opts
-        inputs = (h, w, b, target, class_weight, kept, *save_scalars(ctx, div), *_engine.for_backward(stats))
-        ctx.save_for_backward(*inputs, *(precomputed if coef is not None else ()))
-        return reduce(kind.loss(stats), mode, div).to(out_dtype)
+        inputs = (h, w, b, target, class_weight, kept, valid, *save_scalars(ctx, div, side_div))
+        ctx.save_for_backward(*inputs, *_engine.for_backward(stats), *(precomputed if coef is not None else ()))
+        results = outputs(kind, stats, mode, div, side_div, tuple(stats.shift.shape), out_dtype)
+        mark_outputs(ctx, results)
+        return results if len(results) > 1 else results[0]
 
     @staticmethod
     @first_order
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         opts: FusedOptions = ctx.opts
-        h, w, b, target, class_weight, kept, saved_divisor, *fields = ctx.saved_tensors
-        handed = hand_over(ctx, fields[3:], grad_output) if len(fields) > 3 else None
-        if handed is not None:
-            return (*handed, None, None)
-        # 'none', or a second backward through a retained graph: run the pass again from the inputs
-        kind, _ = make_kind(opts.logits_dtype, target, class_weight, opts.call, opts.num_classes, None)
-        stats = _engine.from_saved(*fields[:3])
-        (div,) = saved_scalars(ctx, [saved_divisor])
-        coef = upstream(grad_output.to(kind.acc), ctx.mode, div, tuple(stats.shift.shape))
+        h, w, b, target, class_weight, kept, valid, saved_divisor, saved_side_div, *fields = ctx.saved_tensors
+        stats_fields, precomputed = fields[:4], fields[4:]
+        nothing = (None,) * 8
+        if all(g is None for g in grads):
+            return nothing
+        if precomputed and not side_gradients(grads) and grads[0] is not None:
+            handed = hand_over(ctx, precomputed, grads[0])
+            if handed is not None:
+                return (*handed, None, None, None)
+        # 'none', a second backward through a retained graph, or gradients of the side outputs:
+        # run the pass again from the inputs
+        kind, _ = make_kind(opts.logits_dtype, target, class_weight, opts.call, opts.num_classes, None, valid=valid)
+        stats = _engine.from_saved(*stats_fields)
+        div, side_div = saved_scalars(ctx, [saved_divisor, saved_side_div])
+        coef, side = upstreams(kind, grads, ctx.mode, div, side_div, tuple(stats.shift.shape), h.device)
         wanted = Wanted(*ctx.needs_input_grad[:5])
-        r = fused_pass(Projection(h, w, b), kind, opts, kept, stats=stats, coef=coef, wanted=wanted)
-        return (*as_inputs(r, (h, w, b, target, class_weight)), None, None)
+        r = fused_pass(Projection(h, w, b), kind, opts, kept, stats=stats, coef=coef, side=side, wanted=wanted)
+        return (*as_inputs(r, (h, w, b, target, class_weight)), None, None, None)
 
 
 def as_inputs(result: PassResult, inputs: tuple[torch.Tensor | None, ...]) -> list[torch.Tensor | None]:

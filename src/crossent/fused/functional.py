@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 import torch
 
@@ -10,6 +10,7 @@ from crossent import _checks, _dispatch
 from crossent._dispatch import Impl
 from crossent._reduction import Reduction
 from crossent._reduction import resolve as resolve_reduction
+from crossent._results import CrossEntropyStats, pack
 from crossent._seam import public_op
 from crossent.fused._function import LinearCrossEntropyFunction
 from crossent.fused._options import plan
@@ -19,6 +20,60 @@ if TYPE_CHECKING:
     from torch.nn import LinearCrossEntropyOptions
 
 __all__ = ["linear_cross_entropy"]
+
+
+@overload
+def linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    options: LinearCrossEntropyOptions | None = None,
+    chunk_size: int | None = None,
+    workspace_bytes: int | None = None,
+    impl: Impl = "auto",
+    process_group: torch.distributed.ProcessGroup | None = None,
+    normalizer: torch.Tensor | float | None = None,
+    reduce_input_grad: bool = True,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    return_stats: Literal[False] = False,
+    shift: int = 0,
+    _logits_dtype: torch.dtype | None = None,
+) -> torch.Tensor: ...
+
+
+@overload
+def linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    options: LinearCrossEntropyOptions | None = None,
+    chunk_size: int | None = None,
+    workspace_bytes: int | None = None,
+    impl: Impl = "auto",
+    process_group: torch.distributed.ProcessGroup | None = None,
+    normalizer: torch.Tensor | float | None = None,
+    reduce_input_grad: bool = True,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    return_stats: Literal[True],
+    shift: int = 0,
+    _logits_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, CrossEntropyStats]: ...
 
 
 @public_op("linear_cross_entropy")
@@ -39,8 +94,13 @@ def linear_cross_entropy(
     process_group: torch.distributed.ProcessGroup | None = None,
     normalizer: torch.Tensor | float | None = None,
     reduce_input_grad: bool = True,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    return_stats: bool = False,
+    shift: int = 0,
     _logits_dtype: torch.dtype | None = None,
-) -> torch.Tensor:
+) -> torch.Tensor | tuple[torch.Tensor, CrossEntropyStats]:
     r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` without ever holding those logits.
 
     The result (value, and gradients for ``input``, ``linear_weight`` and ``linear_bias``) equals
@@ -116,6 +176,7 @@ def linear_cross_entropy(
         >>> crossent.linear_cross_entropy(h, W, torch.tensor([0, -100]), reduction="none")
         tensor([0.4076, 0.0000])
     """
+    options_ = _checks.logit_options("linear_cross_entropy", softcap, temperature, z_loss, return_stats)
     if process_group is not None:
         if options is not None or workspace_bytes is not None or impl == "triton":
             raise ValueError(
@@ -136,10 +197,16 @@ def linear_cross_entropy(
             normalizer=normalizer,
             reduce_input_grad=reduce_input_grad,
             chunk_size=chunk_size,
+            softcap=softcap,
+            temperature=temperature,
+            z_loss=z_loss,
+            return_stats=return_stats,
+            shift=shift,
         )
     shapes = _checks.linear_cross_entropy_arguments(input, linear_weight, target, linear_bias, weight, ignore_index)
     reduction = resolve_reduction(reduction)
     _checks.check_normalizer(normalizer, reduction, "linear_cross_entropy")
+    _checks.causal_shift(shift, input, shapes.probabilities, "linear_cross_entropy")
 
     n, c, s = shapes.rows, shapes.num_classes, shapes.positions
     if input.dim() > 2:  # crossent's extension: the call stands for logits (N, C)
@@ -152,11 +219,14 @@ def linear_cross_entropy(
     ignore, eps, weight = _checks.cross_entropy_arguments(
         logits, target, weight, -100 if ignore_index is None else ignore_index, label_smoothing, reduction
     )
-    _dispatch.resolve("linear_cross_entropy", impl, input.device, _dispatch.spec_of(input))
+    spec = _dispatch.spec_of(input, options=options_.names)
+    _dispatch.resolve("linear_cross_entropy", impl, input.device, spec)
 
     grad_tensors = [input, linear_weight, linear_bias] + ([target, weight] if shapes.probabilities else [])
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in grad_tensors)
-    call = CrossEntropyCall(reduction, ignore, eps, shapes.probabilities, gradient_expected=needs_grad)
+    call = CrossEntropyCall(
+        reduction, ignore, eps, shapes.probabilities, gradient_expected=needs_grad, options=options_
+    )
     h = input.reshape(n, shapes.in_features)
     w = linear_weight.reshape(c * s, shapes.in_features)
     opts = plan(
@@ -173,8 +243,21 @@ def linear_cross_entropy(
         drop_ignored=not shapes.probabilities and c > 0 and not torch.compiler.is_compiling(),
     )
     b = linear_bias.reshape(c * s) if linear_bias is not None else None
-    t = target.reshape(n, c, s) if shapes.probabilities else target.reshape(n, s)
-    out = LinearCrossEntropyFunction.apply(h, w, b, t, weight, normalizer, opts)
-    if reduction == "none":
-        return out.reshape(() if input.dim() == 1 else (*shapes.batch, *shapes.out_features))
-    return out
+    t = target.reshape(n, c, s) if shapes.probabilities else target.reshape(n, s)[shift:]
+    valid = causal_positions(n, input.shape[-2], shift, input.device) if shift else None
+    out = LinearCrossEntropyFunction.apply(h, w, b, t, weight, normalizer, opts, valid)
+    batch = () if input.dim() == 1 else (*shapes.batch, *shapes.out_features)
+    return pack(out, shapes.probabilities, reduction == "none", lambda r: unshift(r, shift).reshape(batch))
+
+
+def causal_positions(rows: int, length: int, shift: int, device: torch.device) -> torch.Tensor:
+    """``(rows - shift, 1)``: whether row ``n`` (position ``n % length`` of its sequence) has a label
+    ``shift`` positions later in the same sequence."""
+    return (torch.arange(rows - shift, device=device) % length < length - shift).unsqueeze(1)
+
+
+def unshift(per_row: torch.Tensor, shift: int) -> torch.Tensor:
+    """Per-row values of the ``rows - shift`` predicting rows, with zeros for the last ``shift`` rows."""
+    if not shift:
+        return per_row
+    return torch.cat([per_row, per_row.new_zeros(shift, *per_row.shape[1:])])

@@ -56,6 +56,15 @@ def hand_over(
     return [None if p is None else _alias(p).mul_(factor) for p in precomputed]
 
 
+def reuse(ctx: Any, precomputed: torch.Tensor | None) -> torch.Tensor | None:
+    """The forward's gradient buffer, for a backward that forms the gradient anew (an upstream gradient
+    the forward could not know, such as the entropy's): at most once, in eager mode; None otherwise."""
+    if precomputed is None or getattr(ctx, "handed_over", False) or torch.compiler.is_compiling():
+        return None
+    ctx.handed_over = True
+    return _alias(precomputed)
+
+
 def _alias(t: torch.Tensor) -> torch.Tensor:
     """``t``'s storage and layout under a tensor with its own version counter."""
     alias = torch.empty(0, dtype=t.dtype, device=t.device)

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 
 from crossent import _engine
-from crossent._engine import Kind
-from crossent._reduction import Reduction, output, reduce, upstream
-from crossent.ops._autograd import first_order, hand_over, save_scalars, saved_scalars
+from crossent._engine import Kind, LogitOptions, Side, Statistics
+from crossent._reduction import Reduction, divisor, output, reduce, upstream
+from crossent.ops._autograd import first_order, hand_over, reuse, save_scalars, saved_scalars
 from crossent.ops._layout import accumulation_dtype, as_ncs, as_rows, blocks, class_dim, output_shape, result_dtype
 
 
@@ -39,6 +39,7 @@ class CrossEntropyCall:
     inplace_backward: bool = False
     gradient_expected: bool = False  # grad mode on and the logits require grad: the forward forms it
     native: bool = False  # rows (N, C) on the native kernels (``crossent.native``), not the block walk
+    options: LogitOptions = LogitOptions()  # softcap, temperature, z-loss and the statistics of ``return_stats``
 
 
 @dataclass(frozen=True)
@@ -58,20 +59,23 @@ def make_kind(
     classes: int,
     shard: Shard | None,
     weight_sum: torch.Tensor | float | None = None,
+    valid: torch.Tensor | None = None,
 ) -> tuple[Kind, torch.dtype]:
     """The engine's view of the targets (``(N, S)`` ids or ``(N, C, S)`` probabilities) and the output dtype.
 
-    ``weight_sum``: the class-weight sum of every shard, as ``combine`` found it (for a backward).
+    ``weight_sum``: the class-weight sum of every shard, as ``combine`` found it (for a backward);
+    ``valid``: the positions that may count at all (class indices).
     """
     num_classes = shard.num_classes if shard is not None else None
     if call.probability:
         dtypes = (x_dtype, target.dtype, *((weight.dtype,) if weight is not None else ()))
         acc = accumulation_dtype(*dtypes)
-        return _engine.Probability.build(target, weight, call.label_smoothing, acc, num_classes), result_dtype(*dtypes)
+        probability = _engine.Probability.build(target, weight, call.label_smoothing, acc, num_classes, call.options)
+        return probability, result_dtype(*dtypes)
     offset = shard.offset if shard is not None else None
     acc = accumulation_dtype(x_dtype)
     kind = _engine.ClassIndex.build(
-        target, weight, call.ignore_index, call.label_smoothing, classes, acc, offset, num_classes
+        target, weight, call.ignore_index, call.label_smoothing, classes, acc, offset, num_classes, call.options, valid
     )
     return (kind if weight_sum is None else dataclasses.replace(kind, weight_sum=weight_sum)), x_dtype
 
@@ -93,6 +97,78 @@ def weight_sum(kind: Kind) -> torch.Tensor | float | None:
     return kind.weight_sum if isinstance(kind, _engine.ClassIndex) else None
 
 
+def side_divisor(kind: Kind, mode: str, normalizer: torch.Tensor | float | None) -> torch.Tensor | float | None:
+    """What ``'mean'`` divides the z-loss by: the ``normalizer``, else the count of counted positions (it
+    is never class-weighted)."""
+    if mode != "mean":
+        return None
+    return divisor(normalizer, kind.acc) if normalizer is not None else kind.count()
+
+
+def outputs(
+    kind: Kind,
+    stats: Statistics,
+    mode: str,
+    div: torch.Tensor | float | None,
+    side_div: torch.Tensor | float | None,
+    shape: tuple[int, ...],
+    out_dtype: torch.dtype,
+) -> tuple[torch.Tensor, ...]:
+    """The loss (``shape`` for ``'none'``), and with ``extras`` the per-position ``lse`` and entropy
+    (``shape``), the reduced z-loss term and the accuracy, in the accumulation dtype."""
+    options = kind.options
+    loss = reduce(kind.loss(stats), mode, div)
+    z_value = None
+    if options.z_loss != 0.0:
+        z_value = reduce(options.z_loss * _engine.lse(stats, kind.counted).square(), mode, side_div)
+        loss = loss + z_value
+    loss = (loss.reshape(shape) if mode == "none" else loss).to(out_dtype)
+    if not options.extras:
+        return (loss,)
+    if z_value is None:
+        z_value = torch.zeros(shape if mode == "none" else (), dtype=kind.acc, device=loss.device)
+    correct = kind.correct(stats)
+    accuracy = torch.full((), torch.nan, dtype=kind.acc) if correct is None else correct.sum() / kind.count()
+    lse = _engine.lse(stats, kind.counted).reshape(shape)
+    ent = _engine.entropy(stats, kind.counted).reshape(shape)
+    return loss, lse, ent, (z_value.reshape(shape) if mode == "none" else z_value), accuracy.to(loss.device)
+
+
+def mark_outputs(ctx: Any, results: tuple[torch.Tensor, ...]) -> None:
+    """Only the loss, ``lse`` and the entropy carry gradients; autograd hands the backward None for unused ones."""
+    ctx.set_materialize_grads(False)
+    if len(results) > 1:
+        ctx.mark_non_differentiable(*results[3:])
+
+
+def upstreams(
+    kind: Kind,
+    grads: tuple[torch.Tensor | None, ...],
+    mode: str,
+    div: torch.Tensor | float | None,
+    side_div: torch.Tensor | float | None,
+    positions: tuple[int, ...],
+    device: torch.device,
+) -> tuple[torch.Tensor, Side | None]:
+    """``coef = d output / d l_n`` and the side terms' factors, from the upstream gradients of the
+    outputs (``grads``: of the loss, then of ``lse`` and the entropy; None where none flowed)."""
+    acc = kind.acc
+    g = torch.zeros((), dtype=acc, device=device) if grads[0] is None else grads[0].to(acc)
+    if mode == "none" and g.dim() == 0:
+        g = g.expand(positions)  # the loss got no gradient
+    coef = upstream(g, mode, div, positions)
+    z = upstream(g, mode, side_div, positions) if kind.options.z_loss != 0.0 else None
+    lse, ent = (None if t is None else t.to(acc).reshape(positions) for t in (*grads[1:3], None, None)[:2])
+    if z is None and lse is None and ent is None:
+        return coef, None
+    return coef, Side(z, lse, ent)
+
+
+def side_gradients(grads: tuple[torch.Tensor | None, ...]) -> bool:
+    """Whether the ``lse`` or entropy outputs got an upstream gradient (the forward's gradient lacks them)."""
+    return any(g is not None for g in grads[1:3])
+
+
 def _targets(x3: torch.Tensor, target: torch.Tensor, call: CrossEntropyCall) -> torch.Tensor:
     n, _, s = x3.shape
     return as_ncs(target) if call.probability else target.reshape(n, s)
@@ -110,7 +186,7 @@ class CrossEntropyFunction(torch.autograd.Function):
         normalizer: torch.Tensor | float | None,
         call: CrossEntropyCall,
         shard: Shard | None,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if call.native:
             return _native_forward(ctx, x, target, weight, normalizer, call)
         x3 = as_ncs(x)
@@ -122,9 +198,13 @@ class CrossEntropyFunction(torch.autograd.Function):
         grad = torch.empty(x.shape, dtype=x.dtype, device=x.device) if precompute else None
         # a local call knows every target weight before the walk; shards know them after ``combine``
         mode, div = output(call.reduction, normalizer, acc, kind.mean_divisor if shard is None else None)
-        coef = None  # the gradient for an upstream gradient of 1 ('none': of each position's loss)
+        side_div = side_divisor(kind, mode, normalizer)
+        coef, side = None, None  # the gradient for an upstream gradient of 1 ('none': of each position's loss)
         if precompute:
-            coef = upstream(torch.ones((), dtype=acc, device=x.device), "sum" if mode == "none" else mode, div, ())
+            one, summed = torch.ones((), dtype=acc, device=x.device), "sum" if mode == "none" else mode
+            coef = upstream(one, summed, div, ())
+            if call.options.z_loss != 0.0:
+                side = Side(upstream(one, summed, side_div, ()), None, None)
 
         grad3 = as_ncs(grad) if grad is not None else None
 
@@ -139,49 +219,58 @@ class CrossEntropyFunction(torch.autograd.Function):
             if g.dtype != x.dtype:
                 _block(grad3, block).copy_(g)  # type: ignore[arg-type]
 
-        stats = _engine.walk(kind, blocks(), coef=coef, grad=put)
+        stats = _engine.walk(kind, blocks(), coef=coef, side=side, grad=put)
         assert stats is not None
         kind, stats = kind.combine(stats, shard.group if shard is not None else None)
         if div is None and mode == "mean":
             div = kind.mean_divisor(stats)  # the target weights of every shard
-        loss = reduce(kind.loss(stats), mode, div)
+        results = outputs(kind, stats, mode, div, side_div, output_shape(x), out_dtype)
 
         ctx.call, ctx.shard, ctx.mode, ctx.overwrote_logits = call, shard, mode, False
-        scalars = save_scalars(ctx, div, weight_sum(kind))
+        scalars = save_scalars(ctx, div, weight_sum(kind), side_div)
         ctx.save_for_backward(x, target, weight, *_engine.for_backward(stats), *scalars, grad)
-        if mode == "none":
-            loss = loss.reshape(output_shape(x))
-        return loss.to(out_dtype)
+        mark_outputs(ctx, results)
+        return results if len(results) > 1 else results[0]
 
     @staticmethod
     @first_order
-    def backward(
-        ctx: Any, grad_output: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None, None, None]:
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         if ctx.overwrote_logits:
             raise RuntimeError(
                 "cross_entropy(inplace_backward=True) overwrote the logits with their gradient; "
                 "backward through this graph a second time needs inplace_backward=False"
             )
+        if grads[0] is None and not side_gradients(grads):
+            return (None,) * 6
         if ctx.call.native:
-            return _native_backward(ctx, grad_output)
-        x, target, weight, *fields, saved_divisor, saved_weight_sum, precomputed = ctx.saved_tensors
+            assert grads[0] is not None  # the native kernels have no side outputs
+            return _native_backward(ctx, grads[0])
+        x, target, weight, *fields, saved_divisor, saved_weight_sum, saved_side_div, precomputed = ctx.saved_tensors
         call: CrossEntropyCall = ctx.call
         x3 = as_ncs(x)
         n, c, s = x3.shape
-        handed = hand_over(ctx, [precomputed], _factor(ctx, x, grad_output))
+        handed = None
+        if not side_gradients(grads) and grads[0] is not None:
+            handed = hand_over(ctx, [precomputed], _factor(ctx, x, grads[0]))
         grad_x = handed[0] if handed is not None else None
         need_x, need_t, need_w = ctx.needs_input_grad[:3]
         if grad_x is not None and not (need_t or need_w):
             return grad_x, None, None, None, None, None
 
-        div, total_weight = saved_scalars(ctx, (saved_divisor, saved_weight_sum))
+        div, total_weight, side_div = saved_scalars(ctx, (saved_divisor, saved_weight_sum, saved_side_div))
         kind, _ = make_kind(x.dtype, _targets(x3, target, call), weight, call, c, ctx.shard, total_weight)
         stats = _engine.from_saved(*fields)
-        coef = upstream(grad_output.to(kind.acc), ctx.mode, div, (n, s))
+        coef, side = upstreams(kind, grads, ctx.mode, div, side_div, (n, s), x.device)
         in_place = call.inplace_backward and x.is_contiguous()
         if need_x and grad_x is None:
-            grad_x = x if in_place else torch.empty(x.shape, dtype=x.dtype, device=x.device)
+            reused = reuse(ctx, precomputed)
+            grad_x = (
+                x
+                if in_place
+                else reused
+                if reused is not None
+                else torch.empty(x.shape, dtype=x.dtype, device=x.device)
+            )
             ctx.overwrote_logits = in_place
         else:
             need_x = False
@@ -205,7 +294,8 @@ class CrossEntropyFunction(torch.autograd.Function):
                 grad_w.add_(gw)  # block partial sums in block order: deterministic
 
         target_grads = put_target if need_t or need_w else None
-        _engine.walk(kind, blocks(), stats=stats, coef=coef, grad=put if need_x else None, target_grads=target_grads)
+        grad_fn = put if need_x else None
+        _engine.walk(kind, blocks(), stats=stats, coef=coef, side=side, grad=grad_fn, target_grads=target_grads)
         if need_x and c == 0 and grad_x is not None:
             grad_x.zero_()
         return grad_x, grad_t, grad_w.to(weight.dtype) if grad_w is not None else None, None, None, None

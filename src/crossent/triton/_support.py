@@ -26,4 +26,6 @@ def unsupported_reason(op: Op, spec: CallSpec) -> str | None:
         "binary_cross_entropy_with_logits",
     ):
         return "the Triton kernels do not differentiate the weight"
+    if spec.options:
+        return f"the Triton kernels do not take {', '.join(spec.options)}"
     return None
