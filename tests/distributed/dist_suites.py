@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dist_checks_cross_entropy
 import dist_checks_linear
+import dist_checks_lm_options
 import dist_checks_normalization
 import dist_checks_public_api
 from dist_harness import Check
@@ -14,6 +15,7 @@ def all_checks() -> list[tuple[str, Check]]:
     return [
         *dist_checks_cross_entropy.checks(),
         *dist_checks_linear.checks(),
+        *dist_checks_lm_options.checks(),
         *dist_checks_normalization.checks(),
         *dist_checks_public_api.checks(),
     ]

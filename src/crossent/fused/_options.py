@@ -44,12 +44,17 @@ class FusedOptions:
     drop_ignored: bool  # select the rows with a kept target before any matmul (eager mode only)
 
 
-def workspace_row_bytes(classes: int, logits_dtype: torch.dtype, grad_dtype: torch.dtype | None) -> int:
-    """Bytes of workspace per chunk row: its logits, and its gradient when that is held in ``grad_dtype``."""
+def workspace_row_bytes(
+    classes: int, logits_dtype: torch.dtype, grad_dtype: torch.dtype | None, temporaries: int = 0
+) -> int:
+    """Bytes of workspace per chunk row: its logits, its gradient when that is held in ``grad_dtype``,
+    and ``temporaries`` more values per logit in the accumulation dtype (``dz/dx`` of a softcap, and
+    ``z - k`` beside ``exp(z - k)`` for the statistics)."""
     logits = classes * logits_dtype.itemsize
+    extra = classes * temporaries * accumulation_dtype(logits_dtype).itemsize
     if grad_dtype is None or grad_dtype == logits_dtype:
-        return logits  # the gradient overwrites the logits
-    return logits + classes * (grad_dtype.itemsize + logits_dtype.itemsize)
+        return logits + extra  # the gradient overwrites the logits
+    return logits + extra + classes * (grad_dtype.itemsize + logits_dtype.itemsize)
 
 
 def chunk_rows(
@@ -88,7 +93,8 @@ def plan(
     """
     grad_dtype = acc_dtype if acc_dtype is not None else accumulation_dtype(w.dtype)
     acc = accumulation_dtype(h.dtype, *loss_dtypes)
-    row_bytes = workspace_row_bytes(w.shape[0], h.dtype, acc if call.gradient_expected else None)
+    temporaries = int(call.options.softcap is not None) + int(call.options.extras)
+    row_bytes = workspace_row_bytes(w.shape[0], h.dtype, acc if call.gradient_expected else None, temporaries)
     default = default_workspace_bytes(w.numel() * grad_dtype.itemsize)
     rows = chunk_rows(h.shape[0], row_bytes, chunk_size, workspace_bytes, default)
     logits = logits_dtype if logits_dtype is not None else h.dtype
