@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lm_reference import reference, transformed
 
 import crossent
 from crossent import _dispatch
+from helpers import assert_close
+from lm_reference import reference, transformed
 
 OPTIONS = [
     {"softcap": 3.0},

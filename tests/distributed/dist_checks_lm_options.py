@@ -8,9 +8,9 @@ import torch
 import torch.distributed as dist
 from dist_cases import LAYOUTS, assert_close, assert_same_on_every_rank, case_grid, generator, shard, tiny_blocks, world
 from dist_harness import Check
-from lm_reference import reference
 
 from crossent.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
+from lm_reference import reference
 
 OPTIONS = {"softcap": 2.5, "temperature": 0.8, "z_loss": 0.1}
 

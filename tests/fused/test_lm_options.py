@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import assert_close
-from lm_reference import reference
 
 import crossent
 from fused.test_memory import _cpu_allocations
+from helpers import assert_close
+from lm_reference import reference
 
 OPTIONS = [
     {"softcap": 2.0},
@@ -55,7 +55,9 @@ def test_values_statistics_and_gradients(
     upstream = [torch.randn_like(t) for t in (ref.loss, ref.lse, ref.entropy)]
     ours = sum((g * t).sum() for g, t in zip(upstream, (loss, stats.lse, stats.entropy), strict=True))
     theirs = sum((g * t).sum() for g, t in zip(upstream, ref[:3], strict=True))
-    for name, a, e in zip("hWb", torch.autograd.grad(ours, (h, w, b)), torch.autograd.grad(theirs, (h2, w2, b2))):
+    for name, a, e in zip(
+        "hWb", torch.autograd.grad(ours, (h, w, b)), torch.autograd.grad(theirs, (h2, w2, b2)), strict=True
+    ):
         assert_close(a, e, f"gradient of {name}", 1e-12, 1e-10)
 
 

@@ -1,4 +1,4 @@
-"""The kernels' own exp, log and log1p, at every level this CPU runs, against float64, and their
+"""The kernels' own exp, log, log1p and tanh, at every level this CPU runs, against float64, and their
 half-precision conversions against torch's.
 
 The error of ``y`` is ``|y - ref| / spacing(float32(ref))``: ulps of float32 at the true result.
@@ -12,7 +12,7 @@ import torch
 
 from tests.native.native_env import LEVELS, level_library
 
-EXP, LOG, LOG1P = 0, 1, 2
+EXP, LOG, LOG1P, TANH = 0, 1, 2, 5
 SMALLEST_SUBNORMAL = 2.0**-149
 
 
@@ -120,6 +120,36 @@ def test_log1p_special_values(level):
     assert np.signbit(y[1]) and not np.signbit(y[0])
     np.testing.assert_array_equal(y[4:6], u[4:6])  # log1p(u) = u below the precision of 1 + u
     assert _ulps(y[6:], np.log1p(np.float64([1.0])))[0] <= 2.0
+
+
+def test_tanh_within_1_5_ulp(level):
+    # an exhaustive check of every float32 in [0, 11] (tanh rounds to 1 past 9.01) finds 1.37 ulp at most;
+    # here: densely around the switch of formula at 0.625, over [-11, 11], and tiny magnitudes
+    x = np.concatenate(
+        [
+            np.linspace(-11.0, 11.0, 2_000_001, dtype=np.float32),
+            np.linspace(0.55, 0.7, 500_001, dtype=np.float32),
+            -np.linspace(0.55, 0.7, 500_001, dtype=np.float32),
+            np.geomspace(1e-38, 1.0, 300_000).astype(np.float32),
+            -np.geomspace(1e-38, 1.0, 300_000).astype(np.float32),
+            np.float32([0.625, np.nextafter(np.float32(0.625), np.float32(0)), 0.6302208, 9.0, 9.02, 20.0]),
+        ]
+    )
+    y = _apply(level, TANH, x)
+    worst, at = _worst(x, y, np.tanh(x.astype(np.float64)))
+    assert worst <= 1.5, f"tanh({at!r}) is {worst:.3f} ulp off"
+
+
+def test_tanh_subnormals_and_special_values(level):
+    subnormals = _as_float32(np.concatenate([np.arange(1, 2**23, 4099), [1, 2**23 - 1]]))
+    y = _apply(level, TANH, np.concatenate([subnormals, -subnormals]))
+    np.testing.assert_array_equal(y, np.concatenate([subnormals, -subnormals]))  # tanh(u) = u
+    big = np.float32([11.0, 44.0, 45.0, 89.0, 1e10, 3.4e38])
+    special = np.float32([np.inf, -np.inf, np.nan, 0.0, -0.0])
+    y = _apply(level, TANH, np.concatenate([big, -big, special]))
+    np.testing.assert_array_equal(y[:12], np.float32([1.0] * 6 + [-1.0] * 6))
+    np.testing.assert_array_equal(y[12:], np.float32([1.0, -1.0, np.nan, 0.0, -0.0]))
+    assert np.signbit(y[16]) and not np.signbit(y[15])
 
 
 def _half_precision_cases() -> np.ndarray:
