@@ -272,3 +272,22 @@ def test_property_matches_the_composition(
     torch.testing.assert_close(loss, ref.loss, atol=1e-9, rtol=1e-9)
     torch.testing.assert_close(stats.entropy, ref.entropy, atol=1e-9, rtol=1e-9)
     assert (stats.entropy >= -1e-12).all() and (stats.entropy <= math.log(classes) + 1e-9).all()
+
+
+def test_modules_take_the_options() -> None:
+    x, target = torch.randn(4, 6, dtype=torch.float64), torch.tensor([0, 5, -100, 2])
+    options = {"softcap": 2.0, "temperature": 1.5, "z_loss": 0.1}
+    module = crossent.nn.CrossEntropyLoss(reduction="sum", **options)
+    assert_close(module(x, target), reference(x, target, reduction="sum", **options).loss, "module", 1e-12, 1e-10)
+    loss, stats = crossent.nn.CrossEntropyLoss(return_stats=True, **options)(x, target)
+    assert_close(stats.entropy, reference(x, target, **options).entropy, "module entropy", 1e-12, 1e-10)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        crossent.nn.CrossEntropyLoss(temperature=-1.0)
+
+
+def test_the_linear_module_takes_the_options_and_the_shift() -> None:
+    module = crossent.nn.LinearCrossEntropyLoss(4, 9, bias=True, dtype=torch.float64, softcap=3.0, shift=1)
+    h, labels = torch.randn(2, 5, 4, dtype=torch.float64), torch.randint(0, 9, (2, 5))
+    logits = module.linear(h)[:, :-1].transpose(1, 2)
+    expected = reference(logits, labels[:, 1:], softcap=3.0).loss
+    assert_close(module(h, labels), expected, "linear module", 1e-12, 1e-10)

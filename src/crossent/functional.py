@@ -122,6 +122,22 @@ def cross_entropy(
     sum by ``W = sum_n m_n * w[y_n]`` for class indices (0/0 = nan when every target is ignored) and
     by the number of positions ``N * d1 * ... * dK`` for probabilities (weights do not enter).
 
+    Language-model options (crossent's own; the defaults leave torch's loss untouched) act on the
+    logits first, and ``l_n`` is then the loss of ``z``::
+
+        z = softcap * tanh(x / softcap) / temperature        (softcap None: z = x / temperature)
+
+    ``z_loss`` adds ``z_loss * lse_n**2`` (``lse`` of ``z``) at counted positions (not ignored). It is
+    reduced like the loss but never class-weighted: ``'mean'`` divides it by the number of counted
+    positions (by ``normalizer`` when one is given), ``'sum'`` sums it, ``'none'`` adds it to each
+    position's value. ``return_stats=True`` returns ``(loss, stats)``, a :class:`crossent.CrossEntropyStats`
+    formed in the loss's own pass over the logits: ``stats.lse`` and ``stats.entropy``
+    (``-sum_c p_c log p_c`` of ``p = softmax(z)``), per position, shaped like ``'none'``, 0 at ignored
+    positions and differentiable; ``stats.z_loss``, the reduced z-loss term included in the loss, and
+    ``stats.accuracy``, the fraction of counted positions whose first argmax of ``z`` is the target
+    (None for probabilities), both detached. Under ``return_stats`` the backward forms the gradient
+    anew when ``lse`` or the entropy receive a gradient (the forward's covers the loss alone).
+
     Args:
         input: logits.
         target: class indices (int64, or uint8 for inputs of at most 2 dims) or probabilities.
@@ -145,6 +161,10 @@ def cross_entropy(
         normalizer: return ``sum_n l_n / normalizer`` (for ``'mean'`` and ``'sum'``; a number or a
             one-element tensor, never read on the host), e.g. the global count of kept targets from
             ``crossent.distributed.count_targets`` for exact gradient accumulation.
+        softcap: Gemma-style logit soft-capping ``softcap * tanh(x / softcap)``, a number > 0 or None.
+        temperature: divides the (capped) logits, a number > 0.
+        z_loss: the coefficient of the z-loss term ``lse**2``, >= 0.
+        return_stats: return ``(loss, stats)`` with the log-sum-exp, entropy, z-loss and accuracy.
 
     Shape:
         ============  ====================  ==========================================
@@ -166,6 +186,9 @@ def cross_entropy(
         >>> x = torch.tensor([[1.0, 2.0], [1.0, 3.0], [1.0, 3.0]])
         >>> crossent.cross_entropy(x, torch.tensor([0, 1, 1]), reduction="none")
         tensor([1.3133, 0.1269, 0.1269])
+        >>> loss, stats = crossent.cross_entropy(x, torch.tensor([0, 1, 1]), z_loss=1e-4, return_stats=True)
+        >>> stats.lse, stats.accuracy
+        (tensor([2.3133, 3.1269, 3.1269]), tensor(0.6667))
     """
     reduction = resolve_reduction(reduction, size_average, reduce)
     options = _checks.logit_options("cross_entropy", softcap, temperature, z_loss, return_stats)

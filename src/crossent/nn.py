@@ -9,8 +9,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from crossent import _checks
 from crossent import functional as F
 from crossent._reduction import KLReduction, Reduction, legacy_reduction
+from crossent._results import CrossEntropyStats
 from crossent.fused.modules import LinearCrossEntropyLoss
 
 __all__ = [
@@ -78,16 +80,21 @@ class NLLLoss(_WeightedLoss):
 
 
 class CrossEntropyLoss(_WeightedLoss):
-    """Module form of :func:`crossent.cross_entropy`.
+    """Module form of :func:`crossent.cross_entropy`, with its language-model options as keywords
+    (``softcap``, ``temperature``, ``z_loss``, ``return_stats``; with ``return_stats=True`` the module
+    returns ``(loss, stats)``).
 
     Example:
         >>> import torch, crossent
         >>> loss = crossent.nn.CrossEntropyLoss(label_smoothing=0.1)
         >>> loss(torch.tensor([[1.0, 2.0]]), torch.tensor([1]))
         tensor(0.3633)
+        >>> capped = crossent.nn.CrossEntropyLoss(softcap=1.0, z_loss=1e-3)
+        >>> capped(torch.tensor([[1.0, 2.0]]), torch.tensor([1]))
+        tensor(0.5995)
     """
 
-    __constants__ = ["ignore_index", "reduction", "label_smoothing"]
+    __constants__ = ["ignore_index", "reduction", "label_smoothing", "softcap", "temperature", "z_loss", "return_stats"]
     ignore_index: int
     label_smoothing: float
 
@@ -99,19 +106,30 @@ class CrossEntropyLoss(_WeightedLoss):
         reduce: bool | None = None,
         reduction: Reduction = "mean",
         label_smoothing: float = 0.0,
+        *,
+        softcap: float | None = None,
+        temperature: float = 1.0,
+        z_loss: float = 0.0,
+        return_stats: bool = False,
     ) -> None:
         super().__init__(weight, size_average, reduce, reduction)
+        _checks.logit_options("CrossEntropyLoss", softcap, temperature, z_loss, return_stats)
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
+        self.softcap, self.temperature, self.z_loss, self.return_stats = softcap, temperature, z_loss, return_stats
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(
+    def forward(self, input: Tensor, target: Tensor) -> Tensor | tuple[Tensor, CrossEntropyStats]:
+        return F.cross_entropy(  # type: ignore[call-overload]
             input,
             target,
             weight=self.weight,
             ignore_index=self.ignore_index,
             reduction=self.reduction,
             label_smoothing=self.label_smoothing,
+            softcap=self.softcap,
+            temperature=self.temperature,
+            z_loss=self.z_loss,
+            return_stats=self.return_stats,
         )
 
 

@@ -119,6 +119,15 @@ def linear_cross_entropy(
     ``sum_n m_n * w[y_n]`` for class indices (0/0 = nan when every target is ignored) and by the number
     of positions for probabilities.
 
+    ``softcap``, ``temperature``, ``z_loss`` and ``return_stats`` are those of
+    :func:`crossent.cross_entropy`, applied to each chunk's logits: ``z = softcap * tanh(x / softcap) /
+    temperature``, the z-loss term, and ``(loss, stats)`` with the per-row log-sum-exp, entropy (both
+    differentiable, reaching ``input``, ``linear_weight`` and ``linear_bias``), z-loss and accuracy, all
+    from the same pass. ``shift`` is the causal shift of a language model: with hidden states
+    ``(B, T, H)`` and labels ``(B, T)``, position ``t`` predicts label ``t + shift`` and the last
+    ``shift`` positions of each sequence count as ignored (their loss, ``lse`` and entropy are 0). The
+    labels are read through a view and the hidden states in place: nothing is copied to shift them.
+
     The rows are processed in chunks; only one chunk's logits (and gradient) exist at a time, in a
     workspace of ``workspace_bytes`` or of ``chunk_size`` rows. The default budget is a quarter of the
     weight gradient's size, within [16 MiB, 256 MiB] (``H / 4`` float32 rows for most shapes). Rows
@@ -157,6 +166,9 @@ def linear_cross_entropy(
         reduce_input_grad: with ``process_group``, all-reduce the input gradient in the backward
             (each rank's share is ``dL/dlogits[V_r] @ W[V_r]``); False when your framework already
             reduces it (Megatron's column-parallel linear does).
+        softcap, temperature, z_loss, return_stats: as in :func:`crossent.cross_entropy`.
+        shift: predict the label ``shift`` positions later along the dim before ``H`` (an int in
+            ``[0, T)``; needs hidden states ``(B, T, H)`` and class-index labels).
         _logits_dtype: set by crossent's autocast policy (float32 under ``torch.autocast``): the dtype the
             loss takes the logits in, while the matmuls run in ``input``'s dtype.
 
@@ -175,6 +187,10 @@ def linear_cross_entropy(
         >>> h = torch.tensor([[1.0, 0.0], [0.0, 1.0]]); W = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
         >>> crossent.linear_cross_entropy(h, W, torch.tensor([0, -100]), reduction="none")
         tensor([0.4076, 0.0000])
+        >>> hidden = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])  # (B, T, H): one sequence of 3
+        >>> labels = torch.tensor([[2, 0, 1]])
+        >>> crossent.linear_cross_entropy(hidden, W, labels, shift=1, reduction="none")  # t predicts t + 1
+        tensor([[0.4076, 0.8620, 0.0000]])
     """
     options_ = _checks.logit_options("linear_cross_entropy", softcap, temperature, z_loss, return_stats)
     if process_group is not None:
