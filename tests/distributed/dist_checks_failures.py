@@ -86,7 +86,11 @@ def _cross_entropy_args() -> Args:
         "reduction": "mean",
         "label_smoothing": 0.0,
         "normalizer": None,
+        **LM_OPTIONS,
     }
+
+
+LM_OPTIONS = {"softcap": None, "temperature": 1.0, "z_loss": 0.0}
 
 
 def _cross_entropy(pg: dist.ProcessGroup, a: Args) -> torch.Tensor:
@@ -99,6 +103,7 @@ def _cross_entropy(pg: dist.ProcessGroup, a: Args) -> torch.Tensor:
         a["label_smoothing"],
         process_group=pg,
         normalizer=a["normalizer"],
+        **{k: a[k] for k in LM_OPTIONS},
     )
 
 
@@ -128,6 +133,8 @@ def _linear_args() -> Args:
         "normalizer": None,
         "reduce_input_grad": True,
         "chunk_size": None,
+        "shift": 0,
+        **LM_OPTIONS,
     }
 
 
@@ -145,6 +152,8 @@ def _linear(pg: dist.ProcessGroup, a: Args) -> torch.Tensor:
         normalizer=a["normalizer"],
         reduce_input_grad=a["reduce_input_grad"],
         chunk_size=a["chunk_size"],
+        shift=a["shift"],
+        **{k: a[k] for k in LM_OPTIONS},
     )
 
 
@@ -293,6 +302,18 @@ BAD_INPUTS = {
         _set(weight=lambda a: torch.ones(width(), dtype=torch.float64, device="meta")),
         RuntimeError,
         "weight is on meta",
+    ),
+    "softcap_zero": BadInput(
+        "cross_entropy", _set(softcap=0.0), ValueError, r"softcap must be a finite number > 0, got 0.0", False
+    ),
+    "temperature_negative": BadInput(
+        "linear", _set(temperature=-1.0), ValueError, r"temperature must be a finite number > 0, got -1.0", False
+    ),
+    "z_loss_negative": BadInput(
+        "cross_entropy", _set(z_loss=-0.5), ValueError, r"z_loss must be a finite number >= 0, got -0.5", False
+    ),
+    "shift_with_2d_input": BadInput(
+        "linear", _set(shift=1), ValueError, r"shift needs hidden states \(B, T, H\)", False
     ),
     "ignore_index_not_an_int": BadInput(
         "cross_entropy", _set(ignore_index="x"), TypeError, r"'ignore_index' .* must be int, not str"
@@ -470,6 +491,15 @@ DISAGREEMENTS = {
     ),
     "label_smoothing": Disagreement(
         "cross_entropy", _set(label_smoothing=0.1), r"agree on label_smoothing, but the ranks have \[0\.0, .*0\.1\]"
+    ),
+    "softcap": Disagreement(
+        "cross_entropy", _set(softcap=5.0), r"agree on softcap, but the ranks have \[None, .*5\.0\]"
+    ),
+    "temperature": Disagreement(
+        "linear", _set(temperature=2.0), r"agree on temperature, but the ranks have \[1\.0, .*2\.0\]"
+    ),
+    "z_loss": Disagreement(
+        "cross_entropy", _set(z_loss=1e-4), r"agree on z_loss, but the ranks have \[0\.0, .*0\.0001\]"
     ),
     "weight_given": Disagreement(
         "cross_entropy",

@@ -67,11 +67,19 @@ def vocab_parallel_cross_entropy(
     both in float32 (float64 for float64 inputs). The backward makes none, and is first-order:
     ``create_graph=True`` raises ``RuntimeError`` (as crossent's other losses do).
 
+    Language-model options: ``softcap``, ``temperature`` and ``z_loss`` are those of
+    :func:`crossent.cross_entropy` and add no collective (the transform is element-wise, the z-loss is
+    formed from the global log-sum-exp). ``return_stats=True`` returns ``(loss, stats)`` as there: the
+    global ``lse``, entropy and accuracy. The entropy's sum travels in the same all-reduce SUM (one
+    more value per position); the accuracy's global first argmax adds a fourth collective, an
+    all-reduce MIN of ``N * d1..dK`` int64 values.
+
     Agreement: before sending anything whose size depends on the input, every rank learns whether
     any rank rejected its arguments, and whether all ranks agree on: the function called, the shape
     of ``input`` without its class dimension, the target kind (class indices or probabilities),
     ``reduction``, ``ignore_index``, ``label_smoothing`` (after clipping: values up to 0 mean none),
     whether ``weight`` is given, the dtypes of ``input``, of probability targets and of ``weight``,
+    ``softcap``, ``temperature``, ``z_loss``, ``return_stats`` (and the linear loss's ``shift``),
     whether ``normalizer`` is given and its value (as float64, bit for bit; a tensor is compared on
     its device, never read on the host), and the class-index targets, by a 64-bit digest of the ids
     and their positions (a single changed target is always caught, other differences all but
@@ -97,6 +105,7 @@ def vocab_parallel_cross_entropy(
         process_group: the ranks that share the class dimension (e.g. ``dist.group.WORLD``).
         normalizer: divide the summed loss by this number or one-element tensor instead of the
             ``'mean'`` divisor. Never read on the host; no gradient flows into it.
+        softcap, temperature, z_loss, return_stats: the language-model options (see above).
 
     Every argument but the sharded tensors must be the same on every rank.
 

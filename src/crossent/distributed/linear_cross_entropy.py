@@ -117,6 +117,9 @@ def vocab_parallel_linear_cross_entropy(
         reduce_input_grad: all-reduce the input gradient in the backward (see above).
         chunk_size: rows of logits formed at a time (default: as ``crossent.linear_cross_entropy``, a
             workspace of a quarter of the weight gradient, within 16 and 256 MiB).
+        softcap, temperature, z_loss, return_stats: as in :func:`vocab_parallel_cross_entropy`
+            (the statistics add one all-reduce MIN of ``N`` int64 values, for the accuracy).
+        shift: the causal shift of :func:`crossent.linear_cross_entropy`.
 
     Shape:
         ===================  ========================================  ===================
