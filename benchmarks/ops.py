@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import problems
+from . import compositions, problems
 from .problems import Problem, ProblemFactory
 from .shapes import LinearShape, LogitsShape
 
@@ -117,6 +117,52 @@ def _input_only(**options: object) -> Call:
 
 def _hidden_classifier_target(function: Loss, p: Problem) -> torch.Tensor:
     return function(p["input"], p["linear_weight"], p["target"])
+
+
+def _with_options(function: Loss, p: Problem, **options: object) -> torch.Tensor:
+    if "linear_weight" in p.tensors:
+        return function(p["input"], p["linear_weight"], p["target"], **options)
+    return function(p["input"], p["target"], **options)
+
+
+# each language-model option alone, and all of them with the statistics and an entropy bonus
+LM_OPTIONS: dict[str, dict[str, object]] = {
+    "softcap": {"softcap": 30.0},
+    "temperature": {"temperature": 0.7},
+    "z_loss": {"z_loss": 1e-4},
+    "stats": {"softcap": 30.0, "temperature": 0.7, "z_loss": 1e-4, "entropy_bonus": 0.01},
+}
+
+
+def _lm_ops() -> tuple[Op, ...]:
+    """``cross_entropy:<option>`` and ``linear_cross_entropy:<option>`` against torch's composition."""
+    ops = []
+    for name, options in LM_OPTIONS.items():
+        call = functools.partial(_with_options, **options)
+        what = ", ".join(f"{k}={v}" for k, v in options.items())
+        ops.append(
+            Op(
+                f"cross_entropy:{name}",
+                f"as cross_entropy with {what}",
+                LogitsShape,
+                functools.partial(problems.class_logits, ignored_fraction=0.1),
+                call,
+                (Subject("torch", lambda: compositions.torch_cross_entropy),),
+                Subject("crossent", lambda: compositions.crossent_cross_entropy),
+            )
+        )
+        ops.append(
+            Op(
+                f"linear_cross_entropy:{name}",
+                f"as linear_cross_entropy with {what}",
+                LinearShape,
+                problems.linear,
+                call,
+                (Subject("torch naive", lambda: compositions.torch_linear_cross_entropy),),
+                Subject("crossent", lambda: compositions.crossent_linear_cross_entropy),
+            )
+        )
+    return tuple(ops)
 
 
 _CROSS_ENTROPY = "crossent.functional.cross_entropy"
@@ -227,6 +273,7 @@ OPS: dict[str, Op] = {
             ),
             _crossent("crossent.linear_cross_entropy"),
         ),
+        *_lm_ops(),
     )
 }
 
