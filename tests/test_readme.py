@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
-SECTIONS = ["## The core: `crossent.functional` and `crossent.nn`", "## Native CPU kernels"]
+SECTIONS = [
+    "## The core: `crossent.functional` and `crossent.nn`",
+    "## Native CPU kernels",
+    "## Language-model options",
+]
 
 
 def _python_blocks(heading: str) -> list[str]:
