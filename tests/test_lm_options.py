@@ -291,3 +291,53 @@ def test_the_linear_module_takes_the_options_and_the_shift() -> None:
     logits = module.linear(h)[:, :-1].transpose(1, 2)
     expected = reference(logits, labels[:, 1:], softcap=3.0).loss
     assert_close(module(h, labels), expected, "linear module", 1e-12, 1e-10)
+
+
+@pytest.mark.parametrize("impl", ["native", "torch"])
+@pytest.mark.parametrize("kind", TARGETS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_backend_in_low_precision(impl: str, kind: str, reduction: str, dtype: torch.dtype) -> None:
+    """The native kernels and the PyTorch path, each option at once, close to the float64 composition."""
+    call = make((16, 40), kind)
+    x64 = call.pop("input").requires_grad_()  # type: ignore[attr-defined]
+    target = call.pop("target")
+    if kind == "probability":
+        target = target.to(dtype)  # type: ignore[union-attr]
+    args = {k: v.to(dtype) if isinstance(v, torch.Tensor) else v for k, v in call.items()}
+    options = {"softcap": 4.0, "temperature": 0.8, "z_loss": 0.05}
+    x = x64.detach().to(dtype).requires_grad_()
+    loss, stats = crossent.cross_entropy(
+        x, target, reduction=reduction, return_stats=True, impl=impl, **args, **options
+    )
+    ref = reference(
+        x.detach().double().requires_grad_(),
+        target.double() if kind == "probability" else target,
+        reduction=reduction,
+        **call,
+        **options,
+    )  # type: ignore[arg-type]
+    tol = {torch.float32: 2e-5, torch.bfloat16: 2e-2}[dtype]
+    torch.testing.assert_close(loss.double(), ref.loss, atol=tol, rtol=tol, equal_nan=True)
+    for name in ("lse", "entropy", "z_loss"):
+        torch.testing.assert_close(getattr(stats, name).double(), getattr(ref, name), atol=tol, rtol=tol, equal_nan=True)
+    if kind != "probability":
+        torch.testing.assert_close(stats.accuracy.double(), ref.accuracy, equal_nan=True)
+    for use in ("loss", "all"):
+        x.grad = None
+        loss, stats = crossent.cross_entropy(
+            x, target, reduction=reduction, return_stats=True, impl=impl, **args, **options
+        )
+        x_ref = x.detach().double().requires_grad_()
+        ref = reference(
+            x_ref, target.double() if kind == "probability" else target, reduction=reduction, **call, **options
+        )  # type: ignore[arg-type]
+        g = torch.linspace(-1, 1, loss.numel(), dtype=torch.float64).reshape(loss.shape)
+        ours, theirs = (g.to(loss.dtype) * loss).sum(), (g * ref.loss).sum()
+        if use == "all":
+            ours = ours + stats.lse.sum() * 0.3 + stats.entropy.sum()
+            theirs = theirs + ref.lse.sum() * 0.3 + ref.entropy.sum()
+        ours.backward()
+        theirs.backward()
+        scale = x_ref.grad.abs().max().item()
+        torch.testing.assert_close(x.grad.double(), x_ref.grad, atol=tol * max(scale, 1), rtol=tol, equal_nan=True)

@@ -129,29 +129,34 @@ def entropy(stats: Statistics, counted: torch.Tensor | None) -> torch.Tensor:
     return value if counted is None else torch.where(counted, value, 0)
 
 
+def side_coefficients(
+    stats: Statistics, side: Side, options: LogitOptions, counted: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(d output / d lse_n, d output / d H_n)`` at counted positions (0 elsewhere; None: no gradient),
+    the z-loss term's part included in the first."""
+    lse_coef: torch.Tensor | None = None
+    if side.z_loss is not None and options.z_loss != 0.0:
+        lse_coef = side.z_loss * (2 * options.z_loss) * lse(stats, None)  # d(z_loss lse^2) = 2 z_loss lse d lse
+    if side.lse is not None:
+        lse_coef = side.lse if lse_coef is None else lse_coef + side.lse
+    ent_coef = None if side.entropy is None else side.entropy.expand(stats.shift.shape)
+    if counted is not None:
+        lse_coef = None if lse_coef is None else torch.where(counted, lse_coef, 0)
+        ent_coef = None if ent_coef is None else torch.where(counted, ent_coef, 0)
+    return lse_coef, ent_coef
+
+
 def side_factors(
     stats: Statistics, side: Side, options: LogitOptions, counted: torch.Tensor | None
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The side terms' parts of ``d output / d z_c = a_n p_c + b_n p_c (z_c - k)``, as ``(a_n / S, b_n / S)``."""
-    # d lse / dz_c = p_c;  d(z_loss lse^2) / dz_c = 2 z_loss lse p_c;  dH / dz_c = p_c (E / S - (z_c - k))
-    a: torch.Tensor | None = None
-    if side.z_loss is not None and options.z_loss != 0.0:
-        a = side.z_loss * (2 * options.z_loss) * lse(stats, None)
-    if side.lse is not None:
-        a = side.lse if a is None else a + side.lse
-    b = None
-    if side.entropy is not None:
-        assert stats.entropy is not None
-        b = side.entropy.expand(stats.shift.shape)
-        a = b * stats.entropy / stats.sum_exp if a is None else a + b * stats.entropy / stats.sum_exp
-    if a is not None and counted is not None:
-        a = torch.where(counted, a, 0)
-    if b is not None and counted is not None:
-        b = torch.where(counted, b, 0)
-    return (
-        None if a is None else a / stats.sum_exp,
-        None if b is None else b.neg() / stats.sum_exp,
-    )
+    # d lse / dz_c = p_c;  dH / dz_c = p_c (E / S - (z_c - k)),  since log S - H = E / S
+    a, ent_coef = side_coefficients(stats, side, options, counted)
+    if ent_coef is None:
+        return (None if a is None else a / stats.sum_exp), None
+    assert stats.entropy is not None
+    a = ent_coef * stats.entropy / stats.sum_exp if a is None else a + ent_coef * stats.entropy / stats.sum_exp
+    return a / stats.sum_exp, ent_coef.neg() / stats.sum_exp
 
 
 def _exps(shifted: torch.Tensor, out: torch.Tensor | None, extras: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -266,7 +266,7 @@ def _backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | Non
     div, total_weight, side_div = saved_scalars(ctx, (saved_divisor, saved_weight_sum, saved_side_div))
     kind, _ = make_kind(h.dtype, target, weight, ctx.opts.call, w.shape[0], ctx.shard, total_weight, valid)
     stats = _engine.from_saved(*fields)
-    coef, side = upstreams(kind, grads, ctx.mode, div, side_div, tuple(stats.shift.shape), h.device)
+    coef, side = upstreams(kind.options, kind.acc, grads, ctx.mode, div, side_div, tuple(stats.shift.shape), h.device)
     wanted = Wanted(*ctx.needs_input_grad[:5])
     r = fused_pass(Projection(h, w, b), kind, ctx.opts, None, stats=stats, coef=coef, side=side, wanted=wanted)
     if ctx.sums_input_grad:

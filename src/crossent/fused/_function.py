@@ -193,7 +193,9 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         kind, _ = make_kind(opts.logits_dtype, target, class_weight, opts.call, opts.num_classes, None, valid=valid)
         stats = _engine.from_saved(*stats_fields)
         div, side_div = saved_scalars(ctx, [saved_divisor, saved_side_div])
-        coef, side = upstreams(kind, grads, ctx.mode, div, side_div, tuple(stats.shift.shape), h.device)
+        coef, side = upstreams(
+            kind.options, kind.acc, grads, ctx.mode, div, side_div, tuple(stats.shift.shape), h.device
+        )
         wanted = Wanted(*ctx.needs_input_grad[:5])
         r = fused_pass(Projection(h, w, b), kind, opts, kept, stats=stats, coef=coef, side=side, wanted=wanted)
         return (*as_inputs(r, (h, w, b, target, class_weight)), None, None, None)

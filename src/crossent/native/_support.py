@@ -25,8 +25,6 @@ def unsupported_reason(op: Op, spec: CallSpec) -> str | None:
             return "the native kernels normalise along the last dim"
         if spec.classes == 0:
             return "no classes"
-    if spec.options:
-        return f"the native kernels do not take {', '.join(spec.options)}"
     if not spec.repeating:
         return "the native kernels take weights that broadcast over leading dims only"
     return None

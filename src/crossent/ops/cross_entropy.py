@@ -113,11 +113,17 @@ def outputs(
     side_div: torch.Tensor | float | None,
     shape: tuple[int, ...],
     out_dtype: torch.dtype,
+    per_position: torch.Tensor | None = None,
+    correct: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """The loss (``shape`` for ``'none'``), and with ``extras`` the per-position ``lse`` and entropy
-    (``shape``), the reduced z-loss term and the accuracy, in the accumulation dtype."""
+    (``shape``), the reduced z-loss term and the accuracy, in the accumulation dtype.
+
+    ``per_position`` and ``correct``: the cross-entropy and the counted positions whose argmax is the
+    target, when a kernel formed them (else from ``kind`` and ``stats``).
+    """
     options = kind.options
-    loss = reduce(kind.loss(stats), mode, div)
+    loss = reduce(kind.loss(stats) if per_position is None else per_position, mode, div)
     z_value = None
     if options.z_loss != 0.0:
         z_value = reduce(options.z_loss * _engine.lse(stats, kind.counted).square(), mode, side_div)
@@ -127,7 +133,7 @@ def outputs(
         return (loss,)
     if z_value is None:
         z_value = torch.zeros(shape if mode == "none" else (), dtype=kind.acc, device=loss.device)
-    correct = kind.correct(stats)
+    correct = kind.correct(stats) if correct is None else correct
     accuracy = torch.full((), torch.nan, dtype=kind.acc) if correct is None else correct.sum() / kind.count()
     lse = _engine.lse(stats, kind.counted).reshape(shape)
     ent = _engine.entropy(stats, kind.counted).reshape(shape)
@@ -142,7 +148,8 @@ def mark_outputs(ctx: Any, results: tuple[torch.Tensor, ...]) -> None:
 
 
 def upstreams(
-    kind: Kind,
+    options: LogitOptions,
+    acc: torch.dtype,
     grads: tuple[torch.Tensor | None, ...],
     mode: str,
     div: torch.Tensor | float | None,
@@ -152,12 +159,11 @@ def upstreams(
 ) -> tuple[torch.Tensor, Side | None]:
     """``coef = d output / d l_n`` and the side terms' factors, from the upstream gradients of the
     outputs (``grads``: of the loss, then of ``lse`` and the entropy; None where none flowed)."""
-    acc = kind.acc
     g = torch.zeros((), dtype=acc, device=device) if grads[0] is None else grads[0].to(acc)
     if mode == "none" and g.dim() == 0:
         g = g.expand(positions)  # the loss got no gradient
     coef = upstream(g, mode, div, positions)
-    z = upstream(g, mode, side_div, positions) if kind.options.z_loss != 0.0 else None
+    z = upstream(g, mode, side_div, positions) if options.z_loss != 0.0 else None
     lse, ent = (None if t is None else t.to(acc).reshape(positions) for t in (*grads[1:3], None, None)[:2])
     if z is None and lse is None and ent is None:
         return coef, None
@@ -243,8 +249,7 @@ class CrossEntropyFunction(torch.autograd.Function):
         if grads[0] is None and not side_gradients(grads):
             return (None,) * 6
         if ctx.call.native:
-            assert grads[0] is not None  # the native kernels have no side outputs
-            return _native_backward(ctx, grads[0])
+            return _native_backward(ctx, grads)
         x, target, weight, *fields, saved_divisor, saved_weight_sum, saved_side_div, precomputed = ctx.saved_tensors
         call: CrossEntropyCall = ctx.call
         x3 = as_ncs(x)
@@ -260,7 +265,7 @@ class CrossEntropyFunction(torch.autograd.Function):
         div, total_weight, side_div = saved_scalars(ctx, (saved_divisor, saved_weight_sum, saved_side_div))
         kind, _ = make_kind(x.dtype, _targets(x3, target, call), weight, call, c, ctx.shard, total_weight)
         stats = _engine.from_saved(*fields)
-        coef, side = upstreams(kind, grads, ctx.mode, div, side_div, (n, s), x.device)
+        coef, side = upstreams(kind.options, kind.acc, grads, ctx.mode, div, side_div, (n, s), x.device)
         in_place = call.inplace_backward and x.is_contiguous()
         if need_x and grad_x is None:
             reused = reuse(ctx, precomputed)
@@ -320,7 +325,7 @@ def _native_forward(
     weight: torch.Tensor | None,
     normalizer: torch.Tensor | float | None,
     call: CrossEntropyCall,
-) -> torch.Tensor:
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """The forward on the native kernels: one pass over each row for statistics, loss and gradient."""
     from crossent.native import kernels
 
@@ -331,47 +336,81 @@ def _native_forward(
     mode, div = output(call.reduction, normalizer, torch.float32, positions)
     want_grad = call.gradient_expected and not call.inplace_backward
     # the gradient for an upstream gradient of 1; a class-index 'mean' divides by the total target
-    # weight, which the kernel finds first
+    # weight, which the kernel finds first (and the z-loss by the count of kept rows)
     mean_over_weight = want_grad and mode == "mean" and div is None
     scale = 1.0 if mean_over_weight else upstream(1.0, "sum" if mode == "none" else mode, div, ())
     coef, scale = (scale, 1.0) if isinstance(scale, torch.Tensor) else (None, scale)
+    opts = call.options
     stats, total_weight, grad = kernels.cross_entropy_rows(
-        x2, index, prob, weight, call.ignore_index, call.label_smoothing, want_grad, coef, scale, mean_over_weight
-    )
+        x2, index, prob, weight, call.ignore_index, call.label_smoothing, want_grad, coef, scale, mean_over_weight,
+        opts.softcap or 0.0, opts.temperature, opts.z_loss, opts.extras,
+    )  # fmt: skip
     if div is None and mode == "mean":
         div = total_weight
-    loss = reduce(stats[0], mode, div)
     ctx.call, ctx.shard, ctx.mode, ctx.overwrote_logits = call, None, mode, False
-    scalars = save_scalars(ctx, div)
-    ctx.save_for_backward(x, target, weight, stats, *scalars, grad.view(x.shape) if want_grad else None)
-    if mode == "none":
-        loss = loss.reshape(output_shape(x))
-    return loss.to(x.dtype)
+    precomputed = grad.view(x.shape) if want_grad else None
+    if opts == LogitOptions():
+        scalars = save_scalars(ctx, div, None)
+        ctx.save_for_backward(x, target, weight, stats, *scalars, precomputed)
+        loss = reduce(stats[0], mode, div)
+        return (loss.reshape(output_shape(x)) if mode == "none" else loss).to(x.dtype)
+    kind = _native_kind(x, target, weight, call)
+    side_div = side_divisor(kind, mode, normalizer)
+    scalars = save_scalars(ctx, div, side_div)
+    ctx.save_for_backward(x, target, weight, stats, *scalars, precomputed)
+    correct = stats[5].unsqueeze(1) > 0 if opts.extras and not call.probability else None
+    results = outputs(
+        kind, _native_statistics(stats), mode, div, side_div, output_shape(x), x.dtype, stats[0].unsqueeze(1), correct
+    )
+    mark_outputs(ctx, results)
+    return results if len(results) > 1 else results[0]
 
 
-def _native_backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None, None]:
+def _native_kind(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, call: CrossEntropyCall) -> Kind:
+    """The engine's view of a native call's targets, as one position per row."""
+    x3 = as_ncs(x)
+    return make_kind(x.dtype, _targets(x3, target, call), weight, call, x3.shape[1], None)[0]
+
+
+def _native_statistics(stats: torch.Tensor) -> Statistics:
+    """The kernel's per-row statistics ``(4 or 6, N)`` as the engine's, one position per row: the
+    shift, the sum of exponentials and, with the statistics, ``E``."""
+    shift, sum_exp = stats[1].unsqueeze(1), stats[2].unsqueeze(1)
+    entropy = stats[4].unsqueeze(1) if stats.shape[0] > 4 else None
+    return Statistics(shift, sum_exp, sum_exp, None, None, entropy)
+
+
+def _native_backward(ctx: Any, grads: tuple[torch.Tensor | None, ...]) -> tuple[torch.Tensor | None, ...]:
     """The backward on the native kernels: a rescale of the forward's gradient, or one pass per row."""
     from crossent.native import kernels
 
-    x, target, weight, stats, saved_divisor, precomputed = ctx.saved_tensors
-    handed = hand_over(ctx, [precomputed], _factor(ctx, x, grad_output))
-    if handed is not None:
-        return handed[0], None, None, None, None, None
+    x, target, weight, stats, saved_divisor, saved_side_div, precomputed = ctx.saved_tensors
+    if not side_gradients(grads) and grads[0] is not None:
+        handed = hand_over(ctx, [precomputed], _factor(ctx, x, grads[0]))
+        if handed is not None:
+            return handed[0], None, None, None, None, None
     if ctx.overwrote_logits:
         raise RuntimeError(
             "cross_entropy(inplace_backward=True) overwrote the logits with their gradient; "
             "backward through this graph a second time needs inplace_backward=False"
         )
     call: CrossEntropyCall = ctx.call
-    (div,) = saved_scalars(ctx, (saved_divisor,))
+    opts = call.options
+    div, side_div = saved_scalars(ctx, (saved_divisor, saved_side_div))
     x2 = as_rows(x, class_dim(x))
     n = x2.shape[0]
     index, prob = _native_targets(target, n, call)
-    coef = upstream(grad_output.to(torch.float32), ctx.mode, div, (n,))
+    coef, side = upstreams(opts, torch.float32, grads, ctx.mode, div, side_div, (n, 1), x.device)
+    lse_coef, ent_coef = None, None
+    if side is not None:
+        counted = _native_kind(x, target, weight, call).counted
+        lse_coef, ent_coef = _engine.side_coefficients(_native_statistics(stats), side, opts, counted)
+    coef = coef if coef.dim() == 0 else coef.reshape(n)
     args = (index, prob, weight, stats[1], stats[2], stats[3] if prob is not None else None, coef)
+    extra = (opts.softcap or 0.0, opts.temperature, lse_coef, ent_coef, stats[4] if ent_coef is not None else None)
     if call.inplace_backward and x.is_contiguous():
-        kernels.cross_entropy_rows_backward_(x2, *args, call.ignore_index, call.label_smoothing)
+        kernels.cross_entropy_rows_backward_(x2, *args, call.ignore_index, call.label_smoothing, *extra)
         ctx.overwrote_logits = True
         return x, None, None, None, None, None
-    grad = kernels.cross_entropy_rows_backward(x2, *args, call.ignore_index, call.label_smoothing)
+    grad = kernels.cross_entropy_rows_backward(x2, *args, call.ignore_index, call.label_smoothing, *extra)
     return grad.view(x.shape), None, None, None, None, None
