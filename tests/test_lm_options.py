@@ -320,7 +320,9 @@ def test_every_backend_in_low_precision(impl: str, kind: str, reduction: str, dt
     tol = {torch.float32: 2e-5, torch.bfloat16: 2e-2}[dtype]
     torch.testing.assert_close(loss.double(), ref.loss, atol=tol, rtol=tol, equal_nan=True)
     for name in ("lse", "entropy", "z_loss"):
-        torch.testing.assert_close(getattr(stats, name).double(), getattr(ref, name), atol=tol, rtol=tol, equal_nan=True)
+        torch.testing.assert_close(
+            getattr(stats, name).double(), getattr(ref, name), atol=tol, rtol=tol, equal_nan=True
+        )
     if kind != "probability":
         torch.testing.assert_close(stats.accuracy.double(), ref.accuracy, equal_nan=True)
     for use in ("loss", "all"):
@@ -341,3 +343,21 @@ def test_every_backend_in_low_precision(impl: str, kind: str, reduction: str, dt
         theirs.backward()
         scale = x_ref.grad.abs().max().item()
         torch.testing.assert_close(x.grad.double(), x_ref.grad, atol=tol * max(scale, 1), rtol=tol, equal_nan=True)
+
+
+@pytest.mark.parametrize("impl", ["native", "torch"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_inplace_backward_with_the_entropys_gradient(impl: str, dtype: torch.dtype) -> None:
+    """The gradient written over the logits includes the side terms, from logits read before they are overwritten."""
+    h = torch.randn(6, 8, requires_grad=True)
+    w = torch.randn(30, 8)
+    target = torch.tensor([0, 29, -100, 3, 3, 7])
+    options = {"softcap": 3.0, "temperature": 0.9, "z_loss": 0.1}
+    logits = (h @ w.t()).to(dtype)
+    loss, stats = crossent.cross_entropy(logits, target, inplace_backward=True, return_stats=True, impl=impl, **options)
+    (loss + 0.5 * stats.entropy.sum() + 0.2 * stats.lse.sum()).backward()
+    h_ref = h.detach().double().requires_grad_()
+    ref = reference((h_ref @ w.double().t()).to(dtype).double(), target, **options)
+    (ref.loss + 0.5 * ref.entropy.sum() + 0.2 * ref.lse.sum()).backward()
+    tol = {torch.float32: 1e-5, torch.bfloat16: 3e-2}[dtype]
+    torch.testing.assert_close(h.grad.double(), h_ref.grad, atol=tol * h_ref.grad.abs().max().item(), rtol=tol)
