@@ -20,6 +20,16 @@ from crossent.native._library import library
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 ELEMENTWISE = {"binary_cross_entropy": 0, "binary_cross_entropy_with_logits": 1, "kl_div": 2}
 
+_I64, _F32, _INT, _PTR = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
+# crossent_cross_entropy_lm: crossent_cross_entropy's arguments, then softcap, temperature, z_loss,
+# entropy, correct, lse_coef, ent_coef, ent_sum
+_CROSS_ENTROPY_LM = (
+    [_INT, _PTR, _I64, _I64, _PTR, _PTR, _I64, _PTR, _F32, _PTR, _I64, _F32, _INT, _INT]
+    + [_PTR] * 6
+    + [_INT, _PTR, _F32, _F32, _F32]
+    + [_PTR] * 5
+)
+
 
 class _Op:
     """A native kernel as a custom op: called straight in eager mode (no dispatcher round trip, which
@@ -73,6 +83,22 @@ def _float32(t: torch.Tensor | None) -> torch.Tensor | None:
     return t.to(torch.float32).contiguous()
 
 
+def _cross_entropy_kernel() -> Any:
+    """The cross-entropy kernel with the language-model options (its ctypes signature set once per library)."""
+    fn = _handle().crossent_cross_entropy_lm
+    if fn.argtypes is None:
+        fn.argtypes, fn.restype = _CROSS_ENTROPY_LM, ctypes.c_int
+    return fn
+
+
+def _per_row(t: torch.Tensor | None, rows: int) -> torch.Tensor | None:
+    """A per-row factor as float32 ``(rows,)`` (a 0-dim one repeated)."""
+    if t is None:
+        return None
+    t = t.to(torch.float32)
+    return (t.reshape(rows) if t.dim() else t.expand(rows)).contiguous()
+
+
 @native_op()
 def cross_entropy_rows(
     x: torch.Tensor,
@@ -85,23 +111,37 @@ def cross_entropy_rows(
     coef: torch.Tensor | None,
     coef_scale: float,
     mean_over_weight: bool,
+    softcap: float = 0.0,
+    temperature: float = 1.0,
+    z_loss: float = 0.0,
+    with_extras: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows ``(N, C)`` of logits: ``(4, N)`` per-row loss, shift ``k``, ``S`` and mass ``B``
     (probabilities), the total target weight (class indices), and with ``want_grad`` the gradient
     ``c_n dl_n/dx`` for ``c = coef * coef_scale`` (coef: 0-dim, or None for 1), divided by the total
-    target weight with ``mean_over_weight``."""
+    target weight with ``mean_over_weight``.
+
+    The language-model options: the statistics and loss are those of ``z = softcap tanh(x / softcap)
+    / temperature`` (softcap 0: ``x / temperature``), the gradient is for ``x``. ``z_loss`` adds the
+    gradient of ``z_loss lse_n^2`` at kept rows (every row for probabilities; never class-weighted)
+    for ``c_n``, except that ``mean_over_weight`` divides it by the number of kept rows; the loss row
+    stays the cross-entropy alone. ``with_extras`` makes the stats ``(6, N)``: also ``E = sum_c
+    exp(z_c - k) (z_c - k)`` and ``correct`` (1.0 where the row is kept and its first argmax is the
+    target; 0.0 for probabilities)."""
     rows, classes = _rows(x)
-    stats = torch.empty(4, rows, dtype=torch.float32)
+    stats = torch.empty(6 if with_extras else 4, rows, dtype=torch.float32)
     total_weight = torch.empty((), dtype=torch.float32)
     grad = torch.empty(x.shape if want_grad else (0,), dtype=x.dtype)
     bad = ctypes.c_int64()
     coef32, weight32 = _float32(coef), _float32(weight)  # kept alive until the kernel returns
-    row = stats.data_ptr()  # the four rows of stats, 4 bytes per value
-    status = _handle().crossent_cross_entropy(
+    row = stats.data_ptr()  # the rows of stats, 4 bytes per value
+    status = _cross_entropy_kernel()(
         DTYPES[x.dtype], x.data_ptr(), rows, classes, _ptr(target), _ptr(prob), ignore_index,
         _ptr(weight32), eps, _ptr(coef32), 0, coef_scale, int(mean_over_weight), 0,
         row, row + 4 * rows, row + 8 * rows, row + 12 * rows if prob is not None else None, total_weight.data_ptr(),
         grad.data_ptr() if want_grad else None, torch.get_num_threads(), ctypes.byref(bad),
+        softcap, temperature, z_loss, row + 16 * rows if with_extras else None,
+        row + 20 * rows if with_extras else None, None, None, None,
     )  # fmt: skip
     if status == 1:
         raise IndexError(f"Target {bad.value} is out of bounds.")
@@ -110,9 +150,25 @@ def cross_entropy_rows(
 
 
 @cross_entropy_rows.register_fake
-def _(x, target, prob, weight, ignore_index, eps, want_grad, coef, coef_scale, mean_over_weight):
+def _(
+    x,
+    target,
+    prob,
+    weight,
+    ignore_index,
+    eps,
+    want_grad,
+    coef,
+    coef_scale,
+    mean_over_weight,
+    softcap=0.0,
+    temperature=1.0,
+    z_loss=0.0,
+    with_extras=False,
+):
     grad = x.new_empty(x.shape if want_grad else (0,))
-    return x.new_empty(4, x.shape[0], dtype=torch.float32), x.new_empty((), dtype=torch.float32), grad
+    stats = x.new_empty(6 if with_extras else 4, x.shape[0], dtype=torch.float32)
+    return stats, x.new_empty((), dtype=torch.float32), grad
 
 
 def _cross_entropy_grad(
@@ -127,16 +183,25 @@ def _cross_entropy_grad(
     coef: torch.Tensor,
     ignore_index: int,
     eps: float,
+    softcap: float,
+    temperature: float,
+    lse_coef: torch.Tensor | None,
+    ent_coef: torch.Tensor | None,
+    ent_sum: torch.Tensor | None,
 ) -> None:
     rows, classes = _rows(x)
     coef32, weight32 = _float32(coef), _float32(weight)  # kept alive until the kernel returns
     assert coef32 is not None
+    lse32, ent32 = _per_row(lse_coef, rows), _per_row(ent_coef, rows)
+    if ent32 is not None and ent_sum is None:
+        raise ValueError("ent_coef needs ent_sum, the forward's E")
+    ent_sum32 = _per_row(ent_sum, rows) if ent32 is not None else None
     bad = ctypes.c_int64()
-    status = _handle().crossent_cross_entropy(
+    status = _cross_entropy_kernel()(
         DTYPES[x.dtype], x.data_ptr(), rows, classes, _ptr(target), _ptr(prob), ignore_index,
         _ptr(weight32), eps, coef32.data_ptr(), 1 if coef32.dim() else 0, 1.0, 0, 1, None,
         shift.data_ptr(), sum_exp.data_ptr(), _ptr(mass), None, out.data_ptr(), torch.get_num_threads(),
-        ctypes.byref(bad),
+        ctypes.byref(bad), softcap, temperature, 0.0, None, None, _ptr(lse32), _ptr(ent32), _ptr(ent_sum32),
     )  # fmt: skip
     _checked(status)
 
@@ -153,15 +218,41 @@ def cross_entropy_rows_backward(
     coef: torch.Tensor,
     ignore_index: int,
     eps: float,
+    softcap: float = 0.0,
+    temperature: float = 1.0,
+    lse_coef: torch.Tensor | None = None,
+    ent_coef: torch.Tensor | None = None,
+    ent_sum: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``coef_n dl_n/dx`` from the saved statistics, into a new tensor."""
+    """``coef_n dl_n/dx + lse_coef_n dlse_n/dx + ent_coef_n dH_n/dx`` from the saved statistics, into a
+    new tensor (``lse_coef``, ``ent_coef``: ``(N,)`` or 0-dim, or None; ``ent_sum``: the forward's ``E``,
+    needed with ``ent_coef``; softcap and temperature as the forward's)."""
     out = torch.empty_like(x)
-    _cross_entropy_grad(out, x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps)
+    _cross_entropy_grad(
+        out, x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps,
+        softcap, temperature, lse_coef, ent_coef, ent_sum,
+    )  # fmt: skip
     return out
 
 
 @cross_entropy_rows_backward.register_fake
-def _(x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps):
+def _(
+    x,
+    target,
+    prob,
+    weight,
+    shift,
+    sum_exp,
+    mass,
+    coef,
+    ignore_index,
+    eps,
+    softcap=0.0,
+    temperature=1.0,
+    lse_coef=None,
+    ent_coef=None,
+    ent_sum=None,
+):
     return torch.empty_like(x)
 
 
@@ -177,14 +268,38 @@ def cross_entropy_rows_backward_(
     coef: torch.Tensor,
     ignore_index: int,
     eps: float,
+    softcap: float = 0.0,
+    temperature: float = 1.0,
+    lse_coef: torch.Tensor | None = None,
+    ent_coef: torch.Tensor | None = None,
+    ent_sum: torch.Tensor | None = None,
 ) -> None:
-    """``coef_n dl_n/dx`` written over the logits ``x`` (each row is read before it is written)."""
+    """``cross_entropy_rows_backward`` written over the logits ``x`` (each row is read before it is written)."""
     torch.autograd.graph.increment_version(x)  # a write autograd must see: saved uses of x then fail loudly
-    _cross_entropy_grad(x, x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps)
+    _cross_entropy_grad(
+        x, x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps,
+        softcap, temperature, lse_coef, ent_coef, ent_sum,
+    )  # fmt: skip
 
 
 @cross_entropy_rows_backward_.register_fake
-def _(x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps):
+def _(
+    x,
+    target,
+    prob,
+    weight,
+    shift,
+    sum_exp,
+    mass,
+    coef,
+    ignore_index,
+    eps,
+    softcap=0.0,
+    temperature=1.0,
+    lse_coef=None,
+    ent_coef=None,
+    ent_sum=None,
+):
     return None
 
 
