@@ -32,9 +32,12 @@ class Library:
 
 _I64, _F32, _INT, _PTR = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
 _SIGNATURES = {
+    # ..., threads, bad, then the language-model options: softcap, temperature, z_loss, entropy, correct,
+    # lse_coef, ent_coef, ent_sum
     "crossent_cross_entropy": [_INT, _PTR, _I64, _I64, _PTR, _PTR, _I64, _PTR, _F32, _PTR, _I64, _F32, _INT, _INT]
     + [_PTR] * 6
-    + [_INT, _PTR],
+    + [_INT, _PTR, _F32, _F32, _F32]
+    + [_PTR] * 5,
     "crossent_nll_loss": [_INT, _PTR, _I64, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR],
     "crossent_nll_loss_grad": [_INT, _PTR, _I64, _I64, _PTR, _I64, _PTR, _PTR, _I64, _INT],
     "crossent_vector_math": [_INT, _PTR, _PTR, _I64],

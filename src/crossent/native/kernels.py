@@ -20,17 +20,6 @@ from crossent.native._library import library
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 ELEMENTWISE = {"binary_cross_entropy": 0, "binary_cross_entropy_with_logits": 1, "kl_div": 2}
 
-_I64, _F32, _INT, _PTR = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
-# crossent_cross_entropy_lm: crossent_cross_entropy's arguments, then softcap, temperature, z_loss,
-# entropy, correct, lse_coef, ent_coef, ent_sum
-_CROSS_ENTROPY_LM = (
-    [_INT, _PTR, _I64, _I64, _PTR, _PTR, _I64, _PTR, _F32, _PTR, _I64, _F32, _INT, _INT]
-    + [_PTR] * 6
-    + [_INT, _PTR, _F32, _F32, _F32]
-    + [_PTR] * 5
-)
-
-
 class _Op:
     """A native kernel as a custom op: called straight in eager mode (no dispatcher round trip, which
     costs more than the kernel on small inputs), and as ``torch.ops.crossent.<name>`` while
@@ -83,14 +72,6 @@ def _float32(t: torch.Tensor | None) -> torch.Tensor | None:
     return t.to(torch.float32).contiguous()
 
 
-def _cross_entropy_kernel() -> Any:
-    """The cross-entropy kernel with the language-model options (its ctypes signature set once per library)."""
-    fn = _handle().crossent_cross_entropy_lm
-    if fn.argtypes is None:
-        fn.argtypes, fn.restype = _CROSS_ENTROPY_LM, ctypes.c_int
-    return fn
-
-
 def _per_row(t: torch.Tensor | None, rows: int) -> torch.Tensor | None:
     """A per-row factor as float32 ``(rows,)`` (a 0-dim one repeated)."""
     if t is None:
@@ -135,7 +116,7 @@ def cross_entropy_rows(
     bad = ctypes.c_int64()
     coef32, weight32 = _float32(coef), _float32(weight)  # kept alive until the kernel returns
     row = stats.data_ptr()  # the rows of stats, 4 bytes per value
-    status = _cross_entropy_kernel()(
+    status = _handle().crossent_cross_entropy(
         DTYPES[x.dtype], x.data_ptr(), rows, classes, _ptr(target), _ptr(prob), ignore_index,
         _ptr(weight32), eps, _ptr(coef32), 0, coef_scale, int(mean_over_weight), 0,
         row, row + 4 * rows, row + 8 * rows, row + 12 * rows if prob is not None else None, total_weight.data_ptr(),
@@ -197,7 +178,7 @@ def _cross_entropy_grad(
         raise ValueError("ent_coef needs ent_sum, the forward's E")
     ent_sum32 = _per_row(ent_sum, rows) if ent32 is not None else None
     bad = ctypes.c_int64()
-    status = _cross_entropy_kernel()(
+    status = _handle().crossent_cross_entropy(
         DTYPES[x.dtype], x.data_ptr(), rows, classes, _ptr(target), _ptr(prob), ignore_index,
         _ptr(weight32), eps, coef32.data_ptr(), 1 if coef32.dim() else 0, 1.0, 0, 1, None,
         shift.data_ptr(), sum_exp.data_ptr(), _ptr(mass), None, out.data_ptr(), torch.get_num_threads(),

@@ -419,14 +419,14 @@ static void ce_range(void *ctx, int64_t begin, int64_t end) {
  * backward, (N,) each, or NULL) add the gradients of lse_n and H_n for those factors, H from ent_sum
  * (the forward's E, (N,); needed with ent_coef).
  * Returns 0, or 1 with *bad set to the first kept target outside [0, C). */
-EXPORT int crossent_cross_entropy_lm(int dtype, const void *x, int64_t rows, int64_t classes, const int64_t *target,
-                                     const void *prob, int64_t ignore_index, const float *weight, float eps,
-                                     const float *coef, int64_t coef_stride, float coef_scale, int mean_over_weight,
-                                     int have_stats,
-                                     float *loss, float *shift, float *sum_exp, float *mass, float *total_weight,
-                                     void *grad, int threads, int64_t *bad, float softcap, float temperature,
-                                     float z_loss, float *entropy, float *correct, const float *lse_coef,
-                                     const float *ent_coef, const float *ent_sum) {
+EXPORT int crossent_cross_entropy(int dtype, const void *x, int64_t rows, int64_t classes, const int64_t *target,
+                                  const void *prob, int64_t ignore_index, const float *weight, float eps,
+                                  const float *coef, int64_t coef_stride, float coef_scale, int mean_over_weight,
+                                  int have_stats,
+                                  float *loss, float *shift, float *sum_exp, float *mass, float *total_weight,
+                                  void *grad, int threads, int64_t *bad, float softcap, float temperature,
+                                  float z_loss, float *entropy, float *correct, const float *lse_coef,
+                                  const float *ent_coef, const float *ent_sum) {
     double total = 0.0, count = (double)rows, weight_sum = (double)classes;
     if (target) {
         count = 0.0;
@@ -463,17 +463,4 @@ EXPORT int crossent_cross_entropy_lm(int dtype, const void *x, int64_t rows, int
     if (grad && !have_stats) advise_huge(grad, (size_t)(rows * classes) * dtype_size(dtype));
     parallel_for(rows, rows_grain(classes), threads, ce_range, &a);
     return a.failed ? -1 : 0;
-}
-
-/* crossent_cross_entropy_lm without the language-model options */
-EXPORT int crossent_cross_entropy(int dtype, const void *x, int64_t rows, int64_t classes, const int64_t *target,
-                                  const void *prob, int64_t ignore_index, const float *weight, float eps,
-                                  const float *coef, int64_t coef_stride, float coef_scale, int mean_over_weight,
-                                  int have_stats,
-                                  float *loss, float *shift, float *sum_exp, float *mass, float *total_weight,
-                                  void *grad, int threads, int64_t *bad) {
-    return crossent_cross_entropy_lm(dtype, x, rows, classes, target, prob, ignore_index, weight, eps, coef,
-                                     coef_stride, coef_scale, mean_over_weight, have_stats, loss, shift, sum_exp,
-                                     mass, total_weight, grad, threads, bad, 0.0f, 1.0f, 0.0f, NULL, NULL, NULL,
-                                     NULL, NULL);
 }
