@@ -361,3 +361,17 @@ def test_inplace_backward_with_the_entropys_gradient(impl: str, dtype: torch.dty
     (ref.loss + 0.5 * ref.entropy.sum() + 0.2 * ref.lse.sum()).backward()
     tol = {torch.float32: 1e-5, torch.bfloat16: 3e-2}[dtype]
     torch.testing.assert_close(h.grad.double(), h_ref.grad, atol=tol * h_ref.grad.abs().max().item(), rtol=tol)
+
+
+def test_probability_target_and_weight_gradients_with_options() -> None:
+    x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    t = torch.rand(5, 6, dtype=torch.float64).softmax(1).requires_grad_()
+    w = (torch.rand(6, dtype=torch.float64) + 0.5).requires_grad_()
+    options = {"softcap": 2.0, "temperature": 0.8, "z_loss": 0.1}
+    loss, stats = crossent.cross_entropy(x, t, w, label_smoothing=0.1, return_stats=True, **options)
+    leaves = [a.detach().clone().requires_grad_() for a in (x, t, w)]
+    ref = reference(leaves[0], leaves[1], leaves[2], label_smoothing=0.1, **options)
+    ours = torch.autograd.grad(loss + stats.entropy.sum(), (x, t, w))
+    theirs = torch.autograd.grad(ref.loss + ref.entropy.sum(), leaves)
+    for name, a, e in zip(("input", "target", "weight"), ours, theirs, strict=True):
+        assert_close(a, e, f"gradient of {name}", 1e-12, 1e-10)
