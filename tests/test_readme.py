@@ -1,4 +1,5 @@
-"""The README's examples for the core (drop-in use, autocast, inplace_backward) and native kernels run as written."""
+"""The README's examples for the core (drop-in use, autocast, inplace_backward), native kernels and distillation
+from hidden states run as written."""
 
 from __future__ import annotations
 
