@@ -13,7 +13,7 @@ from crossent import _checks
 from crossent import functional as F
 from crossent._reduction import KLReduction, Reduction, legacy_reduction
 from crossent._results import CrossEntropyStats
-from crossent.fused.modules import LinearCrossEntropyLoss
+from crossent.fused.modules import LinearCrossEntropyLoss, LinearDistillationLoss
 
 __all__ = [
     "BCELoss",
@@ -21,6 +21,7 @@ __all__ = [
     "CrossEntropyLoss",
     "KLDivLoss",
     "LinearCrossEntropyLoss",
+    "LinearDistillationLoss",
     "LogSoftmax",
     "NLLLoss",
     "Softmax",
