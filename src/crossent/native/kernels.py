@@ -237,8 +237,9 @@ def _(
     return torch.empty_like(x)
 
 
-@native_op(mutates_args=("x",))
-def cross_entropy_rows_backward_(
+@native_op(mutates_args=("out",))
+def cross_entropy_rows_backward_into(
+    out: torch.Tensor,
     x: torch.Tensor,
     target: torch.Tensor | None,
     prob: torch.Tensor | None,
@@ -255,16 +256,18 @@ def cross_entropy_rows_backward_(
     ent_coef: torch.Tensor | None = None,
     ent_sum: torch.Tensor | None = None,
 ) -> None:
-    """``cross_entropy_rows_backward`` written over the logits ``x`` (each row is read before it is written)."""
-    torch.autograd.graph.increment_version(x)  # a write autograd must see: saved uses of x then fail loudly
+    """``cross_entropy_rows_backward`` written into ``out``: the forward's gradient buffer, or the logits
+    ``x`` themselves (each row is read before it is written)."""
+    torch.autograd.graph.increment_version(out)  # a write autograd must see: saved uses of x then fail loudly
     _cross_entropy_grad(
-        x, x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps,
+        out, x, target, prob, weight, shift, sum_exp, mass, coef, ignore_index, eps,
         softcap, temperature, lse_coef, ent_coef, ent_sum,
     )  # fmt: skip
 
 
-@cross_entropy_rows_backward_.register_fake
+@cross_entropy_rows_backward_into.register_fake
 def _(
+    out,
     x,
     target,
     prob,

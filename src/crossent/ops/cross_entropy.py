@@ -409,8 +409,13 @@ def _native_backward(ctx: Any, grads: tuple[torch.Tensor | None, ...]) -> tuple[
     args = (index, prob, weight, stats[1], stats[2], stats[3] if prob is not None else None, coef)
     extra = (opts.softcap or 0.0, opts.temperature, lse_coef, ent_coef, stats[4] if ent_coef is not None else None)
     if call.inplace_backward and x.is_contiguous():
-        kernels.cross_entropy_rows_backward_(x2, *args, call.ignore_index, call.label_smoothing, *extra)
+        kernels.cross_entropy_rows_backward_into(x2, x2, *args, call.ignore_index, call.label_smoothing, *extra)
         ctx.overwrote_logits = True
         return x, None, None, None, None, None
+    reused = reuse(ctx, precomputed)  # a gradient the forward could not form: into the forward's buffer
+    if reused is not None:
+        out = reused.view(x2.shape)
+        kernels.cross_entropy_rows_backward_into(out, x2, *args, call.ignore_index, call.label_smoothing, *extra)
+        return reused, None, None, None, None, None
     grad = kernels.cross_entropy_rows_backward(x2, *args, call.ignore_index, call.label_smoothing, *extra)
     return grad.view(x.shape), None, None, None, None, None
