@@ -20,6 +20,7 @@ from crossent.native._library import library
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 ELEMENTWISE = {"binary_cross_entropy": 0, "binary_cross_entropy_with_logits": 1, "kl_div": 2}
 
+
 class _Op:
     """A native kernel as a custom op: called straight in eager mode (no dispatcher round trip, which
     costs more than the kernel on small inputs), and as ``torch.ops.crossent.<name>`` while
