@@ -13,6 +13,7 @@ SECTIONS = [
     "## The core: `crossent.functional` and `crossent.nn`",
     "## Native CPU kernels",
     "## Language-model options",
+    "## Distillation from hidden states",
 ]
 
 
