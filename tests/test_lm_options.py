@@ -375,3 +375,23 @@ def test_probability_target_and_weight_gradients_with_options() -> None:
     theirs = torch.autograd.grad(ref.loss + ref.entropy.sum(), leaves)
     for name, a, e in zip(("input", "target", "weight"), ours, theirs, strict=True):
         assert_close(a, e, f"gradient of {name}", 1e-12, 1e-10)
+
+
+@pytest.mark.parametrize("impl", ["native", "torch"])
+@pytest.mark.parametrize("normalizer", [7.0, torch.tensor(7.0)], ids=["number", "tensor"])
+def test_normalizer_divides_the_z_loss_too(impl: str, normalizer: object) -> None:
+    """With ``normalizer`` the summed loss, z-loss included, is divided by it (for 'sum' and 'mean' alike)."""
+    x = torch.randn(6, 9, requires_grad=True)
+    target = torch.tensor([0, 8, -100, 3, 3, 1])
+    weight = torch.rand(9) + 0.5
+    options = {"softcap": 3.0, "z_loss": 0.1}
+    loss, stats = crossent.cross_entropy(
+        x, target, weight, reduction="mean", normalizer=normalizer, return_stats=True, impl=impl, **options
+    )
+    x_ref = x.detach().double().requires_grad_()
+    ref = reference(x_ref, target, weight.double(), reduction="sum", **options)
+    torch.testing.assert_close(loss.double(), ref.loss / 7.0)
+    torch.testing.assert_close(stats.z_loss.double(), ref.z_loss / 7.0)
+    loss.backward()
+    (ref.loss / 7.0).backward()
+    torch.testing.assert_close(x.grad.double(), x_ref.grad, atol=1e-6, rtol=1e-5)

@@ -182,3 +182,18 @@ def test_memory_contract_holds_with_every_option() -> None:
     gradients = (h.numel() + w.numel()) * 4
     assert largest <= max(budget, w.numel() * 4)
     assert peak <= 2 * gradients + 2 * budget < n * v * 4 // 2
+
+
+def test_under_autocast_with_options_and_shift() -> None:
+    """Under CPU autocast the matmuls run in bfloat16 and the loss with its options in float32."""
+    h = torch.randn(2, 6, 16, requires_grad=True)
+    w = torch.randn(40, 16, requires_grad=True)
+    y = torch.randint(0, 40, (2, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, stats = crossent.linear_cross_entropy(h, w, y, shift=1, softcap=5.0, z_loss=0.01, return_stats=True)
+    assert loss.dtype == torch.float32 and stats.entropy.dtype == torch.float32
+    (loss + stats.entropy.mean()).backward()
+    logits = (h.detach().bfloat16() @ w.detach().bfloat16().t()).float()[:, :-1].transpose(1, 2)
+    expected = reference(logits.double(), y[:, 1:], softcap=5.0, z_loss=0.01).loss
+    torch.testing.assert_close(loss.double(), expected, atol=2e-2, rtol=2e-2)
+    assert h.grad is not None and torch.isfinite(h.grad).all() and torch.isfinite(w.grad).all()
