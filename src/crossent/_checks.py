@@ -412,6 +412,31 @@ def causal_shift(shift: object, input: torch.Tensor, probabilities: bool, caller
         raise ValueError(f"{caller}: shift must be in [0, T) for T = {length} (input {_shape(input)}), got {shift}")
 
 
+def focal_arguments(caller: str, input: object, target: object, value: object, name: str, low: float = 0.0) -> None:
+    """A focal or poly-1 loss: tensors, class-index targets (no single ``p_t`` for probabilities), and
+    its coefficient ``name`` at least ``low``."""
+    x = check_tensor(input, caller, "input", 1)
+    t = check_tensor(target, caller, "target", 2)
+    if x.shape == t.shape and t.is_floating_point():
+        raise ValueError(f"{caller} takes class-index targets; class probabilities have no single p_t")
+    _option(value, caller, name, low, inclusive=True)
+
+
+def focal_alpha(alpha: object, classes: int, input: torch.Tensor) -> torch.Tensor:
+    """``alpha`` of the focal loss as per-class factors ``(C,)`` in the input's dtype: a float in
+    ``[0, inf)`` for every class, or a tensor of ``C`` non-negative factors."""
+    if isinstance(alpha, torch.Tensor):
+        if alpha.dim() != 1 or alpha.shape[0] != classes:
+            raise ValueError(f"focal_loss: alpha must have one value per class ({classes}), got shape {_shape(alpha)}")
+        if not alpha.is_floating_point():
+            raise TypeError(f"focal_loss: alpha must be a floating tensor, not {dtype_name(alpha.dtype)}")
+        if alpha.device != input.device:
+            raise RuntimeError(f"focal_loss: alpha is on {alpha.device} and input on {input.device}")
+        return alpha.to(input.dtype)
+    factor = _option(alpha, "focal_loss", "alpha", 0.0, inclusive=True)
+    return torch.full((classes,), factor, dtype=input.dtype, device=input.device)
+
+
 def check_normalizer(normalizer: object, reduction: str, caller: str) -> None:
     """A ``normalizer=`` is one number (a Python number or a one-element tensor) and divides a summed loss."""
     if normalizer is None:

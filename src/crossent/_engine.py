@@ -63,15 +63,26 @@ class Statistics(NamedTuple):
     argmax: torch.Tensor | None = None  # with ``extras``, class indices: the first argmax's global id (int64)
 
 
-def for_backward(stats: Statistics) -> tuple[torch.Tensor | None, ...]:
-    """The fields the gradient needs (``k``, ``S``, ``w_y`` or ``B``, and ``E``); ``from_saved`` restores them."""
-    return stats.shift, stats.sum_exp, stats.weight, stats.entropy
+SAVED_FIELDS = 6
+
+
+def for_backward(stats: Statistics, options: LogitOptions) -> tuple[torch.Tensor | None, ...]:
+    """The ``SAVED_FIELDS`` fields the gradient needs (``k``, ``S``, ``w_y`` or ``B``, ``E``, and the
+    target sums when a focal or poly-1 loss reads them again); ``from_saved`` restores them."""
+    targets = (stats.target, stats.smooth) if options.modulated else (None, None)
+    return stats.shift, stats.sum_exp, stats.weight, stats.entropy, *targets
 
 
 def from_saved(
-    shift: torch.Tensor, sum_exp: torch.Tensor, weight: torch.Tensor | None, entropy: torch.Tensor | None
+    shift: torch.Tensor,
+    sum_exp: torch.Tensor,
+    weight: torch.Tensor | None,
+    entropy: torch.Tensor | None,
+    target: torch.Tensor | None,
+    smooth: torch.Tensor | None,
 ) -> Statistics:
-    return Statistics(shift, sum_exp, sum_exp, weight, None, entropy)  # the target sums are not needed again
+    # the target sums are needed again only by a focal or poly-1 loss
+    return Statistics(shift, sum_exp, sum_exp if target is None else target, weight, smooth, entropy)
 
 
 class LogitOptions(NamedTuple):
@@ -86,12 +97,26 @@ class LogitOptions(NamedTuple):
     temperature: float = 1.0
     z_loss: float = 0.0
     extras: bool = False
+    focal_gamma: float = 0.0  # class indices: the loss times (1 - p_t)^gamma
+    poly_epsilon: float = 0.0  # class indices: plus epsilon w_y (1 - p_t)
 
     @property
     def names(self) -> tuple[str, ...]:
         """The options in use, by their keyword names."""
-        used = (self.softcap is not None, self.temperature != 1.0, self.z_loss != 0.0, self.extras)
-        return tuple(n for n, on in zip(("softcap", "temperature", "z_loss", "return_stats"), used, strict=True) if on)
+        used = {
+            "softcap": self.softcap is not None,
+            "temperature": self.temperature != 1.0,
+            "z_loss": self.z_loss != 0.0,
+            "return_stats": self.extras,
+            "focal_gamma": self.focal_gamma != 0.0,
+            "poly_epsilon": self.poly_epsilon != 0.0,
+        }
+        return tuple(name for name, on in used.items() if on)
+
+    @property
+    def modulated(self) -> bool:
+        """Whether each position's loss is reshaped by its target probability (focal, poly-1)."""
+        return self.focal_gamma != 0.0 or self.poly_epsilon != 0.0
 
     def transform(
         self, xb: torch.Tensor, out: torch.Tensor | None, slope: bool
@@ -467,17 +492,52 @@ class ClassIndex:
         argmax = None if stats.argmax is None else _first_argmax(stats, global_shift, group)
         return kind, Statistics(global_shift, sum_exp, target, weight, smooth, ent, argmax)
 
-    def loss(self, stats: Statistics) -> torch.Tensor:
-        """``l (N, S)``; ignored positions are exactly 0, even for NaN logits (``where``, not a product)."""
+    def loss(self, stats: Statistics, block: Block = ALL) -> torch.Tensor:
+        """``l (N, S)`` (the block's positions); ignored positions are exactly 0, even for NaN logits
+        (``where``, not a product). A focal or poly-1 loss reshapes it (``modulation``)."""
+        loss = self._cross_entropy(stats, block)
+        if not self.options.modulated:
+            return loss
+        focal, _, poly = self._target_terms(stats, block, loss)
+        return loss * focal + poly
+
+    def _cross_entropy(self, stats: Statistics, block: Block) -> torch.Tensor:
+        keep = _at(self.keep, block)
         log_sum = stats.sum_exp.log()
         nll = (stats.shift - stats.target).add_(log_sum)
         if stats.weight is not None:
             nll = nll * stats.weight
-        loss = torch.where(self.keep, nll, 0)
+        loss = torch.where(keep, nll, 0)
         if stats.smooth is not None:
             smooth = log_sum * self.weight_sum - stats.smooth
-            loss = (1 - self.eps) * loss + self.eps * self.inv_classes * torch.where(self.keep, smooth, 0)
+            loss = (1 - self.eps) * loss + self.eps * self.inv_classes * torch.where(keep, smooth, 0)
         return loss
+
+    def _target_terms(
+        self, stats: Statistics, block: Block, ce: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """For the cross-entropy ``ce`` of the block's positions: the focal factor ``F = (1 - p_t)^gamma``,
+        ``u = d l / d log p_t`` beside ``F d ce``, and the poly-1 term ``epsilon w_y (1 - p_t)``.
+
+        ``log p_t = (x_y - k) - log S`` and ``1 - p_t = -expm1(log p_t)``: exact for confident predictions.
+        """
+        keep = _at(self.keep, block)
+        # ignored positions (and rows a fused walk dropped, whose sums are 0) take p_t = 1
+        log_p = torch.where(keep, (stats.target - stats.shift).sub_(stats.sum_exp.log()), 0)
+        p = log_p.exp()
+        rest = torch.special.expm1(log_p).neg_()  # 1 - p_t
+        gamma, epsilon = self.options.focal_gamma, self.options.poly_epsilon
+        focal = rest.pow(gamma) if gamma != 0.0 else torch.ones_like(rest)
+        # d (1 - p)^g / d log p = -g p (1 - p)^(g - 1);  d epsilon (1 - p) / d log p = -epsilon p
+        u = torch.zeros_like(rest)
+        if gamma != 0.0:
+            u = torch.where(ce == 0, 0, -gamma * p * rest.pow(gamma - 1) * ce)
+        w_y = stats.weight if stats.weight is not None else 1.0
+        poly = torch.zeros_like(rest)
+        if epsilon != 0.0:
+            poly = torch.where(keep, epsilon * w_y * rest, 0)
+            u = u - torch.where(keep, epsilon * w_y * p, 0)
+        return focal, u, poly
 
     def scales(
         self, stats: Statistics, coef: torch.Tensor, block: Block = ALL, side: Side | None = None
@@ -486,11 +546,18 @@ class ClassIndex:
         ``coef = d output / d l_n`` (0-dim, or per position of the block) and the ``side`` terms' factors."""
         # d/dx_c l = m coef [(1-eps) w_y (p_c - [c=y]) + (eps/V)(p_c sum_k w_k - w_c)],  p = exp(x - k) / S
         coef = torch.where(_at(self.keep, block), coef, 0)
+        u = None
+        if self.options.modulated:
+            # d/dz_c (F ce + poly) = F d ce/dz_c + u ([c=y] - p_c),  u = d l / d log p_t
+            focal, u, _ = self._target_terms(stats, block, self._cross_entropy(stats, block))
+            coef, u = coef * focal, coef * u
         target = coef if stats.weight is None else coef * stats.weight
         smooth = None
         if self.eps > 0:
             target, smooth = target * (1 - self.eps), coef * (self.eps * self.inv_classes)
         p = target if smooth is None else target + smooth * self.weight_sum
+        if u is not None:
+            p, target = p - u, target - u
         if self.owned is not None:
             target = torch.where(_at(self.owned, block), target, 0)
         p = p / stats.sum_exp

@@ -63,6 +63,7 @@ def cross_entropy(
     temperature: float = 1.0,
     z_loss: float = 0.0,
     return_stats: Literal[False] = False,
+    _modulation: tuple[float, float] = (0.0, 0.0),
 ) -> torch.Tensor: ...
 
 
@@ -85,6 +86,7 @@ def cross_entropy(
     temperature: float = 1.0,
     z_loss: float = 0.0,
     return_stats: Literal[True],
+    _modulation: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[torch.Tensor, CrossEntropyStats]: ...
 
 
@@ -107,6 +109,7 @@ def cross_entropy(
     temperature: float = 1.0,
     z_loss: float = 0.0,
     return_stats: bool = False,
+    _modulation: tuple[float, float] = (0.0, 0.0),
 ) -> torch.Tensor | tuple[torch.Tensor, CrossEntropyStats]:
     r"""Cross-entropy between logits and class indices or class probabilities.
 
@@ -165,6 +168,8 @@ def cross_entropy(
         temperature: divides the (capped) logits, a number > 0.
         z_loss: the coefficient of the z-loss term ``lse**2``, >= 0.
         return_stats: return ``(loss, stats)`` with the log-sum-exp, entropy, z-loss and accuracy.
+        _modulation: ``(gamma, epsilon)`` of :func:`crossent.focal_loss` and
+            :func:`crossent.poly1_cross_entropy`, which set it.
 
     Shape:
         ============  ====================  ==========================================
@@ -192,6 +197,7 @@ def cross_entropy(
     """
     reduction = resolve_reduction(reduction, size_average, reduce)
     options = _checks.logit_options("cross_entropy", softcap, temperature, z_loss, return_stats)
+    options = options._replace(focal_gamma=_modulation[0], poly_epsilon=_modulation[1])
     if process_group is not None:
         if inplace_backward or impl == "triton":
             raise ValueError("cross_entropy(process_group=...) takes neither inplace_backward nor impl='triton'")

@@ -14,16 +14,21 @@ from crossent import functional as F
 from crossent._reduction import KLReduction, Reduction, legacy_reduction
 from crossent._results import CrossEntropyStats
 from crossent.fused.modules import LinearCrossEntropyLoss, LinearDistillationLoss
+from crossent.sigmoid_focal import sigmoid_focal_loss
+from crossent.softmax_focal import focal_loss, poly1_cross_entropy
 
 __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
+    "FocalLoss",
     "KLDivLoss",
     "LinearCrossEntropyLoss",
     "LinearDistillationLoss",
     "LogSoftmax",
     "NLLLoss",
+    "Poly1CrossEntropyLoss",
+    "SigmoidFocalLoss",
     "Softmax",
 ]
 
@@ -134,6 +139,83 @@ class CrossEntropyLoss(_WeightedLoss):
         )
 
 
+class FocalLoss(_WeightedLoss):
+    """Module form of :func:`crossent.focal_loss`; ``weight`` and a tensor ``alpha`` are buffers.
+
+    Example:
+        >>> import torch, crossent
+        >>> loss = crossent.nn.FocalLoss(gamma=2.0)
+        >>> loss(torch.tensor([[4.0, 0.0, 0.0], [0.5, 0.0, 0.0]]), torch.tensor([0, 0]))
+        tensor(0.1194)
+    """
+
+    __constants__ = ["gamma", "ignore_index", "reduction", "label_smoothing"]
+    alpha: Tensor | float | None
+
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        alpha: float | Tensor | None = None,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(weight, None, None, reduction)
+        if isinstance(alpha, Tensor):
+            self.register_buffer("alpha", alpha)
+        else:
+            self.alpha = alpha
+        self.gamma, self.ignore_index, self.label_smoothing = gamma, ignore_index, label_smoothing
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return focal_loss(
+            input,
+            target,
+            gamma=self.gamma,
+            alpha=self.alpha,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+        )
+
+
+class Poly1CrossEntropyLoss(_WeightedLoss):
+    """Module form of :func:`crossent.poly1_cross_entropy`.
+
+    Example:
+        >>> import torch, crossent
+        >>> loss = crossent.nn.Poly1CrossEntropyLoss(epsilon=1.0)
+        >>> loss(torch.tensor([[4.0, 0.0, 0.0], [0.5, 0.0, 0.0]]), torch.tensor([0, 0]))
+        tensor(0.7069)
+    """
+
+    __constants__ = ["epsilon", "ignore_index", "reduction", "label_smoothing"]
+
+    def __init__(
+        self,
+        epsilon: float = 1.0,
+        weight: Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: Reduction = "mean",
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__(weight, None, None, reduction)
+        self.epsilon, self.ignore_index, self.label_smoothing = epsilon, ignore_index, label_smoothing
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return poly1_cross_entropy(
+            input,
+            target,
+            epsilon=self.epsilon,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+        )
+
+
 class BCELoss(_WeightedLoss):
     """Module form of :func:`crossent.binary_cross_entropy`."""
 
@@ -165,6 +247,55 @@ class BCEWithLogitsLoss(_Loss):
         return F.binary_cross_entropy_with_logits(
             input, target, self.weight, pos_weight=self.pos_weight, reduction=self.reduction
         )
+
+
+class SigmoidFocalLoss(torch.nn.Module):
+    """Module form of :func:`crossent.sigmoid_focal_loss`; ``pos_weight`` is a buffer.
+
+    ::
+
+        l = alpha_t * (1 - p_t)^gamma * binary_cross_entropy_with_logits(x, t, pos_weight=pw, reduction='none')
+
+    with ``p_t = p t + (1 - p)(1 - t)``, ``p = sigmoid(x)``, ``alpha_t = alpha t + (1 - alpha)(1 - t)``
+    (dropped for ``alpha < 0``). Reductions: ``'none'``; ``'sum'``; ``'mean'`` = sum / number of elements.
+
+    Shape:
+        ==========  ================================
+        input       ``(*)``, logits
+        target      ``(*)``, same as input
+        pos_weight  broadcastable to ``(*)``, e.g. ``(C,)``
+        output      scalar, or ``(*)`` for ``'none'``
+        ==========  ================================
+
+    Example:
+        >>> import torch, crossent
+        >>> loss = crossent.nn.SigmoidFocalLoss(gamma=2.0, alpha=0.25)
+        >>> loss(torch.tensor([[2.0, -1.0, 0.5]]), torch.tensor([[1.0, 0.0, 1.0]]))
+        tensor(0.0114)
+    """
+
+    __constants__ = ["gamma", "alpha", "reduction"]
+    pos_weight: Tensor | None
+
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        alpha: float = 0.25,
+        reduction: Reduction = "mean",
+        *,
+        pos_weight: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.gamma, self.alpha, self.reduction = gamma, alpha, reduction
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return sigmoid_focal_loss(
+            input, target, gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight, reduction=self.reduction
+        )
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, alpha={self.alpha}, reduction={self.reduction!r}"
 
 
 class KLDivLoss(_Loss):

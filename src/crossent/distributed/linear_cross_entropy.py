@@ -239,7 +239,7 @@ class VocabParallelLinearCrossEntropyFunction(torch.autograd.Function):
         # every rank joins the input-gradient all-reduce (the ranks agreed on both in the forward)
         ctx.sums_input_grad = reduce_input_grad and ctx.needs_input_grad[0]
         scalars = save_scalars(ctx, div, weight_sum(kind), side_div)
-        ctx.save_for_backward(h, w, b, target, weight, valid, *scalars, *_engine.for_backward(stats))
+        ctx.save_for_backward(h, w, b, target, weight, valid, *scalars, *_engine.for_backward(stats, kind.options))
         results = outputs(kind, stats, mode, div, side_div, tuple(stats.shift.shape), out_dtype)
         mark_outputs(ctx, results)
         return results if len(results) > 1 else results[0]

@@ -170,7 +170,9 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         precomputed = as_inputs(result, (h, w, b, target, class_weight))
         ctx.mode, ctx.opts = mode, opts
         inputs = (h, w, b, target, class_weight, kept, valid, *save_scalars(ctx, div, side_div))
-        ctx.save_for_backward(*inputs, *_engine.for_backward(stats), *(precomputed if coef is not None else ()))
+        ctx.save_for_backward(
+            *inputs, *_engine.for_backward(stats, kind.options), *(precomputed if coef is not None else ())
+        )
         results = outputs(kind, stats, mode, div, side_div, tuple(stats.shift.shape), out_dtype)
         mark_outputs(ctx, results)
         return results if len(results) > 1 else results[0]
@@ -180,7 +182,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         opts: FusedOptions = ctx.opts
         h, w, b, target, class_weight, kept, valid, saved_divisor, saved_side_div, *fields = ctx.saved_tensors
-        stats_fields, precomputed = fields[:4], fields[4:]
+        stats_fields, precomputed = fields[: _engine.SAVED_FIELDS], fields[_engine.SAVED_FIELDS :]
         nothing = (None,) * 8
         if all(g is None for g in grads):
             return nothing

@@ -45,6 +45,7 @@ def linear_cross_entropy(
     z_loss: float = 0.0,
     return_stats: Literal[False] = False,
     shift: int = 0,
+    focal_gamma: float = 0.0,
     _logits_dtype: torch.dtype | None = None,
 ) -> torch.Tensor: ...
 
@@ -72,6 +73,7 @@ def linear_cross_entropy(
     z_loss: float = 0.0,
     return_stats: Literal[True],
     shift: int = 0,
+    focal_gamma: float = 0.0,
     _logits_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, CrossEntropyStats]: ...
 
@@ -99,6 +101,7 @@ def linear_cross_entropy(
     z_loss: float = 0.0,
     return_stats: bool = False,
     shift: int = 0,
+    focal_gamma: float = 0.0,
     _logits_dtype: torch.dtype | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, CrossEntropyStats]:
     r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` without ever holding those logits.
@@ -169,6 +172,8 @@ def linear_cross_entropy(
         softcap, temperature, z_loss, return_stats: as in :func:`crossent.cross_entropy`.
         shift: predict the label ``shift`` positions later along the dim before ``H`` (an int in
             ``[0, T)``; needs hidden states ``(B, T, H)`` and class-index labels).
+        focal_gamma: the focal loss of :func:`crossent.focal_loss` (``gamma``) for class indices:
+            each position's loss times ``(1 - p_t)**focal_gamma``.
         _logits_dtype: set by crossent's autocast policy (float32 under ``torch.autocast``): the dtype the
             loss takes the logits in, while the matmuls run in ``input``'s dtype.
 
@@ -193,7 +198,12 @@ def linear_cross_entropy(
         tensor([[0.4076, 0.8620, 0.0000]])
     """
     options_ = _checks.logit_options("linear_cross_entropy", softcap, temperature, z_loss, return_stats)
+    if focal_gamma != 0.0:
+        _checks.focal_arguments("linear_cross_entropy", input, target, focal_gamma, "focal_gamma")
+        options_ = options_._replace(focal_gamma=float(focal_gamma))
     if process_group is not None:
+        if focal_gamma != 0.0:
+            raise ValueError("linear_cross_entropy(process_group=...) does not take focal_gamma")
         if options is not None or workspace_bytes is not None or impl == "triton":
             raise ValueError(
                 "linear_cross_entropy(process_group=...) takes chunk_size only (no options, workspace_bytes or Triton)"

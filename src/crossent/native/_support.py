@@ -25,6 +25,9 @@ def unsupported_reason(op: Op, spec: CallSpec) -> str | None:
             return "the native kernels normalise along the last dim"
         if spec.classes == 0:
             return "no classes"
+    modulated = [name for name in spec.options if name in ("focal_gamma", "poly_epsilon")]
+    if modulated:
+        return f"the native kernels do not take {', '.join(modulated)}"
     if not spec.repeating:
         return "the native kernels take weights that broadcast over leading dims only"
     return None

@@ -234,7 +234,7 @@ class CrossEntropyFunction(torch.autograd.Function):
 
         ctx.call, ctx.shard, ctx.mode, ctx.overwrote_logits = call, shard, mode, False
         scalars = save_scalars(ctx, div, weight_sum(kind), side_div)
-        ctx.save_for_backward(x, target, weight, *_engine.for_backward(stats), *scalars, grad)
+        ctx.save_for_backward(x, target, weight, *_engine.for_backward(stats, kind.options), *scalars, grad)
         mark_outputs(ctx, results)
         return results if len(results) > 1 else results[0]
 

@@ -1,0 +1,168 @@
+"""The softmax focal loss and poly-1 cross-entropy: cross-entropy reshaped by each position's target probability.
+
+Both are :func:`crossent.cross_entropy` with one more per-position factor formed in the engine from
+the statistics the loss already has (``log p_t = (x_y - k) - log S``), so they need no pass of their
+own; they run on crossent's PyTorch path (the native and Triton kernels do not take them), and under
+autocast, torch.func and compile as ``cross_entropy`` does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from crossent import _checks
+from crossent._reduction import Reduction
+from crossent._reduction import resolve as resolve_reduction
+from crossent.functional import cross_entropy
+
+__all__ = ["focal_loss", "poly1_cross_entropy"]
+
+
+def focal_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    gamma: float = 2.0,
+    alpha: float | torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    r"""The softmax (multi-class) focal loss of RetinaNet: cross-entropy that down-weights easy positions.
+
+    With class indices ``y``, ``p_t = softmax(x)[n, y_n]`` and ``ce_n`` the per-position loss of
+    :func:`crossent.cross_entropy` (with ``ignore_index`` and ``label_smoothing``) whose class weights
+    are ``alpha * weight``::
+
+        l_n = (1 - p_t)**gamma * ce_n
+
+    ``alpha`` is a per-class tensor ``(C,)`` or one float for every class (None: 1). It weighs the
+    classes inside the loss (without smoothing, ``l_n`` is ``alpha[y_n]`` times the unweighted focal
+    term; with it, each class's smoothing term carries its own ``alpha[c]``) but, unlike ``weight``, it
+    does not enter the ``'mean'`` divisor. ``1 - p_t`` is formed as ``-expm1(log p_t)`` from the
+    log-sum-exp, so the loss stays finite and exact for confident predictions (logits of 1e4), where
+    ``(1 - softmax(x)) ** gamma * -log_softmax(x)`` rounds to 0 or NaN. ``gamma = 0`` with no
+    ``alpha`` is exactly ``cross_entropy``.
+
+    Reductions: ``'none'`` returns ``l``; ``'sum'`` returns ``sum_n l_n``; ``'mean'`` divides that sum by
+    ``cross_entropy``'s divisor ``sum_n m_n w[y_n]`` (the count of kept positions without ``weight``):
+    ``alpha`` does not enter it.
+
+    Args:
+        input: logits ``(N, C)``, ``(C,)`` or ``(N, C, d1, ..., dK)``.
+        target: class indices (class probabilities have no single ``p_t``: ``ValueError``).
+        gamma: the focusing exponent, ``>= 0``.
+        alpha: per-class factors ``(C,)``, one float, or None.
+        weight, ignore_index, reduction, label_smoothing: as in :func:`crossent.cross_entropy`.
+
+    Shape:
+        ===========================  =====================  =========================
+        input                        target                 output (``'none'``)
+        ===========================  =====================  =========================
+        ``(C,)``                     ``()``                 ``()``
+        ``(N, C)``                   ``(N,)``               ``(N,)``
+        ``(N, C, d1, ..., dK)``      ``(N, d1, ..., dK)``   ``(N, d1, ..., dK)``
+        ===========================  =====================  =========================
+
+    Example:
+        >>> import torch, crossent
+        >>> x = torch.tensor([[4.0, 0.0, 0.0], [0.5, 0.0, 0.0]])  # an easy and a hard position
+        >>> crossent.focal_loss(x, torch.tensor([0, 0]), reduction="none")
+        tensor([4.4924e-05, 2.3867e-01])
+        >>> crossent.cross_entropy(x, torch.tensor([0, 0]), reduction="none")
+        tensor([0.0360, 0.7944])
+    """
+    _checks.focal_arguments("focal_loss", input, target, gamma, "gamma")
+    reduction = resolve_reduction(reduction)
+    weight, normalizer = _alpha(input, target, alpha, weight, ignore_index, reduction)
+    return cross_entropy(
+        input,
+        target,
+        weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        normalizer=normalizer,
+        _modulation=(float(gamma), 0.0),
+    )
+
+
+def poly1_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    epsilon: float = 1.0,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    r"""Poly-1 cross-entropy (PolyLoss): cross-entropy plus ``epsilon`` times the first polynomial term.
+
+    With class indices ``y``, ``p_t = softmax(x)[n, y_n]``, ``m_n = [y_n != ignore_index]`` and
+    ``ce_n`` the per-position loss of :func:`crossent.cross_entropy`::
+
+        l_n = ce_n + epsilon * m_n * w[y_n] * (1 - p_t)
+
+    The poly term is weighted like the cross-entropy it extends (``w = 1`` without ``weight``), and
+    ``1 - p_t`` is ``-expm1(log p_t)``. ``epsilon = 0`` is exactly ``cross_entropy``; ``epsilon`` may be
+    negative (the paper uses -1 to 1), down to -1 where the loss stays a proper one.
+
+    Reductions: ``'none'`` returns ``l``; ``'sum'`` returns ``sum_n l_n``; ``'mean'`` divides that sum by
+    ``sum_n m_n w[y_n]``, as ``cross_entropy`` does.
+
+    Args:
+        input: logits ``(N, C)``, ``(C,)`` or ``(N, C, d1, ..., dK)``.
+        target: class indices (class probabilities: ``ValueError``).
+        epsilon: the coefficient of ``(1 - p_t)``, ``>= -1``.
+        weight, ignore_index, reduction, label_smoothing: as in :func:`crossent.cross_entropy`.
+
+    Shape:
+        ===========================  =====================  =========================
+        input                        target                 output (``'none'``)
+        ===========================  =====================  =========================
+        ``(C,)``                     ``()``                 ``()``
+        ``(N, C)``                   ``(N,)``               ``(N,)``
+        ``(N, C, d1, ..., dK)``      ``(N, d1, ..., dK)``   ``(N, d1, ..., dK)``
+        ===========================  =====================  =========================
+
+    Example:
+        >>> import torch, crossent
+        >>> x = torch.tensor([[4.0, 0.0, 0.0], [0.5, 0.0, 0.0]])
+        >>> crossent.poly1_cross_entropy(x, torch.tensor([0, 0]), reduction="none")
+        tensor([0.0713, 1.3425])
+    """
+    _checks.focal_arguments("poly1_cross_entropy", input, target, epsilon, "epsilon", low=-1.0)
+    return cross_entropy(
+        input,
+        target,
+        weight,
+        ignore_index=ignore_index,
+        reduction=resolve_reduction(reduction),
+        label_smoothing=label_smoothing,
+        _modulation=(0.0, float(epsilon)),
+    )
+
+
+def _alpha(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float | torch.Tensor | None,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``alpha`` folded into the class weight, and for ``'mean'`` the divisor of the weight alone (alpha
+    must not enter it), as a normalizer: ``(weight, normalizer)``."""
+    if alpha is None:
+        return weight, None
+    classes = input.shape[0 if input.dim() == 1 else 1]
+    factors = _checks.focal_alpha(alpha, classes, input)
+    combined = factors if weight is None else factors * weight
+    if reduction != "mean":
+        return combined, None
+    kept = target != ignore_index
+    if weight is None:
+        return combined, kept.sum().to(combined.dtype)
+    return combined, torch.where(kept, weight[torch.where(kept, target, 0).long()], 0).sum()

@@ -1,0 +1,165 @@
+"""The softmax focal loss and poly-1 cross-entropy against plain float64 torch compositions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import crossent
+from helpers import assert_close
+
+F64 = torch.float64
+
+
+def composed_focal(x, target, gamma, alpha=None, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """``(1 - p_t)^gamma ce`` from torch's own ops, ``ce`` with ``alpha`` as a class weight; 'mean' divides
+    by cross_entropy's divisor of ``weight`` alone."""
+    classes = x.shape[1]
+    factors = None if alpha is None else alpha if isinstance(alpha, torch.Tensor) else torch.full((classes,), alpha)
+    scaled = weight if factors is None else factors.to(x.dtype) * (weight if weight is not None else 1.0)
+    ce = F.cross_entropy(
+        x, target, scaled, ignore_index=ignore_index, reduction="none", label_smoothing=label_smoothing
+    )
+    kept = target != ignore_index
+    safe = torch.where(kept, target, 0)
+    p_t = x.softmax(1).gather(1, safe.unsqueeze(1)).squeeze(1)
+    loss = torch.where(kept, (1 - p_t) ** gamma * ce, 0)
+    divisor = (weight[safe] * kept).sum() if weight is not None else kept.sum()
+    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.sum() / divisor
+
+
+def composed_poly1(x, target, epsilon, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    ce = F.cross_entropy(
+        x, target, weight, ignore_index=ignore_index, reduction="none", label_smoothing=label_smoothing
+    )
+    kept = target != ignore_index
+    safe = torch.where(kept, target, 0)
+    p_t = x.softmax(1).gather(1, safe.unsqueeze(1)).squeeze(1)
+    w_y = weight[safe] if weight is not None else torch.ones_like(p_t)
+    loss = torch.where(kept, ce + epsilon * w_y * (1 - p_t), 0)
+    divisor = (w_y * kept).sum()
+    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.sum() / divisor
+
+
+def case(kind: str, shape=(7, 5)):
+    x = torch.randn(shape, dtype=F64) * 2
+    positions = (shape[0], *shape[2:])
+    target = torch.randint(0, shape[1], positions)
+    extra = {}
+    if kind in ("weighted", "ignored", "smoothed"):
+        extra["weight"] = torch.rand(shape[1], dtype=F64) + 0.5
+    if kind in ("ignored", "smoothed"):
+        target.view(-1)[::3] = -100
+    if kind == "smoothed":
+        extra["label_smoothing"] = 0.15
+    return x, target, extra
+
+
+def compare(ours, theirs, x):
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a, b = ours(x1), theirs(x2)
+    assert_close(a, b, "value", 1e-12, 1e-10)
+    g = torch.randn_like(b)
+    (ga,) = torch.autograd.grad((a * g).sum(), x1)
+    (gb,) = torch.autograd.grad((b * g).sum(), x2)
+    assert_close(ga, gb, "gradient", 1e-12, 1e-10)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0, 3.5])
+@pytest.mark.parametrize("alpha", [None, 0.25, "per-class"])
+@pytest.mark.parametrize("kind", ["index", "weighted", "ignored", "smoothed"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(7, 5), (3, 5, 2, 2)], ids=str)
+def test_focal_loss(gamma, alpha, kind, reduction, shape, block_size):
+    x, target, extra = case(kind, shape)
+    if alpha == "per-class":
+        alpha = torch.rand(shape[1], dtype=F64)
+    kwargs = {"gamma": gamma, "alpha": alpha, "reduction": reduction, **extra}
+    compare(lambda x: crossent.focal_loss(x, target, **kwargs), lambda x: composed_focal(x, target, **kwargs), x)
+
+
+@pytest.mark.parametrize("epsilon", [-1.0, 0.5, 2.0])
+@pytest.mark.parametrize("kind", ["index", "weighted", "ignored", "smoothed"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(7, 5), (3, 5, 2, 2)], ids=str)
+def test_poly1_cross_entropy(epsilon, kind, reduction, shape, block_size):
+    x, target, extra = case(kind, shape)
+    kwargs = {"epsilon": epsilon, "reduction": reduction, **extra}
+    compare(
+        lambda x: crossent.poly1_cross_entropy(x, target, **kwargs), lambda x: composed_poly1(x, target, **kwargs), x
+    )
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_the_limits_are_the_plain_loss_exactly(reduction):
+    x, target, extra = case("smoothed")
+    plain = crossent.cross_entropy(x, target, reduction=reduction, **extra)
+    assert torch.equal(crossent.focal_loss(x, target, gamma=0.0, reduction=reduction, **extra), plain)
+    assert torch.equal(crossent.poly1_cross_entropy(x, target, epsilon=0.0, reduction=reduction, **extra), plain)
+
+
+def test_confident_predictions_stay_finite():
+    """At logits of 1e4 the naive composition gives NaN gradients for gamma < 1; here all stays finite,
+    and ``1 - p_t`` keeps the precision the log-sum-exp has (``-expm1(log p_t)``, never ``1 - p_t``)."""
+    x = torch.tensor([[1e4, 0.0, -1e4], [20.0, 0.0, 0.0], [-1e4, 1e4, 0.0]], dtype=F64, requires_grad=True)
+    target = torch.tensor([0, 0, 0])
+    loss = crossent.focal_loss(x, target, gamma=0.5, reduction="none")
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(x.grad).all()
+    rest = 2 * torch.exp(torch.tensor(-20.0, dtype=F64)) / (1 + 2 * torch.exp(torch.tensor(-20.0, dtype=F64)))
+    torch.testing.assert_close(loss[1], rest.sqrt() * -torch.log1p(-rest), rtol=1e-6, atol=0)
+    naive = x.detach().clone().requires_grad_()
+    p_t = naive.softmax(1)[:, 0]
+    ((1 - p_t) ** 0.5 * -naive.log_softmax(1)[:, 0]).sum().backward()
+    assert naive.grad.isnan().any()
+
+
+def test_gradcheck():
+    x = torch.randn(4, 6, dtype=F64, requires_grad=True)
+    target = torch.tensor([0, 5, -100, 2])
+    w = torch.rand(6, dtype=F64) + 0.5
+    assert torch.autograd.gradcheck(lambda x: crossent.focal_loss(x, target, gamma=1.7, alpha=0.3, weight=w), (x,))
+    assert torch.autograd.gradcheck(lambda x: crossent.poly1_cross_entropy(x, target, epsilon=0.7, weight=w), (x,))
+
+
+def test_fused_linear_loss_gets_the_same_focal_loss():
+    h = torch.randn(9, 4, dtype=F64, requires_grad=True)
+    w = torch.randn(6, 4, dtype=F64, requires_grad=True)
+    target = torch.tensor([0, 5, -100, 2, 2, 1, 0, 3, 4])
+    fused = crossent.linear_cross_entropy(h, w, target, focal_gamma=2.0, chunk_size=4)
+    h2, w2 = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    expected = composed_focal(h2 @ w2.t(), target, 2.0)
+    assert_close(fused, expected, "fused value", 1e-12, 1e-10)
+    fused.backward()
+    expected.backward()
+    assert_close(h.grad, h2.grad, "gradient of h", 1e-12, 1e-10)
+    assert_close(w.grad, w2.grad, "gradient of W", 1e-12, 1e-10)
+
+
+def test_float32_compile_and_modules():
+    x = torch.randn(8, 10, requires_grad=True)
+    target = torch.randint(0, 10, (8,))
+    eager = crossent.focal_loss(x, target, gamma=2.0)
+    compiled = torch.compile(lambda x: crossent.focal_loss(x, target, gamma=2.0), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), eager)
+    module = crossent.nn.FocalLoss(gamma=2.0, alpha=torch.full((10,), 0.5))
+    torch.testing.assert_close(module(x, target), 0.5 * eager)
+    poly = crossent.nn.Poly1CrossEntropyLoss(epsilon=1.0, reduction="sum")
+    torch.testing.assert_close(poly(x, target), crossent.poly1_cross_entropy(x, target, reduction="sum"))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda x, t: crossent.focal_loss(x, t, gamma=-1.0), ValueError, "gamma must be a finite number >= 0"),
+        (lambda x, t: crossent.focal_loss(x, t, alpha=torch.ones(3)), ValueError, r"one value per class \(5\)"),
+        (lambda x, t: crossent.focal_loss(x, t, alpha=-0.5), ValueError, "alpha must be a finite number >= 0"),
+        (lambda x, t: crossent.focal_loss(x, torch.rand(4, 5)), ValueError, "class-index targets"),
+        (lambda x, t: crossent.poly1_cross_entropy(x, t, epsilon=-2.0), ValueError, "epsilon must be a finite"),
+        (lambda x, t: crossent.focal_loss(x, t, reduction="avg"), ValueError, "avg is not a valid value"),
+    ],
+)
+def test_bad_values_are_named(call, error, message):
+    with pytest.raises(error, match=message):
+        call(torch.randn(4, 5), torch.tensor([0, 1, 2, 3]))
