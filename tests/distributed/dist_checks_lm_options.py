@@ -9,6 +9,7 @@ import torch.distributed as dist
 from dist_cases import LAYOUTS, assert_close, assert_same_on_every_rank, case_grid, generator, shard, tiny_blocks, world
 from dist_harness import Check
 
+import crossent
 from crossent.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 from lm_reference import reference
 
@@ -111,6 +112,24 @@ def check_linear_options_and_shift(pg: dist.ProcessGroup) -> None:
             assert_close(w_local.grad, shard(w_full.grad, widths, 0), 1e-12, f"weight grad {what}")
 
 
+def check_linear_focal(pg: dist.ProcessGroup) -> None:
+    """The fused focal loss over vocab shards: p_t from the global statistics."""
+    g = generator(22)
+    h = torch.randn(6, 4, dtype=torch.float64, generator=g)
+    classifier = torch.randn(7, 4, dtype=torch.float64, generator=g)
+    y = torch.tensor([0, 6, -100, 3, 3, 1])
+    for widths in LAYOUTS[world()]:
+        h_full, w_full = h.clone().requires_grad_(), classifier.clone().requires_grad_()
+        expected = crossent.focal_loss(h_full @ w_full.T, y, gamma=2.0)
+        h_local, w_local = h.clone().requires_grad_(), shard(classifier, widths, 0).clone().requires_grad_()
+        loss = vocab_parallel_linear_cross_entropy(h_local, w_local, y, process_group=pg, focal_gamma=2.0)
+        assert_close(loss, expected, 1e-12, f"focal widths={widths}")
+        expected.backward()
+        loss.backward()
+        assert_close(h_local.grad, h_full.grad, 1e-12, f"focal input grad widths={widths}")
+        assert_close(w_local.grad, shard(w_full.grad, widths, 0), 1e-12, f"focal weight grad widths={widths}")
+
+
 def checks() -> list[tuple[str, Check]]:
     return [
         (f.__name__, f)
@@ -119,5 +138,6 @@ def checks() -> list[tuple[str, Check]]:
             check_accuracy_across_shards,
             check_options_collectives,
             check_linear_options_and_shift,
+            check_linear_focal,
         )
     ]

@@ -16,7 +16,10 @@ examples:
   crossent explain --label-smoothing 0.1 --ignore-index 1
   crossent explain --binary --logits '[0.8,-1.2,0.1]' --targets '[1,0,1]' --pos-weight 3
   crossent explain --binary probabilities --logits '[0.7,0.2,0.6]' --targets '[1,0,1]'
+  crossent explain --loss focal --gamma 2            focal loss next to cross-entropy on the worked example
 """
+
+EXPLAIN_GAMMA = 2.0  # the focusing exponent of ``explain --loss focal`` when --gamma is not given
 
 EXPLAIN_ROWS = 10  # rows of each table of ``explain``: enough to follow the steps, few enough to read
 
@@ -55,6 +58,16 @@ def _rows(text: str) -> int | None:
         return _positive_int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a positive integer or 'all', got {text}") from None
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}") from None
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 def _add_explain(commands: argparse._SubParsersAction) -> None:
@@ -96,6 +109,18 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
         default=EXPLAIN_ROWS,
         metavar="N|all",
         help=f"rows shown in each table (default {EXPLAIN_ROWS}); the loss always uses every sample",
+    )
+    p.add_argument(
+        "--loss",
+        choices=("cross_entropy", "focal"),
+        default="cross_entropy",
+        help="cross_entropy (default), or focal: the focal loss next to cross-entropy, sample by sample",
+    )
+    p.add_argument(
+        "--gamma",
+        type=_non_negative_float,
+        metavar="G",
+        help=f"focusing exponent of --loss focal, >= 0 (default {EXPLAIN_GAMMA:g}; 0 is cross-entropy)",
     )
 
 

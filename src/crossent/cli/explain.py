@@ -20,12 +20,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+import crossent
 from crossent import functional as crossent_functional
 from crossent import numpy as cnp
 from crossent._reduction import Reduction
 from crossent.cli import _console
 from crossent.cli._errors import CLIError
 from crossent.cli._inputs import json_or_file
+from crossent.cli._parser import EXPLAIN_GAMMA
 
 # The worked examples explained when no input is given: the tutorials' cross-entropy and binary cross-entropy.
 EXAMPLE_LOGITS = [[1.0, 2.0], [1.0, 3.0], [1.0, 3.0]]
@@ -340,6 +342,11 @@ def explain(problem: Problem) -> tuple[Explanation, torch.Tensor, torch.Tensor]:
 def problem_from_args(args: argparse.Namespace) -> Problem:
     """The ``explain`` options as a Problem, with the tutorial's example where no input is given."""
     binary = args.binary
+    focal = getattr(args, "loss", "cross_entropy") == "focal"
+    if getattr(args, "gamma", None) is not None and not focal:
+        raise CLIError("--gamma applies to the focal loss: add --loss focal")
+    if focal and binary is not None:
+        raise CLIError("--loss focal explains the softmax focal loss of class-index targets, not --binary")
     if args.input is not None and args.targets is None:
         raise CLIError("--logits needs --targets")
     if binary is None and args.pos_weight is not None:
@@ -446,8 +453,124 @@ def _fitted_table(out: Console, step: Step, rows: int | None) -> tuple[Table, li
     return _console.table(None, *_elide(step, shown, kept)), notes
 
 
+@dataclass
+class FocalComparison:
+    """The focal loss next to cross-entropy, per sample and reduced, all computed by crossent."""
+
+    gamma: float
+    step: Step
+    cross_entropy: np.ndarray  # reduced with the problem's reduction
+    focal: np.ndarray
+
+
+def _share(losses: np.ndarray, kept: np.ndarray) -> list[str]:
+    """Each kept sample's part of the summed loss, in percent ("—" for ignored samples)."""
+    total = float(losses.sum())
+    return [f"{100 * v / total:.1f}%" if k and total > 0 else "—" for v, k in zip(losses, kept, strict=True)]
+
+
+def compare_focal(problem: Problem, gamma: float) -> FocalComparison:
+    """``crossent.focal_loss`` next to ``crossent.cross_entropy`` on the same class-index targets."""
+    if problem.input.shape == problem.target.shape:
+        raise CLIError("--loss focal needs class-index targets: probability targets have no single p_t")
+    x = problem.input.reshape(-1, problem.input.shape[-1])
+    y = problem.target.reshape(-1)
+    options = {
+        "weight": problem.weight,
+        "ignore_index": problem.ignore_index,
+        "label_smoothing": problem.label_smoothing,
+    }
+    try:
+        ce = crossent.cross_entropy(x, y, reduction="none", **options)
+        focal = crossent.focal_loss(x, y, gamma=gamma, reduction="none", **options)
+        ce_reduced = crossent.cross_entropy(problem.input, problem.target, reduction=problem.reduction, **options)
+        focal_reduced = crossent.focal_loss(
+            problem.input, problem.target, gamma=gamma, reduction=problem.reduction, **options
+        )
+        # without weights and smoothing, cross-entropy is −log p_t, so p_t = exp(−cross-entropy); the focal
+        # factor (1 − p_t)^γ is what the focal loss multiplies it by: the ratio of the two, as crossent computes them
+        plain_ce = crossent.cross_entropy(x, y, ignore_index=problem.ignore_index, reduction="none")
+        plain_focal = crossent.focal_loss(x, y, gamma=gamma, ignore_index=problem.ignore_index, reduction="none")
+    except (ValueError, RuntimeError, IndexError, TypeError) as exc:
+        raise CLIError(str(exc)) from None
+    ce_n, focal_n = ce.numpy(), focal.numpy()
+    plain_ce_n, plain_focal_n = plain_ce.numpy(), plain_focal.numpy()
+    p_t = np.exp(-plain_ce_n)
+    certain = 1.0 if gamma == 0 else 0.0  # (1 − p_t)^γ at p_t = 1, where both losses are 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(plain_ce_n > 0, plain_focal_n / plain_ce_n, certain)
+    kept = (y != problem.ignore_index).numpy()
+    ce_share, focal_share = _share(ce_n, kept), _share(focal_n, kept)
+
+    plain = problem.weight is None and not problem.label_smoothing > 0
+    ce_words = "−log p_t" if plain else "ℓ_CE"  # with weights or smoothing, cross-entropy is more than −log p_t
+    formula = (
+        f"p_t = p[n,y[n]],   ℓ_focal = (1 − p_t)^γ · {'(−log p_t)' if plain else 'ℓ_CE'},   γ = {gamma:g},"
+        "   share = ℓ_n / Σ ℓ"
+    )
+    columns = ["n", "y[n]", "p_t", ce_words, "(1 − p_t)^γ", "ℓ_focal", "CE share", "focal share"]
+    rows = []
+    for n in range(len(y)):
+        if not kept[n]:
+            rows.append([str(n), f"{int(y[n])} (ignored)", "—", "0", "—", "0", "—", "—"])
+            continue
+        rows.append(
+            [
+                str(n),
+                str(int(y[n])),
+                *_fmt(p_t[n]),
+                *_fmt(ce_n[n]),
+                *_fmt(factor[n]),
+                *_fmt(focal_n[n]),
+                ce_share[n],
+                focal_share[n],
+            ]
+        )
+    step = Step("Step 1. each sample's loss, with and without the focal factor", formula, columns, rows)
+    return FocalComparison(gamma, step, ce_reduced.numpy(), focal_reduced.numpy())
+
+
+def run_focal(args: argparse.Namespace, problem: Problem) -> int:
+    gamma = EXPLAIN_GAMMA if args.gamma is None else args.gamma
+    comparison = compare_focal(problem, gamma)
+    out = _console.stdout()
+    out.print(
+        f"[bold]Explaining the focal loss next to cross-entropy[/], gamma={gamma:g}, reduction={problem.reduction!r}"
+    )
+    out.print(
+        f"input: shape {tuple(problem.input.shape)}   target: shape {tuple(problem.target.shape)}, "
+        f"{problem.target.dtype}"
+    )
+    step = comparison.step
+    out.print()
+    out.print(f"[bold]{escape(step.title)}[/]")
+    out.print(f"  {escape(step.formula)}", soft_wrap=True)
+    table, notes = _fitted_table(out, step, args.rows)
+    out.print(table)
+    for note in notes:
+        out.print(f"  ({escape(note)})")
+    out.print()
+    rows = [
+        ["crossent.cross_entropy", _values(comparison.cross_entropy, args.rows)],
+        [f"crossent.focal_loss, gamma={gamma:g}", _values(comparison.focal, args.rows)],
+    ]
+    out.print(f"[bold]Step 2. reduction: {problem.reduction}, of both[/]")
+    out.print(_console.table(None, ["computed by", "loss"], rows))
+    out.print()
+    words = (
+        "The focal factor (1 − p_t)^γ is near 0 for a sample the model already gets right (p_t near 1) and "
+        "near 1 for one it gets wrong, so easy samples add less to the loss and the hard ones take a larger "
+        "share of it; a larger γ down-weights them more. With γ = 0 the factor is 1 and the focal loss is "
+        "cross-entropy."
+    )
+    out.print(escape(words))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     problem = problem_from_args(args)
+    if args.loss == "focal":
+        return run_focal(args, problem)
     explanation, ours, theirs = explain(problem)
     out = _console.stdout()
     out.print(f"[bold]Explaining {explanation.loss_name}[/], reduction={problem.reduction!r}")

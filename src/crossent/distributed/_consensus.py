@@ -151,6 +151,7 @@ FIELDS: tuple[Field, ...] = (
     Field("z_loss", lambda c: _bits(c.spec.options.z_loss), _show_float),
     Field("return_stats", lambda c: int(c.spec.options.extras), _show_bool),
     Field("shift", lambda c: c.shift, str),
+    Field("focal_gamma", lambda c: _bits(c.spec.options.focal_gamma), _show_float),
     Field("reduce_input_grad", lambda c: int(c.reduce_input_grad), _show_bool),
     Field(
         "whether the input gradient is computed (input.requires_grad, with grad mode on)",

@@ -62,7 +62,7 @@ def vocab_parallel_cross_entropy(
     (:func:`crossent.distributed.count_targets`) to normalize across micro-batches and ranks.
 
     Communication: the forward makes three collectives on ``process_group``: an all-reduce MAX of a
-    fixed-size agreement table (20 int64 values per rank, whatever the input), an all-reduce MAX of
+    fixed-size agreement table (21 int64 values per rank, whatever the input), an all-reduce MAX of
     ``N * d1..dK`` values and one all-reduce SUM of 2 to 5 values per position (3 for probabilities),
     both in float32 (float64 for float64 inputs). The backward makes none, and is first-order:
     ``create_graph=True`` raises ``RuntimeError`` (as crossent's other losses do).
@@ -79,7 +79,8 @@ def vocab_parallel_cross_entropy(
     of ``input`` without its class dimension, the target kind (class indices or probabilities),
     ``reduction``, ``ignore_index``, ``label_smoothing`` (after clipping: values up to 0 mean none),
     whether ``weight`` is given, the dtypes of ``input``, of probability targets and of ``weight``,
-    ``softcap``, ``temperature``, ``z_loss``, ``return_stats`` (and the linear loss's ``shift``),
+    ``softcap``, ``temperature``, ``z_loss``, ``return_stats`` (and the linear loss's ``shift`` and
+    ``focal_gamma``),
     whether ``normalizer`` is given and its value (as float64, bit for bit; a tensor is compared on
     its device, never read on the host), and the class-index targets, by a 64-bit digest of the ids
     and their positions (a single changed target is always caught, other differences all but

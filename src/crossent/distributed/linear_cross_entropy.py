@@ -63,6 +63,7 @@ def vocab_parallel_linear_cross_entropy(
     z_loss: float = 0.0,
     return_stats: bool = False,
     shift: int = 0,
+    focal_gamma: float = 0.0,
 ) -> torch.Tensor | tuple[torch.Tensor, CrossEntropyStats]:
     r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` when each rank holds a slice of the classes.
 
@@ -120,6 +121,8 @@ def vocab_parallel_linear_cross_entropy(
         softcap, temperature, z_loss, return_stats: as in :func:`vocab_parallel_cross_entropy`
             (the statistics add one all-reduce MIN of ``N`` int64 values, for the accuracy).
         shift: the causal shift of :func:`crossent.linear_cross_entropy`.
+        focal_gamma: the focal loss of :func:`crossent.linear_cross_entropy` (no collective of its
+            own: ``p_t`` comes from the global statistics).
 
     Shape:
         ===================  ========================================  ===================
@@ -147,6 +150,9 @@ def vocab_parallel_linear_cross_entropy(
         logits, t = _check_linear(input, linear_weight, target, linear_bias, weight, reduce_input_grad)
         index = -100 if ignore_index is None else ignore_index
         options = _checks.logit_options(CALLER, softcap, temperature, z_loss, return_stats)
+        if focal_gamma != 0.0:
+            _checks.focal_arguments(CALLER, input, target, focal_gamma, "focal_gamma")
+            options = options._replace(focal_gamma=float(focal_gamma))
         call = check_cross_entropy(
             logits, t, weight, index, reduction, label_smoothing, normalizer, CALLER, input.device, options
         )

@@ -202,8 +202,6 @@ def linear_cross_entropy(
         _checks.focal_arguments("linear_cross_entropy", input, target, focal_gamma, "focal_gamma")
         options_ = options_._replace(focal_gamma=float(focal_gamma))
     if process_group is not None:
-        if focal_gamma != 0.0:
-            raise ValueError("linear_cross_entropy(process_group=...) does not take focal_gamma")
         if options is not None or workspace_bytes is not None or impl == "triton":
             raise ValueError(
                 "linear_cross_entropy(process_group=...) takes chunk_size only (no options, workspace_bytes or Triton)"
@@ -228,6 +226,7 @@ def linear_cross_entropy(
             z_loss=z_loss,
             return_stats=return_stats,
             shift=shift,
+            focal_gamma=focal_gamma,
         )
     shapes = _checks.linear_cross_entropy_arguments(input, linear_weight, target, linear_bias, weight, ignore_index)
     reduction = resolve_reduction(reduction)
