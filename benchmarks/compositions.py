@@ -71,3 +71,19 @@ def crossent_linear_cross_entropy(
         return crossent.linear_cross_entropy(input, linear_weight, target, **options)  # type: ignore[arg-type]
     loss, stats = crossent.linear_cross_entropy(input, linear_weight, target, return_stats=True, **options)  # type: ignore[arg-type]
     return loss - entropy_bonus * stats.entropy.mean()
+
+
+def torch_focal_loss(input: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0) -> torch.Tensor:
+    """The softmax focal loss as commonly written: ``(1 - p_t) ** gamma * ce`` through the full softmax."""
+    ce = F.cross_entropy(input, target, reduction="none")
+    kept = target != -100
+    p_t = input.softmax(-1).gather(-1, torch.where(kept, target, 0).unsqueeze(-1)).squeeze(-1)
+    return ((1 - p_t) ** gamma * ce).sum() / kept.sum()
+
+
+def torch_poly1_cross_entropy(input: torch.Tensor, target: torch.Tensor, *, epsilon: float = 1.0) -> torch.Tensor:
+    """PolyLoss's poly-1 as commonly written: ``ce + epsilon (1 - p_t)`` through the full softmax."""
+    ce = F.cross_entropy(input, target, reduction="none")
+    kept = target != -100
+    p_t = input.softmax(-1).gather(-1, torch.where(kept, target, 0).unsqueeze(-1)).squeeze(-1)
+    return torch.where(kept, ce + epsilon * (1 - p_t), 0).sum() / kept.sum()

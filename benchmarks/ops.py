@@ -274,6 +274,24 @@ OPS: dict[str, Op] = {
             _crossent("crossent.linear_cross_entropy"),
         ),
         *_lm_ops(),
+        Op(
+            "focal_loss",
+            "softmax focal loss, gamma=2, 10% of the targets ignore_index=-100",
+            LogitsShape,
+            functools.partial(problems.class_logits, ignored_fraction=0.1),
+            _input_target(gamma=2.0),
+            (Subject("torch", lambda: compositions.torch_focal_loss),),
+            _crossent("crossent.focal_loss"),
+        ),
+        Op(
+            "poly1_cross_entropy",
+            "poly-1 cross-entropy, epsilon=1, 10% of the targets ignore_index=-100",
+            LogitsShape,
+            functools.partial(problems.class_logits, ignored_fraction=0.1),
+            _input_target(epsilon=1.0),
+            (Subject("torch", lambda: compositions.torch_poly1_cross_entropy),),
+            _crossent("crossent.poly1_cross_entropy"),
+        ),
     )
 }
 
