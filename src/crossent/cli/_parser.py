@@ -64,7 +64,7 @@ def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}") from None
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}") from None
     if not 0 <= value < float("inf"):  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value

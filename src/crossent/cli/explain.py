@@ -6,6 +6,10 @@ NumPy reference); the reduction is then done by hand on the per-sample losses, a
 confirmed by ``crossent.numpy`` in one call, by ``crossent.functional`` (the PyTorch implementation)
 and by ``torch.nn``'s loss module. ``crossent.functional`` runs first, so bad input gets crossent's
 own error message (the same as torch's).
+
+With ``--loss focal`` the worked example is shown twice over, sample by sample: ``crossent.focal_loss``
+next to ``crossent.cross_entropy``, with the focal factor ``(1 - p_t)**gamma`` and each sample's share
+of the total under both, then both losses reduced. Those numbers come from the two library calls.
 """
 
 from __future__ import annotations
@@ -475,17 +479,23 @@ def compare_focal(problem: Problem, gamma: float) -> FocalComparison:
         raise CLIError("--loss focal needs class-index targets: probability targets have no single p_t")
     x = problem.input.reshape(-1, problem.input.shape[-1])
     y = problem.target.reshape(-1)
-    options = {
-        "weight": problem.weight,
-        "ignore_index": problem.ignore_index,
-        "label_smoothing": problem.label_smoothing,
-    }
+    w, ignore, eps = problem.weight, problem.ignore_index, problem.label_smoothing
     try:
-        ce = crossent.cross_entropy(x, y, reduction="none", **options)
-        focal = crossent.focal_loss(x, y, gamma=gamma, reduction="none", **options)
-        ce_reduced = crossent.cross_entropy(problem.input, problem.target, reduction=problem.reduction, **options)
+        ce = crossent.cross_entropy(x, y, w, ignore_index=ignore, reduction="none", label_smoothing=eps)
+        focal = crossent.focal_loss(
+            x, y, gamma=gamma, weight=w, ignore_index=ignore, reduction="none", label_smoothing=eps
+        )
+        ce_reduced = crossent.cross_entropy(
+            problem.input, problem.target, w, ignore_index=ignore, reduction=problem.reduction, label_smoothing=eps
+        )
         focal_reduced = crossent.focal_loss(
-            problem.input, problem.target, gamma=gamma, reduction=problem.reduction, **options
+            problem.input,
+            problem.target,
+            gamma=gamma,
+            weight=w,
+            ignore_index=ignore,
+            reduction=problem.reduction,
+            label_smoothing=eps,
         )
         # without weights and smoothing, cross-entropy is −log p_t, so p_t = exp(−cross-entropy); the focal
         # factor (1 − p_t)^γ is what the focal loss multiplies it by: the ratio of the two, as crossent computes them
@@ -506,9 +516,9 @@ def compare_focal(problem: Problem, gamma: float) -> FocalComparison:
     ce_words = "−log p_t" if plain else "ℓ_CE"  # with weights or smoothing, cross-entropy is more than −log p_t
     formula = (
         f"p_t = p[n,y[n]],   ℓ_focal = (1 − p_t)^γ · {'(−log p_t)' if plain else 'ℓ_CE'},   γ = {gamma:g},"
-        "   share = ℓ_n / Σ ℓ"
+        "   % = each sample's share, ℓ_n / Σ ℓ"
     )
-    columns = ["n", "y[n]", "p_t", ce_words, "(1 − p_t)^γ", "ℓ_focal", "CE share", "focal share"]
+    columns = ["n", "y[n]", "p_t", ce_words, "(1 − p_t)^γ", "ℓ_focal", "CE %", "focal %"]
     rows = []
     for n in range(len(y)):
         if not kept[n]:
