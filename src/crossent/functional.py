@@ -199,8 +199,11 @@ def cross_entropy(
     options = _checks.logit_options("cross_entropy", softcap, temperature, z_loss, return_stats)
     options = options._replace(focal_gamma=_modulation[0], poly_epsilon=_modulation[1])
     if process_group is not None:
-        if inplace_backward or impl == "triton":
-            raise ValueError("cross_entropy(process_group=...) takes neither inplace_backward nor impl='triton'")
+        if inplace_backward or impl == "triton" or options.modulated:
+            raise ValueError(
+                "cross_entropy(process_group=...) takes neither inplace_backward, impl='triton' nor a focal or "
+                "poly-1 loss (use linear_cross_entropy(process_group=..., focal_gamma=...))"
+            )
         from crossent.distributed import vocab_parallel_cross_entropy
 
         return vocab_parallel_cross_entropy(
