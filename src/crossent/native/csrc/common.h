@@ -197,15 +197,37 @@ static inline float row_max(const float *x, int64_t c) {
 }
 
 /* S = sum exp(x - k), storing the exponentials in e when it is not NULL, and fetching `next_bytes`
- * of the next row (`next`) meanwhile */
-static inline float row_sum_exp(const float *x, int64_t c, float k, float *e, const void *next, int64_t next_bytes) {
+ * of the next row (`next`) meanwhile. With ent, also E = sum exp(x - k) (x - k) into *ent, in the same
+ * loop: x - k is raised to the lowest finite value there, so that a -inf element adds 0 (not
+ * 0 * -inf); every term is <= 0. */
+static inline float row_sum_exp(const float *x, int64_t c, float k, float *e, float *ent, const void *next,
+                                int64_t next_bytes) {
     const int64_t parts = (c + PREFETCH_BLOCK - 1) / PREFETCH_BLOCK;
-    float s = 0.0f;
+    float s = 0.0f, h = 0.0f;
     for (int64_t b = 0; b < parts; b++) {
         const int64_t lo = b * PREFETCH_BLOCK, hi = lo + PREFETCH_BLOCK < c ? lo + PREFETCH_BLOCK : c;
         prefetch_part(next, next_bytes, b, parts);
-        float part = 0.0f;
-        if (e) {
+        float part = 0.0f, hpart = 0.0f;
+        if (ent && e) {
+#pragma omp simd reduction(+ : part, hpart)
+            for (int64_t i = lo; i < hi; i++) {
+                float d = x[i] - k;
+                float v = fast_exp(d);
+                d = d < -FLT_MAX ? -FLT_MAX : d;
+                e[i] = v;
+                part += v;
+                hpart += v * d;
+            }
+        } else if (ent) {
+#pragma omp simd reduction(+ : part, hpart)
+            for (int64_t i = lo; i < hi; i++) {
+                float d = x[i] - k;
+                float v = fast_exp(d);
+                d = d < -FLT_MAX ? -FLT_MAX : d;
+                part += v;
+                hpart += v * d;
+            }
+        } else if (e) {
 #pragma omp simd reduction(+ : part)
             for (int64_t i = lo; i < hi; i++) {
                 float v = fast_exp(x[i] - k);
@@ -217,7 +239,9 @@ static inline float row_sum_exp(const float *x, int64_t c, float k, float *e, co
             for (int64_t i = lo; i < hi; i++) part += fast_exp(x[i] - k);
         }
         s += part;
+        h += hpart;
     }
+    if (ent) *ent = h;
     return s;
 }
 

@@ -71,43 +71,6 @@ static inline float row_weighted_shift(const float *x, int64_t c, float k, const
     return z;
 }
 
-/* row_sum_exp that also forms E = sum exp(x - k) (x - k) in the same loop (*ent). x - k is raised to
- * the lowest finite value, so that a -inf element adds 0 (not 0 * -inf); every term is <= 0. */
-static inline float row_sum_exp_entropy(const float *x, int64_t c, float k, float *e, float *ent, const void *next,
-                                        int64_t next_bytes) {
-    const int64_t parts = (c + PREFETCH_BLOCK - 1) / PREFETCH_BLOCK;
-    float s = 0.0f, h = 0.0f;
-    for (int64_t b = 0; b < parts; b++) {
-        const int64_t lo = b * PREFETCH_BLOCK, hi = lo + PREFETCH_BLOCK < c ? lo + PREFETCH_BLOCK : c;
-        prefetch_part(next, next_bytes, b, parts);
-        float part = 0.0f, hpart = 0.0f;
-        if (e) {
-#pragma omp simd reduction(+ : part, hpart)
-            for (int64_t i = lo; i < hi; i++) {
-                float d = x[i] - k;
-                float v = fast_exp(d);
-                d = d < -FLT_MAX ? -FLT_MAX : d;
-                e[i] = v;
-                part += v;
-                hpart += v * d;
-            }
-        } else {
-#pragma omp simd reduction(+ : part, hpart)
-            for (int64_t i = lo; i < hi; i++) {
-                float d = x[i] - k;
-                float v = fast_exp(d);
-                d = d < -FLT_MAX ? -FLT_MAX : d;
-                part += v;
-                hpart += v * d;
-            }
-        }
-        s += part;
-        h += hpart;
-    }
-    *ent = h;
-    return s;
-}
-
 /* z of the row x into z, dz/dx into d (when not NULL); returns max_c z_c (-inf for a row of -inf;
  * NaN elements are skipped, as in row_max) */
 static float row_transform(const struct ce_args *a, const float *x, float *z, float *d, int64_t c) {
@@ -265,12 +228,8 @@ static void ce_row(const struct ce_args *a, int64_t n, const float *x, const flo
     } else {
         k = m > -FLT_MAX ? m : -FLT_MAX; /* a row of -inf: x - k is -inf, not NaN */
         const int64_t next_bytes = c * (int64_t)dtype_size(a->dtype);
-        if (a->entropy) {
-            s = row_sum_exp_entropy(x, c, k, g, &ent, next, next_bytes);
-            a->entropy[n] = ent;
-        } else {
-            s = row_sum_exp(x, c, k, g, next, next_bytes);
-        }
+        s = row_sum_exp(x, c, k, g, a->entropy ? &ent : NULL, next, next_bytes);
+        if (a->entropy) a->entropy[n] = ent;
         if (a->shift) a->shift[n] = k;
         if (a->sum_exp) a->sum_exp[n] = s;
     }

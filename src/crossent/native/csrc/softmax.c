@@ -19,7 +19,7 @@ static void softmax_row(const struct softmax_args *s, const float *x, float *out
     const int64_t c = s->classes, next_bytes = c * (int64_t)dtype_size(s->dtype);
     const float m = row_max(x, c);
     /* log_softmax needs only the sum; softmax keeps the exponentials in its output */
-    const float sum = row_sum_exp(x, c, m, s->log ? NULL : out, next, next_bytes);
+    const float sum = row_sum_exp(x, c, m, s->log ? NULL : out, NULL, next, next_bytes);
     if (s->log) {
         const float log_s = logf(sum);
 #pragma omp simd
