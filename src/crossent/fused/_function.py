@@ -22,7 +22,7 @@ import torch
 
 from crossent import _engine
 from crossent._engine import Kind, Side, Statistics
-from crossent._reduction import output, upstream
+from crossent._reduction import output
 from crossent.fused._chunks import Projection, RowChunk, row_chunks
 from crossent.fused._options import FusedOptions
 from crossent.ops._autograd import first_order, hand_over, save_scalars, saved_scalars
@@ -160,10 +160,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         wanted = Wanted(*ctx.needs_input_grad[:5])
         coef, side = None, None
         if mode != "none" and opts.call.gradient_expected:
-            one = torch.ones((), dtype=kind.acc, device=h.device)
-            coef = upstream(one, mode, div, ())
-            if opts.call.options.z_loss != 0.0:
-                side = Side(upstream(one, mode, side_div, ()), None, None)
+            coef, side = upstreams(kind.options, kind.acc, (None,), mode, div, side_div, (), h.device, unit=True)
         result = fused_pass(Projection(h, w, b), kind, opts, kept, coef=coef, side=side, wanted=wanted)
         stats = result.stats
         assert stats is not None

@@ -156,15 +156,21 @@ def upstreams(
     side_div: torch.Tensor | float | None,
     positions: tuple[int, ...],
     device: torch.device,
+    unit: bool = False,
 ) -> tuple[torch.Tensor, Side | None]:
     """``coef = d output / d l_n`` and the side terms' factors, from the upstream gradients of the
-    outputs (``grads``: of the loss, then of ``lse`` and the entropy; None where none flowed)."""
-    g = torch.zeros((), dtype=acc, device=device) if grads[0] is None else grads[0].to(acc)
-    if mode == "none" and g.dim() == 0:
-        g = g.expand(positions)  # the loss got no gradient
+    outputs (``grads``: of the loss, then of ``lse`` and the entropy; None where none flowed). With
+    ``unit``, the loss's upstream gradient is 1: what a forward forms its gradient for."""
+    if grads[0] is not None:
+        g = grads[0].to(acc)
+    else:
+        g = torch.full((), 1.0 if unit else 0.0, dtype=acc, device=device)
+        g = g.expand(positions) if mode == "none" else g  # one factor for every position
     coef = upstream(g, mode, div, positions)
     z = upstream(g, mode, side_div, positions) if options.z_loss != 0.0 else None
-    lse, ent = (None if t is None else t.to(acc).reshape(positions) for t in (*grads[1:3], None, None)[:2])
+    lse_grad, ent_grad = (grads[1:3] + (None, None))[:2]
+    lse = None if lse_grad is None else lse_grad.to(acc).reshape(positions)
+    ent = None if ent_grad is None else ent_grad.to(acc).reshape(positions)
     if z is None and lse is None and ent is None:
         return coef, None
     return coef, Side(z, lse, ent)
@@ -207,10 +213,8 @@ class CrossEntropyFunction(torch.autograd.Function):
         side_div = side_divisor(kind, mode, normalizer)
         coef, side = None, None  # the gradient for an upstream gradient of 1 ('none': of each position's loss)
         if precompute:
-            one, summed = torch.ones((), dtype=acc, device=x.device), "sum" if mode == "none" else mode
-            coef = upstream(one, summed, div, ())
-            if call.options.z_loss != 0.0:
-                side = Side(upstream(one, summed, side_div, ()), None, None)
+            summed = "sum" if mode == "none" else mode
+            coef, side = upstreams(call.options, acc, (None,), summed, div, side_div, (), x.device, unit=True)
 
         grad3 = as_ncs(grad) if grad is not None else None
 
@@ -268,14 +272,10 @@ class CrossEntropyFunction(torch.autograd.Function):
         coef, side = upstreams(kind.options, kind.acc, grads, ctx.mode, div, side_div, (n, s), x.device)
         in_place = call.inplace_backward and x.is_contiguous()
         if need_x and grad_x is None:
-            reused = reuse(ctx, precomputed)
-            grad_x = (
-                x
-                if in_place
-                else reused
-                if reused is not None
-                else torch.empty(x.shape, dtype=x.dtype, device=x.device)
-            )
+            # into the logits, into the forward's buffer (a side output's gradient), or a fresh one
+            grad_x = x if in_place else reuse(ctx, precomputed)
+            if grad_x is None:
+                grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device)
             ctx.overwrote_logits = in_place
         else:
             need_x = False
