@@ -73,17 +73,20 @@ def crossent_linear_cross_entropy(
     return loss - entropy_bonus * stats.entropy.mean()
 
 
-def torch_focal_loss(input: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0) -> torch.Tensor:
-    """The softmax focal loss as commonly written: ``(1 - p_t) ** gamma * ce`` through the full softmax."""
-    ce = F.cross_entropy(input, target, reduction="none")
+def _target_terms(input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per position: the cross-entropy, ``p_t`` through the full softmax, and whether it is counted."""
     kept = target != -100
     p_t = input.softmax(-1).gather(-1, torch.where(kept, target, 0).unsqueeze(-1)).squeeze(-1)
+    return F.cross_entropy(input, target, reduction="none"), p_t, kept
+
+
+def torch_focal_loss(input: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0) -> torch.Tensor:
+    """The softmax focal loss as commonly written: ``(1 - p_t) ** gamma * ce`` through the full softmax."""
+    ce, p_t, kept = _target_terms(input, target)
     return ((1 - p_t) ** gamma * ce).sum() / kept.sum()
 
 
 def torch_poly1_cross_entropy(input: torch.Tensor, target: torch.Tensor, *, epsilon: float = 1.0) -> torch.Tensor:
     """PolyLoss's poly-1 as commonly written: ``ce + epsilon (1 - p_t)`` through the full softmax."""
-    ce = F.cross_entropy(input, target, reduction="none")
-    kept = target != -100
-    p_t = input.softmax(-1).gather(-1, torch.where(kept, target, 0).unsqueeze(-1)).squeeze(-1)
+    ce, p_t, kept = _target_terms(input, target)
     return torch.where(kept, ce + epsilon * (1 - p_t), 0).sum() / kept.sum()
