@@ -12,34 +12,52 @@ from helpers import assert_close
 F64 = torch.float64
 
 
-def composed_focal(x, target, gamma, alpha=None, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-    """``(1 - p_t)^gamma ce`` from torch's own ops, ``ce`` with ``alpha`` as a class weight; 'mean' divides
-    by cross_entropy's divisor of ``weight`` alone."""
+def composed(x, target, gamma=0.0, epsilon=0.0, alpha=None, weight=None, ignore_index=-100, reduction="mean",
+             label_smoothing=0.0):  # fmt: skip
+    """``sum_c alpha_c w_c q_c f(log p_c)``, ``f(log p) = -(1 - p)^gamma log p + epsilon (1 - p)``, from
+    torch's own ops, ``q`` the (smoothed) target distribution; class indices' 'mean' divides by
+    ``sum_n m_n w[y_n]`` (without alpha), probabilities' by the number of positions."""
     classes = x.shape[1]
-    factors = None if alpha is None else alpha if isinstance(alpha, torch.Tensor) else torch.full((classes,), alpha)
-    scaled = weight if factors is None else factors.to(x.dtype) * (weight if weight is not None else 1.0)
-    ce = F.cross_entropy(
-        x, target, scaled, ignore_index=ignore_index, reduction="none", label_smoothing=label_smoothing
-    )
-    kept = target != ignore_index
-    safe = torch.where(kept, target, 0)
-    p_t = x.softmax(1).gather(1, safe.unsqueeze(1)).squeeze(1)
-    loss = torch.where(kept, (1 - p_t) ** gamma * ce, 0)
-    divisor = (weight[safe] * kept).sum() if weight is not None else kept.sum()
-    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.sum() / divisor
+    log_p = x.log_softmax(1)
+    p = log_p.exp()
+    f = -((1 - p) ** gamma) * log_p + epsilon * (1 - p)
+    probability = target.shape == x.shape
+    if probability:
+        kept, q = None, target
+    else:
+        kept = target != ignore_index
+        safe = torch.where(kept, target, 0)
+        q = F.one_hot(safe, classes).movedim(-1, 1).to(x.dtype)
+    q = q * (1 - label_smoothing) + label_smoothing / classes
+    factors = torch.ones(classes, dtype=x.dtype) if weight is None else weight
+    if alpha is not None:
+        factors = factors * (alpha if isinstance(alpha, torch.Tensor) else torch.full((classes,), alpha, dtype=x.dtype))
+    per_class = factors.view(1, -1, *([1] * (x.dim() - 2)))
+    loss = (per_class * q * f).sum(1)
+    if kept is not None:
+        loss = torch.where(kept, loss, 0)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if probability:
+        return loss.sum() / loss.numel()
+    return loss.sum() / ((weight[safe] if weight is not None else 1.0) * kept).sum()
 
 
-def composed_poly1(x, target, epsilon, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-    ce = F.cross_entropy(
-        x, target, weight, ignore_index=ignore_index, reduction="none", label_smoothing=label_smoothing
-    )
-    kept = target != ignore_index
-    safe = torch.where(kept, target, 0)
-    p_t = x.softmax(1).gather(1, safe.unsqueeze(1)).squeeze(1)
-    w_y = weight[safe] if weight is not None else torch.ones_like(p_t)
-    loss = torch.where(kept, ce + epsilon * w_y * (1 - p_t), 0)
-    divisor = (w_y * kept).sum()
-    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.sum() / divisor
+def composed_focal(x, target, gamma, **kwargs):
+    return composed(x, target, gamma=gamma, **kwargs)
+
+
+def composed_poly1(x, target, epsilon, **kwargs):
+    return composed(x, target, epsilon=epsilon, **kwargs)
+
+
+def naive_focal(x, target, gamma):
+    """Without weights and smoothing, the textbook form: ``(1 - p_t)^gamma`` times torch's cross-entropy."""
+    ce = F.cross_entropy(x, target, reduction="none")
+    p_t = x.softmax(1).gather(1, target.unsqueeze(1)).squeeze(1)
+    return ((1 - p_t) ** gamma * ce).mean()
 
 
 def case(kind: str, shape=(7, 5)):
@@ -51,8 +69,11 @@ def case(kind: str, shape=(7, 5)):
         extra["weight"] = torch.rand(shape[1], dtype=F64) + 0.5
     if kind in ("ignored", "smoothed"):
         target.view(-1)[::3] = -100
-    if kind == "smoothed":
+    if kind in ("smoothed", "probability"):
         extra["label_smoothing"] = 0.15
+    if kind == "probability":
+        target = torch.rand(shape, dtype=F64).softmax(1)
+        extra["weight"] = torch.rand(shape[1], dtype=F64) + 0.5
     return x, target, extra
 
 
@@ -68,7 +89,7 @@ def compare(ours, theirs, x):
 
 @pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0, 3.5])
 @pytest.mark.parametrize("alpha", [None, 0.25, "per-class"])
-@pytest.mark.parametrize("kind", ["index", "weighted", "ignored", "smoothed"])
+@pytest.mark.parametrize("kind", ["index", "weighted", "ignored", "smoothed", "probability"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("shape", [(7, 5), (3, 5, 2, 2)], ids=str)
 def test_focal_loss(gamma, alpha, kind, reduction, shape, block_size):
@@ -80,7 +101,7 @@ def test_focal_loss(gamma, alpha, kind, reduction, shape, block_size):
 
 
 @pytest.mark.parametrize("epsilon", [-1.0, 0.5, 2.0])
-@pytest.mark.parametrize("kind", ["index", "weighted", "ignored", "smoothed"])
+@pytest.mark.parametrize("kind", ["index", "weighted", "ignored", "smoothed", "probability"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("shape", [(7, 5), (3, 5, 2, 2)], ids=str)
 def test_poly1_cross_entropy(epsilon, kind, reduction, shape, block_size):
@@ -93,10 +114,11 @@ def test_poly1_cross_entropy(epsilon, kind, reduction, shape, block_size):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_the_limits_are_the_plain_loss_exactly(reduction):
-    x, target, extra = case("smoothed")
-    plain = crossent.cross_entropy(x, target, reduction=reduction, **extra)
-    assert torch.equal(crossent.focal_loss(x, target, gamma=0.0, reduction=reduction, **extra), plain)
-    assert torch.equal(crossent.poly1_cross_entropy(x, target, epsilon=0.0, reduction=reduction, **extra), plain)
+    for kind in ("smoothed", "probability"):
+        x, target, extra = case(kind)
+        plain = crossent.cross_entropy(x, target, reduction=reduction, **extra)
+        assert torch.equal(crossent.focal_loss(x, target, gamma=0.0, reduction=reduction, **extra), plain)
+        assert torch.equal(crossent.poly1_cross_entropy(x, target, epsilon=0.0, reduction=reduction, **extra), plain)
 
 
 def test_confident_predictions_stay_finite():
@@ -109,10 +131,54 @@ def test_confident_predictions_stay_finite():
     assert torch.isfinite(loss).all() and torch.isfinite(x.grad).all()
     rest = 2 * torch.exp(torch.tensor(-20.0, dtype=F64)) / (1 + 2 * torch.exp(torch.tensor(-20.0, dtype=F64)))
     torch.testing.assert_close(loss[1], rest.sqrt() * -torch.log1p(-rest), rtol=1e-6, atol=0)
+    for smoothing in (0.1, None):  # class indices with label smoothing, and probability targets
+        xs = x.detach().clone().requires_grad_()
+        soft = F.one_hot(target, 3).to(F64) * 0.9 + 0.1 / 3
+        if smoothing is None:
+            loss = crossent.focal_loss(xs, soft, gamma=0.5, reduction="none")
+        else:
+            loss = crossent.focal_loss(xs, target, gamma=0.5, label_smoothing=smoothing, reduction="none")
+        loss.sum().backward()
+        assert torch.isfinite(loss).all() and torch.isfinite(xs.grad).all()
     naive = x.detach().clone().requires_grad_()
     p_t = naive.softmax(1)[:, 0]
     ((1 - p_t) ** 0.5 * -naive.log_softmax(1)[:, 0]).sum().backward()
     assert naive.grad.isnan().any()
+
+
+@pytest.mark.parametrize("loss", ["focal", "poly1"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_probability_targets_and_class_weights_get_their_gradients(loss, reduction, block_size):
+    x, target, extra = case("probability", (6, 5, 3))
+    t1, w1 = target.clone().requires_grad_(), extra["weight"].clone().requires_grad_()
+    t2, w2 = target.clone().requires_grad_(), extra["weight"].clone().requires_grad_()
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    options = {"gamma": 1.5} if loss == "focal" else {"epsilon": 0.7}
+    ours = (crossent.focal_loss if loss == "focal" else crossent.poly1_cross_entropy)(
+        x1, t1, weight=w1, reduction=reduction, label_smoothing=0.1, **options
+    )
+    theirs = composed(x2, t2, weight=w2, reduction=reduction, label_smoothing=0.1, **options)
+    assert_close(ours, theirs, "value", 1e-12, 1e-10)
+    g = torch.randn_like(theirs)
+    for a, b, name in zip(
+        torch.autograd.grad((ours * g).sum(), (x1, t1, w1)),
+        torch.autograd.grad((theirs * g).sum(), (x2, t2, w2)),
+        ("input", "target", "weight"),
+        strict=True,
+    ):
+        assert_close(a, b, f"gradient of {name}", 1e-12, 1e-10)
+
+
+def test_textbook_form_and_the_poly_paper_with_label_smoothing():
+    """Without weights or smoothing the focal loss is ``(1 - p_t)^gamma`` times cross-entropy; with label
+    smoothing, poly-1 is the paper's ``CE(q) + epsilon (1 - sum_c q_c p_c)``."""
+    x = torch.randn(9, 4, dtype=F64) * 3
+    target = torch.randint(0, 4, (9,))
+    assert_close(crossent.focal_loss(x, target, gamma=2.0), naive_focal(x, target, 2.0), "focal", 1e-12, 1e-12)
+    q = F.one_hot(target, 4).to(F64) * 0.8 + 0.2 / 4
+    paper = F.cross_entropy(x, q, reduction="none") + 0.5 * (1 - (q * x.softmax(1)).sum(1))
+    ours = crossent.poly1_cross_entropy(x, target, epsilon=0.5, label_smoothing=0.2, reduction="none")
+    assert_close(ours, paper, "poly-1 with label smoothing", 1e-12, 1e-12)
 
 
 def test_gradcheck():
@@ -130,6 +196,26 @@ def test_fused_linear_loss_gets_the_same_focal_loss():
     fused = crossent.linear_cross_entropy(h, w, target, focal_gamma=2.0, chunk_size=4)
     h2, w2 = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
     expected = composed_focal(h2 @ w2.t(), target, 2.0)
+    assert_close(fused, expected, "fused value", 1e-12, 1e-10)
+    fused.backward()
+    expected.backward()
+    assert_close(h.grad, h2.grad, "gradient of h", 1e-12, 1e-10)
+    assert_close(w.grad, w2.grad, "gradient of W", 1e-12, 1e-10)
+
+
+@pytest.mark.parametrize("targets", ["smoothed", "probability"])
+def test_fused_linear_loss_sums_the_focal_terms_class_by_class(targets):
+    h = torch.randn(9, 4, dtype=F64, requires_grad=True)
+    w = torch.randn(6, 4, dtype=F64, requires_grad=True)
+    if targets == "probability":
+        target, smoothing = torch.rand(9, 6, dtype=F64).softmax(1), 0.0
+    else:
+        target, smoothing = torch.tensor([0, 5, -100, 2, 2, 1, 0, 3, 4]), 0.2
+    fused = crossent.linear_cross_entropy(
+        h, w, target, focal_gamma=2.0, label_smoothing=smoothing, chunk_size=4, reduction="sum"
+    )
+    h2, w2 = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    expected = composed_focal(h2 @ w2.t(), target, 2.0, label_smoothing=smoothing, reduction="sum")
     assert_close(fused, expected, "fused value", 1e-12, 1e-10)
     fused.backward()
     expected.backward()
@@ -155,7 +241,6 @@ def test_float32_compile_and_modules():
         (lambda x, t: crossent.focal_loss(x, t, gamma=-1.0), ValueError, "gamma must be a finite number >= 0"),
         (lambda x, t: crossent.focal_loss(x, t, alpha=torch.ones(3)), ValueError, r"one value per class \(5\)"),
         (lambda x, t: crossent.focal_loss(x, t, alpha=-0.5), ValueError, "alpha must be a finite number >= 0"),
-        (lambda x, t: crossent.focal_loss(x, torch.rand(4, 5)), ValueError, "class-index targets"),
         (lambda x, t: crossent.poly1_cross_entropy(x, t, epsilon=-2.0), ValueError, "epsilon must be a finite"),
         (lambda x, t: crossent.focal_loss(x, t, reduction="avg"), ValueError, "avg is not a valid value"),
     ],

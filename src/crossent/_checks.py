@@ -413,12 +413,9 @@ def causal_shift(shift: object, input: torch.Tensor, probabilities: bool, caller
 
 
 def focal_arguments(caller: str, input: object, target: object, value: object, name: str, low: float = 0.0) -> None:
-    """A focal or poly-1 loss: tensors, class-index targets (no single ``p_t`` for probabilities), and
-    its coefficient ``name`` at least ``low``."""
-    x = check_tensor(input, caller, "input", 1)
-    t = check_tensor(target, caller, "target", 2)
-    if x.shape == t.shape and t.is_floating_point():
-        raise ValueError(f"{caller} takes class-index targets; class probabilities have no single p_t")
+    """A focal or poly-1 loss: tensors, and its coefficient ``name`` at least ``low``."""
+    check_tensor(input, caller, "input", 1)
+    check_tensor(target, caller, "target", 2)
     _option(value, caller, name, low, inclusive=True)
 
 

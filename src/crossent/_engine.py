@@ -36,6 +36,14 @@ through ``dz/dx``. ``return_stats`` adds two sums of the same pass, ``E = sum_c 
 
 at counted positions (0 at ignored ones). Their gradients join the cross-entropy's as two more
 per-position factors (``Side``).
+
+A focal or poly-1 loss puts ``f(log p)`` where cross-entropy has ``-log p``
+(``LogitOptions.modulation``, with ``h = -df / d log p``). Class indices without label smoothing need
+only ``log p_y = (x_y - k) - log S``: the loss is ``m w_y f(log p_y)`` and the gradient cross-entropy's
+times ``h(log p_y)``. Otherwise each class weighs in with its target mass ``a_c = w_c q_c``, and a
+block whose statistics are final (one shard) also sums::
+
+    L = sum_c a_c f(log p_c)    G = sum_c a_c h(log p_c)    d L / d z_c = p_c G - a_c h(log p_c)
 """
 
 from __future__ import annotations
@@ -61,16 +69,18 @@ class Statistics(NamedTuple):
     smooth: torch.Tensor | None  # class indices with label smoothing: Z
     entropy: torch.Tensor | None = None  # with ``extras``: E = sum_c exp(z_c - k) (z_c - k)
     argmax: torch.Tensor | None = None  # with ``extras``, class indices: the first argmax's global id (int64)
+    modulated: torch.Tensor | None = None  # a focal or poly-1 loss summed class by class: L = sum_c a_c f(log p_c)
+    slope: torch.Tensor | None = None  # ... and G = sum_c a_c h(log p_c), what its gradient needs
 
 
 SAVED_FIELDS = 6
 
 
 def for_backward(stats: Statistics, options: LogitOptions) -> tuple[torch.Tensor | None, ...]:
-    """The ``SAVED_FIELDS`` fields the gradient needs (``k``, ``S``, ``w_y`` or ``B``, ``E``, and the
-    target sums when a focal or poly-1 loss reads them again); ``from_saved`` restores them."""
-    targets = (stats.target, stats.smooth) if options.modulated else (None, None)
-    return stats.shift, stats.sum_exp, stats.weight, stats.entropy, *targets
+    """The ``SAVED_FIELDS`` fields the gradient needs (``k``, ``S``, ``w_y`` or ``B``, ``E``, and for a
+    focal or poly-1 loss ``x_y`` and ``G``); ``from_saved`` restores them."""
+    target = stats.target if options.modulated else None
+    return stats.shift, stats.sum_exp, stats.weight, stats.entropy, target, stats.slope
 
 
 def from_saved(
@@ -79,10 +89,11 @@ def from_saved(
     weight: torch.Tensor | None,
     entropy: torch.Tensor | None,
     target: torch.Tensor | None,
-    smooth: torch.Tensor | None,
+    slope: torch.Tensor | None,
 ) -> Statistics:
-    # the target sums are needed again only by a focal or poly-1 loss
-    return Statistics(shift, sum_exp, sum_exp if target is None else target, weight, smooth, entropy)
+    # the target sum is needed again only by a focal or poly-1 loss
+    target = sum_exp if target is None else target
+    return Statistics(shift, sum_exp, target, weight, None, entropy, None, None, slope)
 
 
 class LogitOptions(NamedTuple):
@@ -97,8 +108,8 @@ class LogitOptions(NamedTuple):
     temperature: float = 1.0
     z_loss: float = 0.0
     extras: bool = False
-    focal_gamma: float = 0.0  # class indices: the loss times (1 - p_t)^gamma
-    poly_epsilon: float = 0.0  # class indices: plus epsilon w_y (1 - p_t)
+    focal_gamma: float = 0.0  # each class's -log p_c times (1 - p_c)^gamma
+    poly_epsilon: float = 0.0  # plus epsilon (1 - p_c)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -117,6 +128,25 @@ class LogitOptions(NamedTuple):
     def modulated(self) -> bool:
         """Whether each position's loss is reshaped by its target probability (focal, poly-1)."""
         return self.focal_gamma != 0.0 or self.poly_epsilon != 0.0
+
+    def modulation(self, log_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``f(log p) = (1 - p)^gamma (-log p) + epsilon (1 - p)``, what a focal or poly-1 loss puts where
+        cross-entropy has ``-log p``, and ``h = -df / d log p`` (1 for both of cross-entropy)."""
+        p = log_p.exp()
+        rest = torch.special.expm1(log_p).neg_()  # 1 - p, exact for confident predictions
+        gamma, epsilon = self.focal_gamma, self.poly_epsilon
+        if gamma == 0.0:
+            f, h = log_p.neg(), torch.ones_like(log_p)
+        else:
+            focal = rest.pow(gamma)
+            f = focal * log_p.neg()
+            # -d/dlog p [(1-p)^g (-log p) + e (1-p)] = (1-p)^g - g p (1-p)^(g-1) log p + e p;
+            # the middle term's limit is 0 at p = 1 (and at p = 0), where its factors give inf * 0
+            tilt = torch.where((rest > 0) & (p > 0), (gamma * p) * rest.pow(gamma - 1) * log_p, 0)
+            h = focal - tilt
+        if epsilon != 0.0:
+            f, h = f + epsilon * rest, h + epsilon * p
+        return f, h
 
     def transform(
         self, xb: torch.Tensor, out: torch.Tensor | None, slope: bool
@@ -184,13 +214,23 @@ def side_factors(
     return a / stats.sum_exp, ent_coef.neg() / stats.sum_exp
 
 
-def _exps(shifted: torch.Tensor, out: torch.Tensor | None, extras: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``exp(z - k)`` over ``shifted``; with ``extras``, into ``out``, and ``E = sum_c exp(z_c - k) (z_c - k)``."""
-    if not extras:
-        return exp(shifted, out=shifted), None
+def _exps(shifted: torch.Tensor, out: torch.Tensor | None, keep: bool) -> torch.Tensor:
+    """``exp(z - k)`` over ``shifted``: in its place, or with ``keep`` into ``out`` (a new buffer when None)."""
+    return exp(shifted, out=out) if keep else exp(shifted, out=shifted)
+
+
+def _entropy_sum(exps: torch.Tensor, shifted: torch.Tensor) -> torch.Tensor:
+    """``E = sum_c exp(z_c - k) (z_c - k)`` (``shifted`` is clamped: it is not needed afterwards)."""
     shifted.clamp_min_(torch.finfo(shifted.dtype).min)  # exp(-inf) (-inf) would be NaN; 0 (lowest) is 0
-    exps = exp(shifted, out=out)
-    return exps, torch.linalg.vecdot(exps, shifted, dim=1)
+    return torch.linalg.vecdot(exps, shifted, dim=1)
+
+
+def _per_class_refused(sharded: bool, per_class: bool) -> None:
+    if sharded and per_class:
+        raise ValueError(
+            "a focal or poly-1 loss with label smoothing or class-probability targets sums over every class's "
+            "probability, which vocab shards do not hold in one place: use class indices without label smoothing"
+        )
 
 
 def _scaled_exps(
@@ -415,6 +455,7 @@ class ClassIndex:
             inv = 1 / classes if classes else math.nan  # eps / C is NaN without classes, as torch's 0/0
         weight_sum = w.sum() if w is not None else (num_classes.to(acc) if num_classes is not None else float(classes))
         options = options if options is not None else LogitOptions()
+        _per_class_refused(offset is not None, options.modulated and eps > 0)
         ids = t if options.extras else None
         start = offset if offset is not None else 0
         return cls(keep, owned, local, w, target_weight, eps, inv, weight_sum, classes, acc, options, ids, start)
@@ -441,6 +482,11 @@ class ClassIndex:
     def counted(self) -> torch.Tensor:
         return self.keep
 
+    @property
+    def per_class(self) -> bool:
+        """A focal or poly-1 loss with label smoothing: ``f`` of every class's log-probability, summed."""
+        return self.options.modulated and self.eps > 0
+
     def correct(self, stats: Statistics) -> torch.Tensor:
         """Counted positions whose first argmax is the target (``stats`` from a walk with ``extras``)."""
         assert stats.argmax is not None and self.ids is not None
@@ -450,26 +496,47 @@ class ClassIndex:
         self, xb: torch.Tensor, block: Block, out: torch.Tensor | None = None
     ) -> tuple[Statistics, torch.Tensor]:
         """Statistics of the block ``xb = z[rows, :, cols]`` (C > 0), and ``exp(xb - k)`` (into ``out`` if given)."""
-        extras = self.options.extras
+        extras, per_class = self.options.extras, self.per_class
         target = xb.gather(1, _at(self.local, block).unsqueeze(1)).squeeze(1)
         argmax = xb.argmax(1).add_(self.offset) if extras else None  # read before ``out`` may overwrite xb
         k = _shift(xb)
-        shifted = torch.sub(xb, k, out=None if extras else out)
+        shifted = torch.sub(xb, k, out=None if extras or per_class else out)
         smooth = None
-        if self.eps > 0:
+        if self.eps > 0 and not per_class:
             smooth = shifted.sum(1) if self.weight is None else torch.einsum("bcs,c->bs", shifted, self.weight)
         tw = None if self.target_weight is None else _at(self.target_weight, block)
-        exps, ent = _exps(shifted, out, extras)
-        return Statistics(k.squeeze(1), exps.sum(1), target, tw, smooth, ent, argmax), exps
+        exps = _exps(shifted, out, extras or per_class)
+        stats = Statistics(k.squeeze(1), exps.sum(1), target, tw, smooth)
+        if per_class:
+            stats = stats._replace(**self._class_sums(shifted, stats, block))
+        ent = _entropy_sum(exps, shifted) if extras else None
+        return stats._replace(entropy=ent, argmax=argmax), exps
+
+    def _class_sums(self, shifted: torch.Tensor, stats: Statistics, block: Block) -> dict[str, torch.Tensor]:
+        """``L = sum_c a_c f(log p_c)`` and ``G = sum_c a_c h(log p_c)`` of a block's final statistics, with
+        ``a_c = (1 - eps) w_y [c = y] + (eps / V) w_c``."""
+        log_sum = stats.sum_exp.log()
+        f, h = self.options.modulation(shifted - log_sum.unsqueeze(1))
+        if self.weight is None:
+            f_all, h_all = f.sum(1), h.sum(1)
+        else:
+            f_all, h_all = (torch.einsum("bcs,c->bs", t, self.weight) for t in (f, h))
+        f_y, h_y = self.options.modulation((stats.target - stats.shift).sub_(log_sum))
+        w_y = (1 - self.eps) * (stats.weight if stats.weight is not None else 1.0)
+        share = self.eps * self.inv_classes
+        keep = _at(self.keep, block)
+        loss, slope = w_y * f_y + share * f_all, w_y * h_y + share * h_all
+        return {"modulated": torch.where(keep, loss, 0), "slope": torch.where(keep, slope, 0)}
 
     def empty(self) -> Statistics:
         """The statistics of a shard without classes (locally: every target is ignored)."""
         zeros = torch.zeros(self.positions, dtype=self.acc, device=self.keep.device)
         extras = self.options.extras
         argmax = torch.zeros(self.positions, dtype=torch.int64, device=zeros.device) if extras else None
-        smooth = zeros if self.eps > 0 else None
+        sums = zeros if self.per_class else None
+        smooth = zeros if self.eps > 0 and sums is None else None
         return Statistics(
-            _empty_shift(zeros), zeros, zeros, self.target_weight, smooth, zeros if extras else None, argmax
+            _empty_shift(zeros), zeros, zeros, self.target_weight, smooth, zeros if extras else None, argmax, sums, sums
         )
 
     def combine(self, stats: Statistics, group: object | None) -> tuple[ClassIndex, Statistics]:
@@ -494,12 +561,15 @@ class ClassIndex:
 
     def loss(self, stats: Statistics, block: Block = ALL) -> torch.Tensor:
         """``l (N, S)`` (the block's positions); ignored positions are exactly 0, even for NaN logits
-        (``where``, not a product). A focal or poly-1 loss reshapes it (``modulation``)."""
-        loss = self._cross_entropy(stats, block)
+        (``where``, not a product). A focal or poly-1 loss puts ``f(log p)`` where cross-entropy has
+        ``-log p`` (``LogitOptions.modulation``): ``m w_y f(log p_y)``, or with label smoothing ``L``."""
+        if self.per_class:
+            assert stats.modulated is not None  # formed by ``absorb``
+            return stats.modulated
         if not self.options.modulated:
-            return loss
-        focal, _, poly = self._target_terms(stats, block, loss)
-        return loss * focal + poly
+            return self._cross_entropy(stats, block)
+        f_y, _ = self.target_modulation(stats, block)
+        return torch.where(_at(self.keep, block), f_y if stats.weight is None else f_y * stats.weight, 0)
 
     def _cross_entropy(self, stats: Statistics, block: Block) -> torch.Tensor:
         keep = _at(self.keep, block)
@@ -513,31 +583,12 @@ class ClassIndex:
             loss = (1 - self.eps) * loss + self.eps * self.inv_classes * torch.where(keep, smooth, 0)
         return loss
 
-    def _target_terms(
-        self, stats: Statistics, block: Block, ce: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For the cross-entropy ``ce`` of the block's positions: the focal factor ``F = (1 - p_t)^gamma``,
-        ``u = d l / d log p_t`` beside ``F d ce``, and the poly-1 term ``epsilon w_y (1 - p_t)``.
-
-        ``log p_t = (x_y - k) - log S`` and ``1 - p_t = -expm1(log p_t)``: exact for confident predictions.
-        """
-        keep = _at(self.keep, block)
-        # ignored positions (and rows a fused walk dropped, whose sums are 0) take p_t = 1
-        log_p = torch.where(keep, (stats.target - stats.shift).sub_(stats.sum_exp.log()), 0)
-        p = log_p.exp()
-        rest = torch.special.expm1(log_p).neg_()  # 1 - p_t
-        gamma, epsilon = self.options.focal_gamma, self.options.poly_epsilon
-        focal = rest.pow(gamma) if gamma != 0.0 else torch.ones_like(rest)
-        # d (1 - p)^g / d log p = -g p (1 - p)^(g - 1);  d epsilon (1 - p) / d log p = -epsilon p
-        u = torch.zeros_like(rest)
-        if gamma != 0.0:
-            u = torch.where(ce == 0, 0, -gamma * p * rest.pow(gamma - 1) * ce)
-        w_y = stats.weight if stats.weight is not None else 1.0
-        poly = torch.zeros_like(rest)
-        if epsilon != 0.0:
-            poly = torch.where(keep, epsilon * w_y * rest, 0)
-            u = u - torch.where(keep, epsilon * w_y * p, 0)
-        return focal, u, poly
+    def target_modulation(self, stats: Statistics, block: Block = ALL) -> tuple[torch.Tensor, torch.Tensor]:
+        """``f`` and ``h`` of ``log p_y = (x_y - k) - log S`` (exact for confident predictions)."""
+        # ignored positions (and rows a fused walk dropped, whose sums are 0) take p_y = 1; the clamp keeps
+        # p_y <= 1 where x_y and k come from two evaluations of a softcap (a kernel's, torch's)
+        log_p = (stats.target - stats.shift).sub_(stats.sum_exp.log()).clamp_max_(0)
+        return self.options.modulation(torch.where(_at(self.keep, block), log_p, 0))
 
     def scales(
         self, stats: Statistics, coef: torch.Tensor, block: Block = ALL, side: Side | None = None
@@ -546,18 +597,21 @@ class ClassIndex:
         ``coef = d output / d l_n`` (0-dim, or per position of the block) and the ``side`` terms' factors."""
         # d/dx_c l = m coef [(1-eps) w_y (p_c - [c=y]) + (eps/V)(p_c sum_k w_k - w_c)],  p = exp(x - k) / S
         coef = torch.where(_at(self.keep, block), coef, 0)
-        u = None
+        h_y = None
         if self.options.modulated:
-            # d/dz_c (F ce + poly) = F d ce/dz_c + u ([c=y] - p_c),  u = d l / d log p_t
-            focal, u, _ = self._target_terms(stats, block, self._cross_entropy(stats, block))
-            coef, u = coef * focal, coef * u
+            _, h_y = self.target_modulation(stats, block)
+            if not self.per_class:
+                coef = coef * h_y  # d/dz_c w_y f(log p_y) = h_y w_y (p_c - [c=y]): cross-entropy's, times h_y
         target = coef if stats.weight is None else coef * stats.weight
         smooth = None
         if self.eps > 0:
             target, smooth = target * (1 - self.eps), coef * (self.eps * self.inv_classes)
-        p = target if smooth is None else target + smooth * self.weight_sum
-        if u is not None:
-            p, target = p - u, target - u
+        if self.per_class:
+            # d/dz_c sum_j a_j f(log p_j) = p_c G - a_c h_c: the target's part here, the classes' in grad_block
+            assert stats.slope is not None and h_y is not None
+            p, target = coef * stats.slope, target * h_y
+        else:
+            p = target if smooth is None else target + smooth * self.weight_sum
         if self.owned is not None:
             target = torch.where(_at(self.owned, block), target, 0)
         p = p / stats.sum_exp
@@ -577,14 +631,28 @@ class ClassIndex:
     ) -> torch.Tensor:
         """``d output / d z`` for the block (into ``out`` if given), from the block's ``stats`` and ``scales``;
         ``exps = exp(xb - k)`` when the caller has it already."""
+        per_class = _class_slopes(self, xb, stats, exps)  # read before ``out`` may overwrite xb
         grad = _scaled_exps(xb, stats.shift, scales.p, scales.shifted, out, exps)
         grad.scatter_add_(1, _at(self.local, block).unsqueeze(1), scales.target.unsqueeze(1))
         if scales.smooth is not None:
-            if self.weight is None:
+            w = self.weight.view(1, -1, 1) if self.weight is not None else None
+            if per_class is not None:
+                w = per_class if w is None else per_class.mul_(w)
+            if w is None:
                 grad.sub_(scales.smooth.unsqueeze(1))
             else:
-                grad.addcmul_(scales.smooth.unsqueeze(1), self.weight.view(1, -1, 1), value=-1)
+                grad.addcmul_(scales.smooth.unsqueeze(1), w, value=-1)
         return grad
+
+
+def _class_slopes(
+    kind: ClassIndex | Probability, xb: torch.Tensor, stats: Statistics, exps: torch.Tensor | None
+) -> torch.Tensor | None:
+    """``h(log p_c)`` of every class of the block, for a per-class focal or poly-1 loss (else None)."""
+    if not kind.per_class:
+        return None
+    shifted = exps.log() if exps is not None else xb - stats.shift.unsqueeze(1)
+    return kind.options.modulation(shifted.sub_(stats.sum_exp.log().unsqueeze(1)))[1]
 
 
 class ClassIndexScales(NamedTuple):
@@ -620,7 +688,9 @@ class Probability:
         inv: float | torch.Tensor = num_classes.to(acc).reciprocal() if num_classes is not None else 1 / max(c, 1)
         no_classes = num_classes is None and c == 0
         w = weight.to(acc) if weight is not None else None
-        return cls(target, w, eps, inv, no_classes, acc, options if options is not None else LogitOptions())
+        options = options if options is not None else LogitOptions()
+        _per_class_refused(num_classes is not None, options.modulated)
+        return cls(target, w, eps, inv, no_classes, acc, options)
 
     @property
     def positions(self) -> tuple[int, int]:
@@ -642,6 +712,11 @@ class Probability:
     def correct(self, stats: Statistics) -> None:
         return None  # a probability target names no single class
 
+    @property
+    def per_class(self) -> bool:
+        """A focal or poly-1 loss: ``f`` of every class's log-probability, weighted by ``w q``."""
+        return self.options.modulated
+
     def _weighted(self, block: Block) -> tuple[torch.Tensor, torch.Tensor]:
         """``(q, w q)`` for the block."""
         bn, bs = block
@@ -654,17 +729,25 @@ class Probability:
         self, xb: torch.Tensor, block: Block, out: torch.Tensor | None = None
     ) -> tuple[Statistics, torch.Tensor]:
         k = _shift(xb)
-        extras = self.options.extras
-        shifted = torch.sub(xb, k, out=None if extras else out)
+        extras, per_class = self.options.extras, self.per_class
+        shifted = torch.sub(xb, k, out=None if extras or per_class else out)
         _, wq = self._weighted(block)
         # 0 * (-inf) = NaN where a -inf logit has zero target mass, as in torch
         weighted_shift = (shifted * wq).sum(1)
-        exps, ent = _exps(shifted, out, extras)
-        return Statistics(k.squeeze(1), exps.sum(1), weighted_shift, wq.sum(1), None, ent), exps
+        exps = _exps(shifted, out, extras or per_class)
+        stats = Statistics(k.squeeze(1), exps.sum(1), weighted_shift, wq.sum(1), None)
+        if per_class:
+            # L = sum_c w_c q_c f(log p_c),  G = sum_c w_c q_c h(log p_c)
+            f, h = self.options.modulation(shifted - stats.sum_exp.log().unsqueeze(1))
+            stats = stats._replace(modulated=(f * wq).sum(1), slope=(h * wq).sum(1))
+        ent = _entropy_sum(exps, shifted) if extras else None
+        return stats._replace(entropy=ent), exps
 
     def empty(self) -> Statistics:
         zeros = torch.zeros(self.positions, dtype=self.acc, device=self.target.device)
-        return Statistics(_empty_shift(zeros), zeros, zeros, zeros, None, zeros if self.options.extras else None)
+        sums = zeros if self.per_class else None
+        entropy = zeros if self.options.extras else None
+        return Statistics(_empty_shift(zeros), zeros, zeros, zeros, None, entropy, None, sums, sums)
 
     def combine(self, stats: Statistics, group: object | None) -> tuple[Probability, Statistics]:
         if group is None:
@@ -683,6 +766,9 @@ class Probability:
         assert stats.weight is not None
         if self.no_classes:
             return torch.full_like(stats.target, -0.0)
+        if self.per_class:
+            assert stats.modulated is not None  # formed by ``absorb``
+            return stats.modulated
         return stats.weight * stats.sum_exp.log() - stats.target
 
     def scales(
@@ -690,7 +776,8 @@ class Probability:
     ) -> ProbabilityScales:
         assert stats.weight is not None
         coef = coef.expand(stats.shift.shape)
-        p = coef * stats.weight / stats.sum_exp
+        # d/dz_c sum_j w_j q_j f(log p_j) = p_c G - w_c q_c h_c  (G = B, h = 1 for cross-entropy)
+        p = coef * (stats.slope if self.per_class and stats.slope is not None else stats.weight) / stats.sum_exp
         extra, shifted = (None, None) if side is None else side_factors(stats, side, self.options, None)
         return ProbabilityScales(p if extra is None else p + extra, coef, stats.sum_exp.log(), shifted)
 
@@ -704,22 +791,24 @@ class Probability:
         exps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``d l / d x`` for the block (into ``out`` if given)."""
-        # d/dz_c l = g (p_c B - w_c q_c),  p = exp(z - k) / S
+        # d/dz_c l = g (p_c B - w_c q_c),  p = exp(z - k) / S  (a focal or poly-1 loss: p_c G - w_c q_c h_c)
         _, wq = self._weighted(block)
+        slopes = _class_slopes(self, xb, stats, exps)  # read before ``out`` may overwrite xb
         grad = _scaled_exps(xb, stats.shift, scales.p, scales.shifted, out, exps)
-        return grad.addcmul_(wq, scales.coef.unsqueeze(1), value=-1)
+        return grad.addcmul_(wq if slopes is None else slopes.mul_(wq), scales.coef.unsqueeze(1), value=-1)
 
     def target_grads(
         self, xb: torch.Tensor, block: Block, stats: Statistics, scales: ProbabilityScales
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The gradient of the target block, and the block's part of the class-weight gradient ``(C_local,)``."""
-        # d/dt_c l = -(1-eps) w_c lp_c g;  d/dw_c l = -q_c lp_c g,  lp = (x - k) - log S
+        # d/dt_c l = (1-eps) w_c f_c g;  d/dw_c l = q_c f_c g,  f_c = -log p_c (focal, poly-1: f(log p_c))
         g = scales.coef.unsqueeze(1)
         lp = (xb - stats.shift.unsqueeze(1)).sub_(scales.log_sum.unsqueeze(1))
-        scale = -(1 - self.eps) * g
-        grad_t = lp * (scale if self.weight is None else scale * self.weight.view(1, -1, 1))
+        f = self.options.modulation(lp)[0] if self.per_class else lp.neg_()
+        scale = (1 - self.eps) * g
+        grad_t = f * (scale if self.weight is None else scale * self.weight.view(1, -1, 1))
         q, _ = self._weighted(block)
-        return grad_t, (q * lp * g).sum((0, 2)).neg_()
+        return grad_t, (q * f * g).sum((0, 2))
 
 
 class ProbabilityScales(NamedTuple):

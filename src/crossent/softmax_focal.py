@@ -1,9 +1,9 @@
 """The softmax focal loss and poly-1 cross-entropy: cross-entropy reshaped by each position's target probability.
 
-Both are :func:`crossent.cross_entropy` with one more per-position factor formed in the engine from
-the statistics the loss already has (``log p_t = (x_y - k) - log S``), so they need no pass of their
-own; they run on crossent's PyTorch path (the native and Triton kernels do not take them), and under
-autocast, torch.func and compile as ``cross_entropy`` does.
+Both are :func:`crossent.cross_entropy` with ``f(log p)`` where cross-entropy has ``-log p``, formed in
+the engine's pass from the statistics the loss already has (``log p_c = (x_c - k) - log S``), so they
+need no pass of their own; they run on crossent's PyTorch path (the native and Triton kernels do not
+take them), and under autocast, torch.func and compile as ``cross_entropy`` does.
 """
 
 from __future__ import annotations
@@ -31,27 +31,30 @@ def focal_loss(
 ) -> torch.Tensor:
     r"""The softmax (multi-class) focal loss of RetinaNet: cross-entropy that down-weights easy positions.
 
-    With class indices ``y``, ``p_t = softmax(x)[n, y_n]`` and ``ce_n`` the per-position loss of
-    :func:`crossent.cross_entropy` (with ``ignore_index`` and ``label_smoothing``) whose class weights
-    are ``alpha * weight``::
+    With ``p = softmax(x)``, class indices ``y`` (``m_n = [y_n != ignore_index]``) and no label smoothing,
+    RetinaNet's form::
 
-        l_n = (1 - p_t)**gamma * ce_n
+        l_n = -m_n alpha[y_n] w[y_n] (1 - p_t)**gamma log p_t,    p_t = p[n, y_n]
+
+    With label smoothing, or class probabilities ``t``, each class is weighed by its target mass
+    ``q`` (``q = (1 - eps) onehot(y) + eps / C``, or ``(1 - eps) t + eps / C``), as cross-entropy's
+    ``-sum_c w_c q_c log p_c`` is::
+
+        l_n = -m_n sum_c alpha[c] w[c] q[n, c] (1 - p[n, c])**gamma log p[n, c]
 
     ``alpha`` is a per-class tensor ``(C,)`` or one float for every class (None: 1). It weighs the
-    classes inside the loss (without smoothing, ``l_n`` is ``alpha[y_n]`` times the unweighted focal
-    term; with it, each class's smoothing term carries its own ``alpha[c]``) but, unlike ``weight``, it
-    does not enter the ``'mean'`` divisor. ``1 - p_t`` is formed as ``-expm1(log p_t)`` from the
-    log-sum-exp, so the loss stays finite and exact for confident predictions (logits of 1e4), where
-    ``(1 - softmax(x)) ** gamma * -log_softmax(x)`` rounds to 0 or NaN. ``gamma = 0`` with no
-    ``alpha`` is exactly ``cross_entropy``.
+    classes inside the loss but, unlike ``weight``, does not enter the ``'mean'`` divisor. ``1 - p`` is
+    formed as ``-expm1(log p)`` from the log-sum-exp, so the loss stays finite and exact for confident
+    predictions (logits of 1e4), where ``(1 - softmax(x)) ** gamma * -log_softmax(x)`` rounds to 0 or
+    NaN. ``gamma = 0`` with no ``alpha`` is exactly ``cross_entropy``.
 
     Reductions: ``'none'`` returns ``l``; ``'sum'`` returns ``sum_n l_n``; ``'mean'`` divides that sum by
-    ``cross_entropy``'s divisor ``sum_n m_n w[y_n]`` (the count of kept positions without ``weight``):
-    ``alpha`` does not enter it.
+    ``cross_entropy``'s divisor: ``sum_n m_n w[y_n]`` for class indices (the count of kept positions
+    without ``weight``), the number of positions for probabilities. ``alpha`` does not enter it.
 
     Args:
         input: logits ``(N, C)``, ``(C,)`` or ``(N, C, d1, ..., dK)``.
-        target: class indices (class probabilities have no single ``p_t``: ``ValueError``).
+        target: class indices, or class probabilities of the input's shape.
         gamma: the focusing exponent, ``>= 0``.
         alpha: per-class factors ``(C,)``, one float, or None.
         weight, ignore_index, reduction, label_smoothing: as in :func:`crossent.cross_entropy`.
@@ -63,6 +66,7 @@ def focal_loss(
         ``(C,)``                     ``()``                 ``()``
         ``(N, C)``                   ``(N,)``               ``(N,)``
         ``(N, C, d1, ..., dK)``      ``(N, d1, ..., dK)``   ``(N, d1, ..., dK)``
+        any of the above             same as input          as for class indices
         ===========================  =====================  =========================
 
     Example:
@@ -100,21 +104,26 @@ def poly1_cross_entropy(
 ) -> torch.Tensor:
     r"""Poly-1 cross-entropy (PolyLoss): cross-entropy plus ``epsilon`` times the first polynomial term.
 
-    With class indices ``y``, ``p_t = softmax(x)[n, y_n]``, ``m_n = [y_n != ignore_index]`` and
-    ``ce_n`` the per-position loss of :func:`crossent.cross_entropy`::
+    With ``p = softmax(x)``, class indices ``y`` (``m_n = [y_n != ignore_index]``), ``p_t = p[n, y_n]``
+    and ``ce_n`` the per-position loss of :func:`crossent.cross_entropy`, without label smoothing::
 
         l_n = ce_n + epsilon * m_n * w[y_n] * (1 - p_t)
 
+    With label smoothing, or class probabilities, the target mass ``q`` weighs each class's term (as
+    in :func:`focal_loss`); unweighted, that is the paper's ``CE(q) + epsilon (1 - sum_c q_c p_c)``::
+
+        l_n = m_n sum_c w[c] q[n, c] (-log p[n, c] + epsilon (1 - p[n, c]))
+
     The poly term is weighted like the cross-entropy it extends (``w = 1`` without ``weight``), and
-    ``1 - p_t`` is ``-expm1(log p_t)``. ``epsilon = 0`` is exactly ``cross_entropy``; ``epsilon`` may be
+    ``1 - p`` is ``-expm1(log p)``. ``epsilon = 0`` is exactly ``cross_entropy``; ``epsilon`` may be
     negative (the paper uses -1 to 1), down to -1 where the loss stays a proper one.
 
     Reductions: ``'none'`` returns ``l``; ``'sum'`` returns ``sum_n l_n``; ``'mean'`` divides that sum by
-    ``sum_n m_n w[y_n]``, as ``cross_entropy`` does.
+    ``cross_entropy``'s divisor (``sum_n m_n w[y_n]``, or the number of positions for probabilities).
 
     Args:
         input: logits ``(N, C)``, ``(C,)`` or ``(N, C, d1, ..., dK)``.
-        target: class indices (class probabilities: ``ValueError``).
+        target: class indices, or class probabilities of the input's shape.
         epsilon: the coefficient of ``(1 - p_t)``, ``>= -1``.
         weight, ignore_index, reduction, label_smoothing: as in :func:`crossent.cross_entropy`.
 
@@ -125,6 +134,7 @@ def poly1_cross_entropy(
         ``(C,)``                     ``()``                 ``()``
         ``(N, C)``                   ``(N,)``               ``(N,)``
         ``(N, C, d1, ..., dK)``      ``(N, d1, ..., dK)``   ``(N, d1, ..., dK)``
+        any of the above             same as input          as for class indices
         ===========================  =====================  =========================
 
     Example:
@@ -160,8 +170,8 @@ def _alpha(
     classes = input.shape[0 if input.dim() == 1 else 1]
     factors = _checks.focal_alpha(alpha, classes, input)
     combined = factors if weight is None else factors * weight
-    if reduction != "mean":
-        return combined, None
+    if reduction != "mean" or input.shape == target.shape:
+        return combined, None  # a probability target's 'mean' divides by the positions: alpha is not in it
     kept = target != ignore_index
     if weight is None:
         return combined, kept.sum().to(combined.dtype)

@@ -17,7 +17,12 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crossent.distributed import count_targets, vocab_parallel_cross_entropy, vocab_range
+from crossent.distributed import (
+    count_targets,
+    vocab_parallel_cross_entropy,
+    vocab_parallel_linear_cross_entropy,
+    vocab_range,
+)
 
 pytestmark = pytest.mark.distributed
 
@@ -99,3 +104,13 @@ def test_vocab_range_and_count_on_one_rank(group: dist.ProcessGroup) -> None:
 def test_process_group_must_be_a_group(group: dist.ProcessGroup) -> None:
     with pytest.raises(TypeError, match="must be a torch.distributed.ProcessGroup"):
         vocab_parallel_cross_entropy(torch.randn(2, 3), torch.tensor([0, 1]), process_group=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("probability", [False, True])
+def test_a_per_class_focal_loss_is_refused_on_shards_by_name(group: dist.ProcessGroup, probability: bool) -> None:
+    h, w = torch.randn(4, 3), torch.randn(5, 3)
+    target = torch.randn(4, 5).softmax(1) if probability else torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="vocab shards do not hold in one place"):
+        vocab_parallel_linear_cross_entropy(
+            h, w, target, process_group=group, focal_gamma=2.0, label_smoothing=0.0 if probability else 0.1
+        )

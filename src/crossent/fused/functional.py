@@ -172,8 +172,8 @@ def linear_cross_entropy(
         softcap, temperature, z_loss, return_stats: as in :func:`crossent.cross_entropy`.
         shift: predict the label ``shift`` positions later along the dim before ``H`` (an int in
             ``[0, T)``; needs hidden states ``(B, T, H)`` and class-index labels).
-        focal_gamma: the focal loss of :func:`crossent.focal_loss` (``gamma``) for class indices:
-            each position's loss times ``(1 - p_t)**focal_gamma``.
+        focal_gamma: the focal loss of :func:`crossent.focal_loss` (``gamma``, without ``alpha``):
+            ``-(1 - p)**focal_gamma log p`` where cross-entropy has ``-log p``.
         _logits_dtype: set by crossent's autocast policy (float32 under ``torch.autocast``): the dtype the
             loss takes the logits in, while the matmuls run in ``input``'s dtype.
 

@@ -26,8 +26,8 @@ def unsupported_reason(op: Op, spec: CallSpec) -> str | None:
         if spec.classes == 0:
             return "no classes"
     modulated = [name for name in spec.options if name in ("focal_gamma", "poly_epsilon")]
-    if modulated:
-        return f"the native kernels do not take {', '.join(modulated)}"
+    if modulated and (spec.probability or spec.label_smoothing > 0):
+        return f"the native kernels take {', '.join(modulated)} for class indices without label smoothing only"
     if not spec.repeating:
         return "the native kernels take weights that broadcast over leading dims only"
     return None

@@ -334,13 +334,14 @@ def _native_forward(
     index, prob = _native_targets(target, n, call)
     positions = (lambda: torch.tensor(float(n))) if call.probability else None
     mode, div = output(call.reduction, normalizer, torch.float32, positions)
-    want_grad = call.gradient_expected and not call.inplace_backward
+    opts = call.options
+    # a focal or poly-1 loss scales each row's gradient by h(log p_y), known after the kernel's pass
+    want_grad = call.gradient_expected and not call.inplace_backward and not opts.modulated
     # the gradient for an upstream gradient of 1; a class-index 'mean' divides by the total target
     # weight, which the kernel finds first (and the z-loss by the count of kept rows)
     mean_over_weight = want_grad and mode == "mean" and div is None
     scale = 1.0 if mean_over_weight else upstream(1.0, "sum" if mode == "none" else mode, div, ())
     coef, scale = (scale, 1.0) if isinstance(scale, torch.Tensor) else (None, scale)
-    opts = call.options
     stats, total_weight, grad = kernels.cross_entropy_rows(
         x2, index, prob, weight, call.ignore_index, call.label_smoothing, want_grad, coef, scale, mean_over_weight,
         opts.softcap or 0.0, opts.temperature, opts.z_loss, opts.extras,
@@ -359,8 +360,9 @@ def _native_forward(
     scalars = save_scalars(ctx, div, side_div)
     ctx.save_for_backward(x, target, weight, stats, *scalars, precomputed)
     correct = stats[5].unsqueeze(1) > 0 if opts.extras and not call.probability else None
+    per_row = None if opts.modulated else stats[0].unsqueeze(1)  # the engine's loss of the kernel's statistics
     results = outputs(
-        kind, _native_statistics(stats), mode, div, side_div, output_shape(x), x.dtype, stats[0].unsqueeze(1), correct
+        kind, _native_statistics(stats, kind, x2), mode, div, side_div, output_shape(x), x.dtype, per_row, correct
     )
     mark_outputs(ctx, results)
     return results if len(results) > 1 else results[0]
@@ -372,12 +374,16 @@ def _native_kind(x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | N
     return make_kind(x.dtype, _targets(x3, target, call), weight, call, x3.shape[1], None)[0]
 
 
-def _native_statistics(stats: torch.Tensor) -> Statistics:
+def _native_statistics(stats: torch.Tensor, kind: Kind, x2: torch.Tensor) -> Statistics:
     """The kernel's per-row statistics ``(4 or 6, N)`` as the engine's, one position per row: the
-    shift, the sum of exponentials and, with the statistics, ``E``."""
+    shift, the sum of exponentials and, with the statistics, ``E``; for a focal or poly-1 loss also
+    ``z_y`` (gathered, then transformed) and ``w_y``."""
     shift, sum_exp = stats[1].unsqueeze(1), stats[2].unsqueeze(1)
     entropy = stats[4].unsqueeze(1) if stats.shape[0] > 4 else None
-    return Statistics(shift, sum_exp, sum_exp, None, None, entropy)
+    if not isinstance(kind, _engine.ClassIndex) or not kind.options.modulated:
+        return Statistics(shift, sum_exp, sum_exp, None, None, entropy)
+    z_y, _ = kind.options.transform(x2.gather(1, kind.local).to(kind.acc), None, False)
+    return Statistics(shift, sum_exp, z_y, kind.target_weight, None, entropy)
 
 
 def _native_backward(ctx: Any, grads: tuple[torch.Tensor | None, ...]) -> tuple[torch.Tensor | None, ...]:
@@ -402,9 +408,14 @@ def _native_backward(ctx: Any, grads: tuple[torch.Tensor | None, ...]) -> tuple[
     index, prob = _native_targets(target, n, call)
     coef, side = upstreams(opts, torch.float32, grads, ctx.mode, div, side_div, (n, 1), x.device)
     lse_coef, ent_coef = None, None
-    if side is not None:
-        counted = _native_kind(x, target, weight, call).counted
-        lse_coef, ent_coef = _engine.side_coefficients(_native_statistics(stats), side, opts, counted)
+    if side is not None or opts.modulated:
+        kind = _native_kind(x, target, weight, call)
+        row_stats = _native_statistics(stats, kind, x2)
+        if side is not None:
+            lse_coef, ent_coef = _engine.side_coefficients(row_stats, side, opts, kind.counted)
+        if opts.modulated:
+            assert isinstance(kind, _engine.ClassIndex)  # class indices only, by the dispatcher
+            coef = coef * kind.target_modulation(row_stats)[1]  # cross-entropy's row gradient, times h(log p_y)
     coef = coef if coef.dim() == 0 else coef.reshape(n)
     args = (index, prob, weight, stats[1], stats[2], stats[3] if prob is not None else None, coef)
     extra = (opts.softcap or 0.0, opts.temperature, lse_coef, ent_coef, stats[4] if ent_coef is not None else None)
