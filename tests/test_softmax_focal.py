@@ -242,6 +242,11 @@ def test_float32_compile_and_modules():
         (lambda x, t: crossent.focal_loss(x, t, alpha=torch.ones(3)), ValueError, r"one value per class \(5\)"),
         (lambda x, t: crossent.focal_loss(x, t, alpha=-0.5), ValueError, "alpha must be a finite number >= 0"),
         (lambda x, t: crossent.poly1_cross_entropy(x, t, epsilon=-2.0), ValueError, "epsilon must be a finite"),
+        (
+            lambda x, t: crossent.focal_loss(x, t + 4, alpha=0.5, weight=torch.ones(5)),
+            IndexError,
+            "Target 5 is out of bounds",
+        ),
         (lambda x, t: crossent.focal_loss(x, t, reduction="avg"), ValueError, "avg is not a valid value"),
     ],
 )

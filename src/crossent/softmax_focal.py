@@ -11,9 +11,11 @@ from __future__ import annotations
 import torch
 
 from crossent import _checks
+from crossent._engine import ClassIndex
 from crossent._reduction import Reduction
 from crossent._reduction import resolve as resolve_reduction
 from crossent.functional import cross_entropy
+from crossent.ops._layout import accumulation_dtype, as_ncs
 
 __all__ = ["focal_loss", "poly1_cross_entropy"]
 
@@ -163,8 +165,9 @@ def _alpha(
     ignore_index: int,
     reduction: str,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``alpha`` folded into the class weight, and for ``'mean'`` the divisor of the weight alone (alpha
-    must not enter it), as a normalizer: ``(weight, normalizer)``."""
+    """``alpha`` folded into the class weight, so that every path (and kernel) that takes a weight takes
+    it; for a class-index ``'mean'``, the divisor of ``weight`` alone (alpha must not enter it), by the
+    engine's rule, as a normalizer: ``(weight, normalizer)``."""
     if alpha is None:
         return weight, None
     classes = input.shape[0 if input.dim() == 1 else 1]
@@ -172,7 +175,8 @@ def _alpha(
     combined = factors if weight is None else factors * weight
     if reduction != "mean" or input.shape == target.shape:
         return combined, None  # a probability target's 'mean' divides by the positions: alpha is not in it
-    kept = target != ignore_index
-    if weight is None:
-        return combined, kept.sum().to(combined.dtype)
-    return combined, torch.where(kept, weight[torch.where(kept, target, 0).long()], 0).sum()
+    if weight is not None:
+        _checks.class_targets(target, classes, ignore_index)  # before the divisor reads w[y]
+    n, _, s = as_ncs(input).shape
+    acc = accumulation_dtype(input.dtype)
+    return combined, ClassIndex.build(target.reshape(n, s), weight, ignore_index, 0.0, classes, acc).mean_divisor()
