@@ -90,3 +90,9 @@ def torch_poly1_cross_entropy(input: torch.Tensor, target: torch.Tensor, *, epsi
     """PolyLoss's poly-1 as commonly written: ``ce + epsilon (1 - p_t)`` through the full softmax."""
     ce, p_t, kept = _target_terms(input, target)
     return torch.where(kept, ce + epsilon * (1 - p_t), 0).sum() / kept.sum()
+
+
+def torch_soft_focal_loss(input: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0) -> torch.Tensor:
+    """The focal loss of class probabilities ``q``: ``-sum_c q_c (1 - p_c) ** gamma log p_c``, averaged."""
+    log_p = input.log_softmax(-1)
+    return -(target * (1 - log_p.exp()) ** gamma * log_p).sum(-1).mean()

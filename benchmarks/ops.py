@@ -284,6 +284,15 @@ OPS: dict[str, Op] = {
             _crossent("crossent.focal_loss"),
         ),
         Op(
+            "focal_loss:soft",
+            "softmax focal loss of class probabilities (soft labels), gamma=2",
+            LogitsShape,
+            problems.soft_labels,
+            _input_target(gamma=2.0),
+            (Subject("torch", lambda: compositions.torch_soft_focal_loss),),
+            _crossent("crossent.focal_loss"),
+        ),
+        Op(
             "poly1_cross_entropy",
             "poly-1 cross-entropy, epsilon=1, 10% of the targets ignore_index=-100",
             LogitsShape,

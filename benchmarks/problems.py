@@ -97,6 +97,14 @@ def distributions(shape: LogitsShape, dtype: torch.dtype, device: torch.device, 
     return Problem({"input": _leaf(log_probs, dtype, device), "target": target.to(device, dtype)}, ("input",))
 
 
+def soft_labels(shape: LogitsShape, dtype: torch.dtype, device: torch.device, seed: int) -> Problem:
+    """Standard-normal logits and class probabilities (a softmax of normal logits), as mixup makes them."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(shape.rows, shape.classes, generator=generator)
+    target = torch.randn(shape.rows, shape.classes, generator=generator).softmax(-1)
+    return Problem({"input": _leaf(logits, dtype, device), "target": target.to(device, dtype)}, ("input",))
+
+
 def linear(shape: LinearShape, dtype: torch.dtype, device: torch.device, seed: int) -> Problem:
     """Hidden states, classifier and class indices with ``shape.ignored_fraction`` ignored.
 

@@ -139,13 +139,13 @@ class LogitOptions(NamedTuple):
             f, h = log_p.neg(), torch.ones_like(log_p)
         else:
             focal = rest.pow(gamma)
-            f = focal * log_p.neg()
-            # -d/dlog p [(1-p)^g (-log p) + e (1-p)] = (1-p)^g - g p (1-p)^(g-1) log p + e p;
-            # the middle term's limit is 0 at p = 1 (and at p = 0), where its factors give inf * 0
-            tilt = torch.where((rest > 0) & (p > 0), (gamma * p) * rest.pow(gamma - 1) * log_p, 0)
-            h = focal - tilt
+            f = torch.mul(focal, log_p).neg_()
+            # -d/dlog p [(1-p)^g (-log p) + e (1-p)] = (1-p)^g - g p (1-p)^(g-1) log p + e p; the middle
+            # term's limit is 0 at p = 0 and p = 1, where its factors give 0 * inf (NaN, set to 0)
+            tilt = rest.pow(gamma - 1).mul_(log_p).mul_(p).nan_to_num_(0.0, math.inf, -math.inf)
+            h = torch.sub(focal, tilt, alpha=gamma)
         if epsilon != 0.0:
-            f, h = f + epsilon * rest, h + epsilon * p
+            f, h = f.add_(rest, alpha=epsilon), h.add_(p, alpha=epsilon)
         return f, h
 
     def transform(
@@ -364,10 +364,10 @@ def walk(
         if z is not xb:
             out = z  # z is the block's own: its exponentials and gradient may overwrite it
         if stats is None:
-            part, exps = kind.absorb(z, block, out)
+            part, exps, slopes = kind.absorb(z, block, out)
             parts.append((block, part))
         else:
-            part, exps = at(stats, block), None
+            part, exps, slopes = at(stats, block), None, None
         if coef is None:
             continue
         block_side = None if side is None else at(side, block)
@@ -375,7 +375,7 @@ def walk(
         if target_grads is not None and isinstance(kind, Probability):
             target_grads(block, *kind.target_grads(z, block, part, scales))  # type: ignore[arg-type]
         if grad is not None:
-            g = kind.grad_block(z, block, part, scales, out, exps)  # type: ignore[arg-type]
+            g = kind.grad_block(z, block, part, scales, out, exps, slopes)  # type: ignore[arg-type]
             grad(block, g if slope is None else g.mul_(slope))
     if stats is not None:
         return None
@@ -494,8 +494,9 @@ class ClassIndex:
 
     def absorb(
         self, xb: torch.Tensor, block: Block, out: torch.Tensor | None = None
-    ) -> tuple[Statistics, torch.Tensor]:
-        """Statistics of the block ``xb = z[rows, :, cols]`` (C > 0), and ``exp(xb - k)`` (into ``out`` if given)."""
+    ) -> tuple[Statistics, torch.Tensor, torch.Tensor | None]:
+        """Statistics of the block ``xb = z[rows, :, cols]`` (C > 0), ``exp(xb - k)`` (into ``out`` if given)
+        and, for a per-class focal or poly-1 loss, the classes' slopes ``w_c h(log p_c)`` (else None)."""
         extras, per_class = self.options.extras, self.per_class
         target = xb.gather(1, _at(self.local, block).unsqueeze(1)).squeeze(1)
         argmax = xb.argmax(1).add_(self.offset) if extras else None  # read before ``out`` may overwrite xb
@@ -507,26 +508,25 @@ class ClassIndex:
         tw = None if self.target_weight is None else _at(self.target_weight, block)
         exps = _exps(shifted, out, extras or per_class)
         stats = Statistics(k.squeeze(1), exps.sum(1), target, tw, smooth)
+        slopes = None
         if per_class:
-            stats = stats._replace(**self._class_sums(shifted, stats, block))
+            stats, slopes = self._class_sums(shifted, stats, block)
         ent = _entropy_sum(exps, shifted) if extras else None
-        return stats._replace(entropy=ent, argmax=argmax), exps
+        return stats._replace(entropy=ent, argmax=argmax), exps, slopes
 
-    def _class_sums(self, shifted: torch.Tensor, stats: Statistics, block: Block) -> dict[str, torch.Tensor]:
+    def _class_sums(self, shifted: torch.Tensor, stats: Statistics, block: Block) -> tuple[Statistics, torch.Tensor]:
         """``L = sum_c a_c f(log p_c)`` and ``G = sum_c a_c h(log p_c)`` of a block's final statistics, with
-        ``a_c = (1 - eps) w_y [c = y] + (eps / V) w_c``."""
+        ``a_c = (1 - eps) w_y [c = y] + (eps / V) w_c``; and the classes' slopes ``w_c h(log p_c)``."""
         log_sum = stats.sum_exp.log()
-        f, h = self.options.modulation(shifted - log_sum.unsqueeze(1))
-        if self.weight is None:
-            f_all, h_all = f.sum(1), h.sum(1)
-        else:
-            f_all, h_all = (torch.einsum("bcs,c->bs", t, self.weight) for t in (f, h))
+        f, slopes = self.options.modulation(shifted - log_sum.unsqueeze(1))
+        if self.weight is not None:
+            f, slopes = f.mul_(self.weight.view(1, -1, 1)), slopes.mul_(self.weight.view(1, -1, 1))
         f_y, h_y = self.options.modulation((stats.target - stats.shift).sub_(log_sum))
         w_y = (1 - self.eps) * (stats.weight if stats.weight is not None else 1.0)
         share = self.eps * self.inv_classes
         keep = _at(self.keep, block)
-        loss, slope = w_y * f_y + share * f_all, w_y * h_y + share * h_all
-        return {"modulated": torch.where(keep, loss, 0), "slope": torch.where(keep, slope, 0)}
+        loss, slope = w_y * f_y + share * f.sum(1), w_y * h_y + share * slopes.sum(1)
+        return stats._replace(modulated=torch.where(keep, loss, 0), slope=torch.where(keep, slope, 0)), slopes
 
     def empty(self) -> Statistics:
         """The statistics of a shard without classes (locally: every target is ignored)."""
@@ -628,16 +628,16 @@ class ClassIndex:
         scales: ClassIndexScales,
         out: torch.Tensor | None = None,
         exps: torch.Tensor | None = None,
+        slopes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``d output / d z`` for the block (into ``out`` if given), from the block's ``stats`` and ``scales``;
-        ``exps = exp(xb - k)`` when the caller has it already."""
-        per_class = _class_slopes(self, xb, stats, exps)  # read before ``out`` may overwrite xb
+        ``exps = exp(xb - k)`` and ``slopes`` (``absorb``'s) when the caller has them already."""
+        if slopes is None:
+            slopes = _class_slopes(self, xb, stats, exps, self.weight)  # read before ``out`` may overwrite xb
         grad = _scaled_exps(xb, stats.shift, scales.p, scales.shifted, out, exps)
         grad.scatter_add_(1, _at(self.local, block).unsqueeze(1), scales.target.unsqueeze(1))
         if scales.smooth is not None:
-            w = self.weight.view(1, -1, 1) if self.weight is not None else None
-            if per_class is not None:
-                w = per_class if w is None else per_class.mul_(w)
+            w = slopes if slopes is not None else self.weight.view(1, -1, 1) if self.weight is not None else None
             if w is None:
                 grad.sub_(scales.smooth.unsqueeze(1))
             else:
@@ -646,13 +646,21 @@ class ClassIndex:
 
 
 def _class_slopes(
-    kind: ClassIndex | Probability, xb: torch.Tensor, stats: Statistics, exps: torch.Tensor | None
+    kind: ClassIndex | Probability,
+    xb: torch.Tensor,
+    stats: Statistics,
+    exps: torch.Tensor | None,
+    factors: torch.Tensor | None,
 ) -> torch.Tensor | None:
-    """``h(log p_c)`` of every class of the block, for a per-class focal or poly-1 loss (else None)."""
+    """``factors_c h(log p_c)`` for every class of the block (a per-class focal or poly-1 loss; else None);
+    ``factors``: ``(C,)`` or the block's shape (None: 1)."""
     if not kind.per_class:
         return None
     shifted = exps.log() if exps is not None else xb - stats.shift.unsqueeze(1)
-    return kind.options.modulation(shifted.sub_(stats.sum_exp.log().unsqueeze(1)))[1]
+    slopes = kind.options.modulation(shifted.sub_(stats.sum_exp.log().unsqueeze(1)))[1]
+    if factors is None:
+        return slopes
+    return slopes.mul_(factors.view(1, -1, 1) if factors.dim() == 1 else factors)
 
 
 class ClassIndexScales(NamedTuple):
@@ -727,7 +735,7 @@ class Probability:
 
     def absorb(
         self, xb: torch.Tensor, block: Block, out: torch.Tensor | None = None
-    ) -> tuple[Statistics, torch.Tensor]:
+    ) -> tuple[Statistics, torch.Tensor, torch.Tensor | None]:
         k = _shift(xb)
         extras, per_class = self.options.extras, self.per_class
         shifted = torch.sub(xb, k, out=None if extras or per_class else out)
@@ -736,12 +744,14 @@ class Probability:
         weighted_shift = (shifted * wq).sum(1)
         exps = _exps(shifted, out, extras or per_class)
         stats = Statistics(k.squeeze(1), exps.sum(1), weighted_shift, wq.sum(1), None)
+        slopes = None
         if per_class:
-            # L = sum_c w_c q_c f(log p_c),  G = sum_c w_c q_c h(log p_c)
-            f, h = self.options.modulation(shifted - stats.sum_exp.log().unsqueeze(1))
-            stats = stats._replace(modulated=(f * wq).sum(1), slope=(h * wq).sum(1))
+            # L = sum_c w_c q_c f(log p_c),  G = sum_c w_c q_c h(log p_c): the slopes' sum
+            f, slopes = self.options.modulation(shifted - stats.sum_exp.log().unsqueeze(1))
+            slopes = slopes.mul_(wq)
+            stats = stats._replace(modulated=f.mul_(wq).sum(1), slope=slopes.sum(1))
         ent = _entropy_sum(exps, shifted) if extras else None
-        return stats._replace(entropy=ent), exps
+        return stats._replace(entropy=ent), exps, slopes
 
     def empty(self) -> Statistics:
         zeros = torch.zeros(self.positions, dtype=self.acc, device=self.target.device)
@@ -789,13 +799,15 @@ class Probability:
         scales: ProbabilityScales,
         out: torch.Tensor | None = None,
         exps: torch.Tensor | None = None,
+        slopes: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``d l / d x`` for the block (into ``out`` if given)."""
+        """``d l / d x`` for the block (into ``out`` if given; ``slopes``: ``absorb``'s, when known)."""
         # d/dz_c l = g (p_c B - w_c q_c),  p = exp(z - k) / S  (a focal or poly-1 loss: p_c G - w_c q_c h_c)
         _, wq = self._weighted(block)
-        slopes = _class_slopes(self, xb, stats, exps)  # read before ``out`` may overwrite xb
+        if slopes is None:
+            slopes = _class_slopes(self, xb, stats, exps, wq)  # read before ``out`` may overwrite xb
         grad = _scaled_exps(xb, stats.shift, scales.p, scales.shifted, out, exps)
-        return grad.addcmul_(wq if slopes is None else slopes.mul_(wq), scales.coef.unsqueeze(1), value=-1)
+        return grad.addcmul_(wq if slopes is None else slopes, scales.coef.unsqueeze(1), value=-1)
 
     def target_grads(
         self, xb: torch.Tensor, block: Block, stats: Statistics, scales: ProbabilityScales
