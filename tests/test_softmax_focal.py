@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import crossent
 from helpers import assert_close
@@ -253,3 +255,42 @@ def test_float32_compile_and_modules():
 def test_bad_values_are_named(call, error, message):
     with pytest.raises(error, match=message):
         call(torch.randn(4, 5), torch.tensor([0, 1, 2, 3]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(0, 6),
+    classes=st.integers(1, 7),
+    inner=st.sampled_from([(), (3,), (2, 2)]),
+    gamma=st.sampled_from([0.0, 0.25, 1.0, 2.0, 4.5]),
+    epsilon=st.sampled_from([0.0, -1.0, 0.5]),
+    smoothing=st.sampled_from([0.0, 0.3]),
+    targets=st.sampled_from(["indices", "some-ignored", "all-ignored", "probabilities"]),
+    weighted=st.booleans(),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+    scale=st.sampled_from([1.0, 30.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_property_against_the_composition(
+    rows, classes, inner, gamma, epsilon, smoothing, targets, weighted, reduction, scale, seed
+):
+    # (1 - p)^gamma with gamma < 1 has an infinite slope at p = 1, where the composition's gradient is NaN
+    # (ours is the limit, 0: see test_confident_predictions_stay_finite)
+    assume(gamma == 0.0 or gamma >= 1.0 or (classes > 1 and scale == 1.0))
+    g = torch.Generator().manual_seed(seed)
+    shape = (rows, classes, *inner)
+    x = torch.randn(shape, dtype=F64, generator=g) * scale
+    positions = (rows, *inner)
+    if targets == "probabilities":
+        target = torch.rand(shape, dtype=F64, generator=g).softmax(1)
+    else:
+        target = torch.randint(0, classes, positions, generator=g)
+        if targets != "indices":
+            target.view(-1)[:: 1 if targets == "all-ignored" else 2] = -100
+    weight = torch.rand(classes, dtype=F64, generator=g) + 0.25 if weighted else None
+    kwargs = {"weight": weight, "reduction": reduction, "label_smoothing": smoothing}
+    compare(
+        lambda x: crossent.cross_entropy(x, target, _modulation=(gamma, epsilon), **kwargs),
+        lambda x: composed(x, target, gamma=gamma, epsilon=epsilon, **kwargs),
+        x,
+    )
