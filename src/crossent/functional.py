@@ -44,6 +44,14 @@ def _triton() -> Any:
     return importlib.import_module("crossent.triton")
 
 
+PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)  # what never needs crossent.distributed.dtensor
+
+
+def _dtensor() -> Any:
+    """The DTensor entry (``crossent.distributed.dtensor``), imported only for a tensor subclass."""
+    return importlib.import_module("crossent.distributed.dtensor")
+
+
 @overload
 def cross_entropy(
     input: torch.Tensor,
@@ -171,6 +179,13 @@ def cross_entropy(
         _modulation: ``(gamma, epsilon)`` of :func:`crossent.focal_loss` and
             :func:`crossent.poly1_cross_entropy`, which set it.
 
+    DTensor: when ``input`` is a ``torch.distributed.tensor.DTensor`` sharded on the class dimension
+    (``Shard(1)``, ``Shard(0)`` for ``(C,)``) on one mesh dimension, the loss is the vocab-parallel
+    loss of the local shards over that mesh dimension's process group (as ``process_group=`` above),
+    returned as a DTensor replicated on the mesh; the gradient reaches ``input`` with its placements.
+    A DTensor replicated on the mesh is computed locally. Targets and weights may be plain tensors
+    or DTensors; see ``docs/guide/dtensor.md``.
+
     Shape:
         ============  ====================  ==========================================
         input         target                output (``'none'``)
@@ -195,6 +210,27 @@ def cross_entropy(
         >>> stats.lse, stats.accuracy
         (tensor([2.3133, 3.1269, 3.1269]), tensor(0.6667))
     """
+    if type(input) not in PLAIN_TENSORS and _dtensor().is_dtensor(input):  # the loss of a DTensor's shards
+        return _dtensor().cross_entropy(
+            cross_entropy,
+            input,
+            target,
+            weight,
+            size_average,
+            ignore_index,
+            reduce,
+            reduction,
+            label_smoothing,
+            inplace_backward=inplace_backward,
+            impl=impl,
+            process_group=process_group,
+            normalizer=normalizer,
+            softcap=softcap,
+            temperature=temperature,
+            z_loss=z_loss,
+            return_stats=return_stats,
+            _modulation=_modulation,
+        )  # type: ignore[no-any-return]
     reduction = resolve_reduction(reduction, size_average, reduce)
     options = _checks.logit_options("cross_entropy", softcap, temperature, z_loss, return_stats)
     options = options._replace(focal_gamma=_modulation[0], poly_epsilon=_modulation[1])

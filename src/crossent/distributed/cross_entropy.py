@@ -19,7 +19,7 @@ from crossent._results import CrossEntropyStats, pack
 from crossent.distributed import _consensus
 from crossent.distributed._group import resolve
 from crossent.ops._layout import class_dim
-from crossent.ops.cross_entropy import CrossEntropyCall, CrossEntropyFunction
+from crossent.ops.cross_entropy import CrossEntropyCall, CrossEntropyFunction, Shard
 
 __all__ = ["vocab_parallel_cross_entropy"]
 
@@ -62,7 +62,7 @@ def vocab_parallel_cross_entropy(
     (:func:`crossent.distributed.count_targets`) to normalize across micro-batches and ranks.
 
     Communication: the forward makes three collectives on ``process_group``: an all-reduce MAX of a
-    fixed-size agreement table (21 int64 values per rank, whatever the input), an all-reduce MAX of
+    fixed-size agreement table (22 int64 values per rank, whatever the input), an all-reduce MAX of
     ``N * d1..dK`` values and one all-reduce SUM of 2 to 5 values per position (3 for probabilities),
     both in float32 (float64 for float64 inputs). The backward makes none, and is first-order:
     ``create_graph=True`` raises ``RuntimeError`` (as crossent's other losses do).
@@ -139,9 +139,13 @@ def vocab_parallel_cross_entropy(
         shape = tuple(input.shape[:1] + input.shape[2:]) if input.dim() > 1 else ()
         dtypes = loss_dtypes(input, call, target, weight)
         classes = input.shape[class_dim(input)]
-        return _consensus.Call(CALLER, call, classes, shape, dtypes, target, normalizer), call
+        weight_shape = weight_shape_of(weight)
+        return _consensus.Call(
+            CALLER, call, classes, shape, dtypes, target, normalizer, weight_shape=weight_shape
+        ), call
 
     shard, call = _consensus.agree_on(group, group.device_for(input), CALLER, validate)
+    weight = own_slice(weight, shard, input.shape[class_dim(input)])
     return pack(CrossEntropyFunction.apply(input, target, weight, normalizer, call, shard), call.probability, False)
 
 
@@ -170,9 +174,33 @@ def check_cross_entropy(
     _checks.check_float(label_smoothing, _FN, "label_smoothing", 6)
     _checks.check_normalizer(normalizer, mode, caller)
     same_device(x.device if device is None else device, target=t, weight=w)
-    index, eps, _ = _checks.cross_entropy_arguments(x, t, w, index, label_smoothing, mode, shard=True)
+    index, eps, _ = _checks.cross_entropy_arguments(
+        x, t, _slice_stand_in(w, x), index, label_smoothing, mode, shard=True
+    )
     probability = x.shape == t.shape
     return CrossEntropyCall(mode, index, eps, probability, options=options or LogitOptions())
+
+
+def _slice_stand_in(weight: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """A class weight of another shape than this rank's slice ``(V_r,)`` may be all ``V`` weights, which only
+    the agreement table tells (``_consensus``): the shard's checks see a meta slice of its dtype instead."""
+    if weight is None or x.dim() == 0 or tuple(weight.shape) == (x.shape[class_dim(x)],):
+        return weight
+    stand_in = torch.empty(x.shape[class_dim(x)], dtype=weight.dtype, device="meta")
+    return stand_in.requires_grad_(weight.requires_grad)
+
+
+def weight_shape_of(weight: torch.Tensor | None) -> tuple[int, ...] | None:
+    """The class weight's shape, for the agreement table (None without a weight)."""
+    return None if weight is None else tuple(weight.shape)
+
+
+def own_slice(weight: torch.Tensor | None, shard: Shard, classes: int) -> torch.Tensor | None:
+    """This rank's slice ``(V_r,)`` of a class weight that holds all ``V`` classes (the ranks checked it is
+    one or the other). Gathered at the shard's offset on the device: no host read, differentiable."""
+    if weight is None or weight.shape[0] == classes:
+        return weight
+    return weight.index_select(0, torch.arange(classes, device=weight.device) + shard.offset.to(weight.device))
 
 
 def same_device(device: torch.device, **others: torch.Tensor | None) -> None:

@@ -22,7 +22,7 @@ from crossent._reduction import output
 from crossent._results import CrossEntropyStats, pack
 from crossent.distributed import _consensus, _group
 from crossent.distributed._group import Group, resolve
-from crossent.distributed.cross_entropy import check_cross_entropy, loss_dtypes, same_device
+from crossent.distributed.cross_entropy import check_cross_entropy, loss_dtypes, own_slice, same_device, weight_shape_of
 from crossent.fused._chunks import Projection
 from crossent.fused._function import Wanted, as_inputs, fused_pass
 from crossent.fused._options import FusedOptions, plan
@@ -168,11 +168,22 @@ def vocab_parallel_linear_cross_entropy(
         opts = plan(call, h, linear_weight, classes, others, chunk_size=chunk_size, drop_ignored=False)
         input_grad = grad_mode and input.requires_grad
         mine = _consensus.Call(
-            CALLER, call, classes, shape, dtypes, t, normalizer, reduce_input_grad, input_grad, shift
+            CALLER,
+            call,
+            classes,
+            shape,
+            dtypes,
+            t,
+            normalizer,
+            reduce_input_grad,
+            input_grad,
+            shift,
+            weight_shape_of(weight),
         )
         return mine, (h, t, opts)
 
     shard, (h, t, opts) = _consensus.agree_on(group, group.device_for(input), CALLER, validate)
+    weight = own_slice(weight, shard, linear_weight.shape[0])
     t = t.unsqueeze(-1)[shift:]  # the engine's (N, 1) ids or (N, V_r, 1) probabilities
     valid = causal_positions(h.shape[0], input.shape[-2], shift, h.device) if shift else None
     args = (h, linear_weight, linear_bias, t, weight, normalizer, opts, group, shard, reduce_input_grad, valid)

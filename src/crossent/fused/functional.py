@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, overload
+import importlib
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
 
@@ -20,6 +21,13 @@ if TYPE_CHECKING:
     from torch.nn import LinearCrossEntropyOptions
 
 __all__ = ["linear_cross_entropy"]
+
+PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)  # what never needs crossent.distributed.dtensor
+
+
+def _dtensor() -> Any:
+    """The DTensor entry (``crossent.distributed.dtensor``), imported only for a tensor subclass."""
+    return importlib.import_module("crossent.distributed.dtensor")
 
 
 @overload
@@ -177,6 +185,13 @@ def linear_cross_entropy(
         _logits_dtype: set by crossent's autocast policy (float32 under ``torch.autocast``): the dtype the
             loss takes the logits in, while the matmuls run in ``input``'s dtype.
 
+    DTensor: a ``torch.distributed.tensor.DTensor`` classifier sharded on the vocabulary (``Shard(0)``
+    of ``(V, H)``) on one mesh dimension, with hidden states replicated (a DTensor or a plain tensor),
+    gives the vocab-parallel loss of the local rows over that mesh dimension's process group (as
+    ``process_group=`` above), returned as a DTensor replicated on the mesh; gradients reach the
+    DTensor arguments with their placements (the hidden states' as ``Partial`` when
+    ``reduce_input_grad=False``). Replicated DTensors are computed locally. See ``docs/guide/dtensor.md``.
+
     Shape:
         ==================================  ======================================  =====================
         input, linear_weight                target                                  output (``'none'``)
@@ -197,6 +212,34 @@ def linear_cross_entropy(
         >>> crossent.linear_cross_entropy(hidden, W, labels, shift=1, reduction="none")  # t predicts t + 1
         tensor([[0.4076, 0.8620, 0.0000]])
     """
+    if (type(input) not in PLAIN_TENSORS or type(linear_weight) not in PLAIN_TENSORS) and _dtensor().is_dtensor(
+        input, linear_weight
+    ):  # the loss of a DTensor classifier's shards
+        return _dtensor().linear_cross_entropy(  # type: ignore[no-any-return]
+            linear_cross_entropy,
+            input,
+            linear_weight,
+            target,
+            linear_bias=linear_bias,
+            weight=weight,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            options=options,
+            chunk_size=chunk_size,
+            workspace_bytes=workspace_bytes,
+            impl=impl,
+            process_group=process_group,
+            normalizer=normalizer,
+            reduce_input_grad=reduce_input_grad,
+            softcap=softcap,
+            temperature=temperature,
+            z_loss=z_loss,
+            return_stats=return_stats,
+            shift=shift,
+            focal_gamma=focal_gamma,
+            _logits_dtype=_logits_dtype,
+        )
     options_ = _checks.logit_options("linear_cross_entropy", softcap, temperature, z_loss, return_stats)
     if focal_gamma != 0.0:
         _checks.focal_arguments("linear_cross_entropy", input, target, focal_gamma, "focal_gamma")
