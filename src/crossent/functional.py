@@ -230,7 +230,7 @@ def cross_entropy(
             z_loss=z_loss,
             return_stats=return_stats,
             _modulation=_modulation,
-        )  # type: ignore[no-any-return]
+        )
     reduction = resolve_reduction(reduction, size_average, reduce)
     options = _checks.logit_options("cross_entropy", softcap, temperature, z_loss, return_stats)
     options = options._replace(focal_gamma=_modulation[0], poly_epsilon=_modulation[1])

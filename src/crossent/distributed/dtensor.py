@@ -54,7 +54,7 @@ class Layout:
 
 
 def _describe(placements: Sequence[Placement]) -> str:
-    return "(" + ", ".join(str(p) for p in placements) + ")"
+    return "(" + ", ".join(repr(p) for p in placements) + ")"
 
 
 def layout_of(x: DTensor, class_dim: int, caller: str, what: str) -> Layout:
@@ -65,7 +65,7 @@ def layout_of(x: DTensor, class_dim: int, caller: str, what: str) -> Layout:
         if i not in sharding and not p.is_replicate():
             raise ValueError(
                 f"{caller}: a DTensor {what} must be sharded on its class dimension {class_dim} (Shard({class_dim})) "
-                f"or replicated, on every mesh dimension; got placements {_describe(placements)}: {p} on mesh "
+                f"or replicated, on every mesh dimension; got placements {_describe(placements)}: {p!r} on mesh "
                 f"dimension {i} is not supported"
             )
     if len(sharding) > 1:
@@ -95,7 +95,7 @@ def _local(
         raise ValueError(f"{caller}: {what} is a DTensor on another device mesh than the loss's ({t.device_mesh})")
     if tuple(t.placements) != expected:
         raise ValueError(
-            f"{caller}: a DTensor {what} must have placements {_describe(expected)} here, got {_describe(t.placements)}"
+            f"{caller}: a DTensor {what} must have placements {_describe(expected)}, got {_describe(t.placements)}"
         )
     return t.to_local(grad_placements=grad_placements)
 

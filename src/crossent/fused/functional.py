@@ -215,7 +215,7 @@ def linear_cross_entropy(
     if (type(input) not in PLAIN_TENSORS or type(linear_weight) not in PLAIN_TENSORS) and _dtensor().is_dtensor(
         input, linear_weight
     ):  # the loss of a DTensor classifier's shards
-        return _dtensor().linear_cross_entropy(  # type: ignore[no-any-return]
+        return _dtensor().linear_cross_entropy(
             linear_cross_entropy,
             input,
             linear_weight,
