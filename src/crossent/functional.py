@@ -166,7 +166,8 @@ def cross_entropy(
         impl: ``'auto'`` | ``'torch'`` | ``'native'`` | ``'triton'`` (see ``crossent._dispatch``): ``'auto'`` runs
             the native kernels on CPU tensors and Triton on CUDA tensors where they support the call.
         process_group: vocab parallelism: ``input`` (and probability targets, ``weight``) hold this
-            rank's contiguous slice of the classes, targets are global ids; every rank gets the loss
+            rank's contiguous slice of the classes (``weight`` may also be all ``V`` of them), targets
+            are global ids; every rank gets the loss
             of the whole vocabulary (``crossent.distributed.vocab_parallel_cross_entropy``: three
             collectives in the forward, none in the backward).
         normalizer: return ``sum_n l_n / normalizer`` (for ``'mean'`` and ``'sum'``; a number or a

@@ -99,7 +99,12 @@ def vocab_parallel_cross_entropy(
         input: this rank's logits ``(N, V_r, d1..dK)`` (or ``(V_r,)``), float.
         target: global class ids ``(N, d1..dK)`` (int64, or uint8 for 2-dim inputs), identical on every
             rank; or this rank's slice of the class probabilities, same shape as ``input``.
-        weight: this rank's slice of the class weights ``(V_r,)``.
+        weight: the class weights, this rank's slice ``(V_r,)`` or all ``V`` of them ``(V,)``, told apart by
+            length once the agreement exchange gives ``V`` (where ``V_r == V``, one rank holding every
+            class, the two are the same vector). A full vector is cut at this rank's offset on its
+            device (no host read); with probability targets its gradient holds this rank's classes'
+            terms only (sum it over the ranks for the whole). A weight of any other shape raises
+            ``RuntimeError`` naming both lengths on its rank, ``PeerError`` on the others.
         ignore_index: class-index targets equal to it contribute nothing (probabilities need it < 0).
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         label_smoothing: ``eps`` in ``[0, 1]``, spread over all ``V`` classes.
@@ -162,6 +167,9 @@ def check_cross_entropy(
     options: LogitOptions | None = None,
 ) -> CrossEntropyCall:
     """Validate one rank's arguments; raises what ``torch.nn.functional.cross_entropy`` raises for the same shard.
+
+    A class weight of another shape than the shard's ``(V_r,)`` is left to the agreement table, which
+    knows ``V`` (it may be the full vector).
 
     ``device``: where ``target`` and ``weight`` must be (default: ``input``'s device; the linear loss
     passes meta logits and the hidden states' device).

@@ -68,7 +68,7 @@ def vocab_parallel_linear_cross_entropy(
     r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` when each rank holds a slice of the classes.
 
     Rank ``r`` holds the classifier rows of classes ``[o_r, o_r + V_r)`` (ranks in order, widths free):
-    ``linear_weight (V_r, H)``, ``linear_bias (V_r,)`` and class ``weight (V_r,)``; ``input`` and
+    ``linear_weight (V_r, H)``, ``linear_bias (V_r,)`` and class ``weight (V_r,)`` (or the full ``(V,)``); ``input`` and
     class-index targets are the same on every rank. Every rank returns the loss, and the gradients of
     its shard, of ``crossent.cross_entropy(input @ W.T + b, target, ...)`` on the whole classifier::
 
@@ -108,7 +108,8 @@ def vocab_parallel_linear_cross_entropy(
         target: global class ids ``(*)`` (int64 or uint8), identical on every rank; or this rank's slice
             of the class probabilities ``(*, V_r)``.
         linear_bias: this rank's bias slice ``(V_r,)``.
-        weight: this rank's slice of the class weights ``(V_r,)``.
+        weight: the class weights, this rank's slice ``(V_r,)`` or all of them ``(V,)``, as in
+            :func:`vocab_parallel_cross_entropy`.
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         ignore_index: class ids equal to it contribute nothing; None means -100 (as in torch's
             ``linear_cross_entropy``). Must be None or negative for probabilities.

@@ -170,7 +170,8 @@ def linear_cross_entropy(
         workspace_bytes: budget for the chunk workspace, in bytes.
         impl: ``'auto'`` | ``'torch'`` (there is no native or Triton kernel for the fused loss yet).
         process_group: vocab parallelism: ``linear_weight`` ``(V_r, H)``, ``linear_bias``, ``weight``
-            (and probability targets) hold this rank's contiguous slice of the classes; ``input`` and
+            (and probability targets) hold this rank's contiguous slice of the classes (``weight`` may
+            also be all ``V`` of them); ``input`` and
             class ids are the same on every rank (``crossent.distributed.vocab_parallel_linear_cross_entropy``).
         normalizer: return ``sum_n l_n / normalizer`` (for ``'mean'`` and ``'sum'``; a number or a
             one-element tensor, never read on the host), e.g. ``crossent.distributed.count_targets``.
