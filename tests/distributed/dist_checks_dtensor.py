@@ -312,6 +312,15 @@ def check_bad_placements(pg: dist.ProcessGroup) -> None:
     )
 
 
+def check_permuted_mesh(pg: dist.ProcessGroup) -> None:
+    """A mesh whose ranks are not in increasing order: DTensor's shard order is not the group's rank order,
+    which the vocab-parallel loss follows; refused rather than silently wrong."""
+    permuted = DeviceMesh("cpu", list(reversed(range(world()))))
+    logits = distribute_tensor(torch.randn(4, 7, dtype=torch.float64, generator=generator(45)), permuted, [Shard(1)])
+    y = torch.tensor([0, 6, 3, 2])
+    expect(ValueError, r"not in increasing order .* \(mesh \[(2, )?1, 0\]\)", lambda: crossent.cross_entropy(logits, y))
+
+
 def check_collectives(pg: dist.ProcessGroup) -> None:
     """The DTensor entry adds no collective to the vocab-parallel loss's three (none in the backward)."""
     calls: list[str] = []
@@ -426,6 +435,7 @@ def checks() -> list[tuple[str, Check]]:
             check_replicated,
             check_two_dimensional_mesh,
             check_bad_placements,
+            check_permuted_mesh,
             check_collectives,
             check_full_or_sliced_weight,
             check_weight_of_another_length,
