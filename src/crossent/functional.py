@@ -44,12 +44,20 @@ def _triton() -> Any:
     return importlib.import_module("crossent.triton")
 
 
-PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)  # what never needs crossent.distributed.dtensor
+PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
-def _dtensor() -> Any:
-    """The DTensor entry (``crossent.distributed.dtensor``), imported only for a tensor subclass."""
-    return importlib.import_module("crossent.distributed.dtensor")
+def dtensor_entry(*tensors: object) -> Any:
+    """``crossent.distributed.dtensor`` when one of ``tensors`` is a DTensor, else None.
+
+    Plain tensors and parameters cost one type check each and never import it (nor
+    ``torch.distributed.tensor``); under ``torch.compile`` the check folds away.
+    """
+    for t in tensors:
+        if type(t) not in PLAIN_TENSORS:
+            entry = importlib.import_module("crossent.distributed.dtensor")
+            return entry if entry.is_dtensor(*tensors) else None
+    return None
 
 
 @overload
@@ -211,8 +219,8 @@ def cross_entropy(
         >>> stats.lse, stats.accuracy
         (tensor([2.3133, 3.1269, 3.1269]), tensor(0.6667))
     """
-    if type(input) not in PLAIN_TENSORS and _dtensor().is_dtensor(input):  # the loss of a DTensor's shards
-        return _dtensor().cross_entropy(
+    if (entry := dtensor_entry(input)) is not None:  # the loss of a DTensor's local shards
+        return entry.cross_entropy(
             cross_entropy,
             input,
             target,

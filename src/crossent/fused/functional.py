@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 import torch
 
@@ -13,6 +12,7 @@ from crossent._reduction import Reduction
 from crossent._reduction import resolve as resolve_reduction
 from crossent._results import CrossEntropyStats, pack
 from crossent._seam import public_op
+from crossent.functional import dtensor_entry
 from crossent.fused._function import LinearCrossEntropyFunction
 from crossent.fused._options import plan
 from crossent.ops.cross_entropy import CrossEntropyCall
@@ -21,13 +21,6 @@ if TYPE_CHECKING:
     from torch.nn import LinearCrossEntropyOptions
 
 __all__ = ["linear_cross_entropy"]
-
-PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)  # what never needs crossent.distributed.dtensor
-
-
-def _dtensor() -> Any:
-    """The DTensor entry (``crossent.distributed.dtensor``), imported only for a tensor subclass."""
-    return importlib.import_module("crossent.distributed.dtensor")
 
 
 @overload
@@ -213,10 +206,8 @@ def linear_cross_entropy(
         >>> crossent.linear_cross_entropy(hidden, W, labels, shift=1, reduction="none")  # t predicts t + 1
         tensor([[0.4076, 0.8620, 0.0000]])
     """
-    if (type(input) not in PLAIN_TENSORS or type(linear_weight) not in PLAIN_TENSORS) and _dtensor().is_dtensor(
-        input, linear_weight
-    ):  # the loss of a DTensor classifier's shards
-        return _dtensor().linear_cross_entropy(
+    if (entry := dtensor_entry(input, linear_weight)) is not None:  # the loss of a DTensor classifier's shards
+        return entry.linear_cross_entropy(
             linear_cross_entropy,
             input,
             linear_weight,
