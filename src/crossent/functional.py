@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 import warnings
 from typing import Any, Literal, overload
 
@@ -51,12 +52,15 @@ def dtensor_entry(*tensors: object) -> Any:
     """``crossent.distributed.dtensor`` when one of ``tensors`` is a DTensor, else None.
 
     Plain tensors and parameters cost one type check each and never import it (nor
-    ``torch.distributed.tensor``); under ``torch.compile`` the check folds away.
+    ``torch.distributed.tensor``, before which no DTensor exists); under ``torch.compile`` the check
+    folds away.
     """
     for t in tensors:
         if type(t) not in PLAIN_TENSORS:
-            entry = importlib.import_module("crossent.distributed.dtensor")
-            return entry if entry.is_dtensor(*tensors) else None
+            dtensor = sys.modules.get("torch.distributed.tensor")
+            if dtensor is None or not any(isinstance(x, dtensor.DTensor) for x in tensors):
+                return None
+            return importlib.import_module("crossent.distributed.dtensor")
     return None
 
 

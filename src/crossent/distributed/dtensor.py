@@ -1,19 +1,19 @@
 """DTensor inputs: the loss of a tensor-parallel model runs on the local shards, over the mesh's group.
 
 ``crossent.cross_entropy`` hands a ``torch.distributed.tensor.DTensor`` input here, and
-``crossent.linear_cross_entropy`` a DTensor classifier or hidden states (their entry checks
-``type(x)``, so plain tensors never import this module). Logits sharded on the class dimension
-(``Shard(1)``; ``Shard(0)`` for unbatched ``(C,)``), or a classifier sharded on the vocabulary
-(``Shard(0)`` of ``(V, H)``), on exactly one mesh dimension, every other mesh dimension
-``Replicate``, become a call of the vocab-parallel loss on the local shards with the process group
-of that mesh dimension; a DTensor replicated on every mesh dimension is computed locally. Every
-tensor returned is a DTensor replicated on the mesh, and gradients come back to the DTensor
-arguments with their own placements, as with ``torch.distributed.tensor.parallel.loss_parallel()``.
+``crossent.linear_cross_entropy`` a DTensor classifier or hidden states
+(``crossent.functional.dtensor_entry`` checks ``type(x)``, so plain tensors never import this
+module). Logits sharded on the class dimension (``Shard(1)``; ``Shard(0)`` for unbatched ``(C,)``),
+or a classifier sharded on the vocabulary (``Shard(0)`` of ``(V, H)``), on exactly one mesh
+dimension, every other mesh dimension ``Replicate``, become a call of the vocab-parallel loss on the
+local shards with the process group of that mesh dimension; a DTensor replicated on every mesh
+dimension is computed locally. Every tensor returned is a DTensor replicated on the mesh, and
+gradients come back to the DTensor arguments with their own placements, as with
+``torch.distributed.tensor.parallel.loss_parallel()``.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +24,7 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
 from torch.distributed.tensor.placement_types import Placement
 
-__all__ = ["cross_entropy", "is_dtensor", "linear_cross_entropy"]
-
-
-def is_dtensor(*tensors: object) -> bool:
-    """Whether any of ``tensors`` is a DTensor (none can be before ``torch.distributed.tensor`` is imported)."""
-    module = sys.modules.get("torch.distributed.tensor")
-    return module is not None and any(isinstance(t, module.DTensor) for t in tensors)
+__all__ = ["cross_entropy", "linear_cross_entropy"]
 
 
 @dataclass(frozen=True)
