@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 import warnings
 from typing import Any, Literal, overload
 
@@ -42,6 +43,25 @@ __all__ = [
 def _triton() -> Any:
     """The Triton backend, imported only once the dispatcher has chosen it."""
     return importlib.import_module("crossent.triton")
+
+
+PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
+def dtensor_entry(*tensors: object) -> Any:
+    """``crossent.distributed.dtensor`` when one of ``tensors`` is a DTensor, else None.
+
+    Plain tensors and parameters cost one type check each and never import it (nor
+    ``torch.distributed.tensor``, before which no DTensor exists); under ``torch.compile`` the check
+    folds away.
+    """
+    for t in tensors:
+        if type(t) not in PLAIN_TENSORS:
+            dtensor = sys.modules.get("torch.distributed.tensor")
+            if dtensor is None or not any(isinstance(x, dtensor.DTensor) for x in tensors):
+                return None
+            return importlib.import_module("crossent.distributed.dtensor")
+    return None
 
 
 @overload
@@ -158,7 +178,8 @@ def cross_entropy(
         impl: ``'auto'`` | ``'torch'`` | ``'native'`` | ``'triton'`` (see ``crossent._dispatch``): ``'auto'`` runs
             the native kernels on CPU tensors and Triton on CUDA tensors where they support the call.
         process_group: vocab parallelism: ``input`` (and probability targets, ``weight``) hold this
-            rank's contiguous slice of the classes, targets are global ids; every rank gets the loss
+            rank's contiguous slice of the classes (``weight`` may also be all ``V`` of them), targets
+            are global ids; every rank gets the loss
             of the whole vocabulary (``crossent.distributed.vocab_parallel_cross_entropy``: three
             collectives in the forward, none in the backward).
         normalizer: return ``sum_n l_n / normalizer`` (for ``'mean'`` and ``'sum'``; a number or a
@@ -170,6 +191,13 @@ def cross_entropy(
         return_stats: return ``(loss, stats)`` with the log-sum-exp, entropy, z-loss and accuracy.
         _modulation: ``(gamma, epsilon)`` of :func:`crossent.focal_loss` and
             :func:`crossent.poly1_cross_entropy`, which set it.
+
+    DTensor: when ``input`` is a ``torch.distributed.tensor.DTensor`` sharded on the class dimension
+    (``Shard(1)``, ``Shard(0)`` for ``(C,)``) on one mesh dimension, the loss is the vocab-parallel
+    loss of the local shards over that mesh dimension's process group (as ``process_group=`` above),
+    returned as a DTensor replicated on the mesh; the gradient reaches ``input`` with its placements.
+    A DTensor replicated on the mesh is computed locally. Targets and weights may be plain tensors
+    or DTensors; see ``docs/guide/dtensor.md``.
 
     Shape:
         ============  ====================  ==========================================
@@ -195,6 +223,27 @@ def cross_entropy(
         >>> stats.lse, stats.accuracy
         (tensor([2.3133, 3.1269, 3.1269]), tensor(0.6667))
     """
+    if (entry := dtensor_entry(input)) is not None:  # the loss of a DTensor's local shards
+        return entry.cross_entropy(
+            cross_entropy,
+            input,
+            target,
+            weight,
+            size_average,
+            ignore_index,
+            reduce,
+            reduction,
+            label_smoothing,
+            inplace_backward=inplace_backward,
+            impl=impl,
+            process_group=process_group,
+            normalizer=normalizer,
+            softcap=softcap,
+            temperature=temperature,
+            z_loss=z_loss,
+            return_stats=return_stats,
+            _modulation=_modulation,
+        )
     reduction = resolve_reduction(reduction, size_average, reduce)
     options = _checks.logit_options("cross_entropy", softcap, temperature, z_loss, return_stats)
     options = options._replace(focal_gamma=_modulation[0], poly_epsilon=_modulation[1])

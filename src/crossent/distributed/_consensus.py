@@ -3,10 +3,10 @@ whether all ranks were called alike and whether any rank rejected its input.
 
 Collectives are safe only if every rank sends a buffer of the same size (gloo aborts a process whose
 peer sent another size, NCCL waits for the timeout), and a rank that raises on its own leaves its
-peers waiting. So each call starts with one all-reduce MAX of a ``(world, 2 + len(FIELDS))`` int64
-table, whatever the arguments: each rank writes its row (failure flag, shard width, one value per
-field of :data:`FIELDS`) and the smallest int64 everywhere else, so MAX delivers every row as its
-owner wrote it. Every rank then runs the same checks on the same table and raises the same way
+peers waiting. So each call starts with one all-reduce MAX of a ``(world, 3 + len(FIELDS))`` int64
+table, whatever the arguments: each rank writes its row (failure flag, shard width, class-weight
+length, one value per field of :data:`FIELDS`) and the smallest int64 everywhere else, so MAX
+delivers every row as its owner wrote it. Every rank then runs the same checks on the same table and raises the same way
 (what they raise and compare: ``vocab_parallel_cross_entropy``'s docstring).
 """
 
@@ -27,7 +27,8 @@ from crossent.distributed._group import Group
 from crossent.ops.cross_entropy import CrossEntropyCall, Shard
 
 _EMPTY = -(2**63)  # written into the other ranks' rows: below every value, so MAX keeps each row as written
-_FAILED, _WIDTH = 0, 1  # the first two columns of a row; the fields follow
+_FAILED, _WIDTH, _WEIGHT = 0, 1, 2  # the first columns of a row, free to differ between ranks; the fields follow
+_FIRST_FIELD = 3
 _REDUCTIONS = ("none", "mean", "sum")
 
 
@@ -45,6 +46,7 @@ class Call:
     reduce_input_grad: bool = False  # the linear loss's backward all-reduces the input gradient ...
     input_grad: bool = False  # ... when this is True too
     shift: int = 0  # the linear loss's causal shift
+    weight_shape: tuple[int, ...] | None = None  # of the class weight: this rank's slice (V_r,) or all of it (V,)
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ FIELDS: tuple[Field, ...] = (
         note=lambda c: "compared by a 64-bit digest of the class ids and their positions",
     ),
 )
-_COLUMNS = 2 + len(FIELDS)
+_COLUMNS = _FIRST_FIELD + len(FIELDS)
 
 
 T = TypeVar("T")
@@ -192,6 +194,7 @@ def agree_on(
     widths = table[:, _WIDTH]
     shard = Shard(group.handle, offset=widths[: group.rank].sum(), num_classes=widths.sum())
     _group.check_peers(table[:, _FAILED], caller, _group.REJECTED)
+    _check_weight_lengths(table, call, caller, group.rank)
     if not call.spec.probability:
         # V stays a 0-dim tensor: read on the host for CPU tensors only (a device-side assert elsewhere)
         _checks.class_targets(call.target, shard.num_classes, call.spec.ignore_index)  # type: ignore[arg-type]
@@ -199,13 +202,13 @@ def agree_on(
         return shard, result
     if _group.reads_on_host(table):
         rows = table.tolist()
-        for column, field in enumerate(FIELDS, start=2):
+        for column, field in enumerate(FIELDS, start=_FIRST_FIELD):
             values = [row[column] for row in rows]
             if any(v != values[0] for v in values):
                 raise _disagreement(caller, field, values, call, group.rank)
     else:
         torch._assert_async(
-            (table[:, 2:] == table[0, 2:]).all(),
+            (table[:, _FIRST_FIELD:] == table[0, _FIRST_FIELD:]).all(),
             f"{caller}: the ranks of the process group were called with different shapes, options or targets",
         )
     return shard, result
@@ -213,9 +216,9 @@ def agree_on(
 
 def _row(call: Call, device: torch.device) -> torch.Tensor:
     """This rank's row of the table, on ``device`` (tensor fields are written there, never read on the host)."""
-    values: list[int] = [0, call.classes]
+    values: list[int] = [0, call.classes, _weight_length(call)]
     on_device: dict[int, torch.Tensor] = {}
-    for column, field in enumerate(FIELDS, start=2):
+    for column, field in enumerate(FIELDS, start=_FIRST_FIELD):
         value = field.value(call)
         if isinstance(value, torch.Tensor):
             on_device[column] = value
@@ -226,6 +229,41 @@ def _row(call: Call, device: torch.device) -> torch.Tensor:
     for column, value in on_device.items():
         row[column] = value.to(device, non_blocking=True)
     return row
+
+
+def _weight_length(call: Call) -> int:
+    """The class weight's length: the shard width without one (nothing to check), -1 when it is not 1-D."""
+    shape = call.weight_shape
+    if shape is None:
+        return call.classes
+    return shape[0] if len(shape) == 1 else -1
+
+
+def _check_weight_lengths(table: torch.Tensor, call: Call, caller: str, rank: int) -> None:
+    """Each rank's class weight is its slice ``(V_r,)`` or all ``V`` weights ``(V,)``: ``RuntimeError`` on a
+    rank whose weight is neither, :class:`PeerError` on the others. The lengths are told apart after the
+    exchange, which gives ``V``; where ``V_r == V`` (one rank holds every class) they are the same vector.
+    """
+    if torch.compiler.is_compiling():
+        return
+    widths, lengths = table[:, _WIDTH], table[:, _WEIGHT]
+    classes = widths.sum()
+    bad = (lengths != widths) & (lengths != classes)
+    shape = list(call.weight_shape or ())
+    if _group.reads_on_host(table):
+        if bool(bad[rank]):
+            raise RuntimeError(
+                f"{caller}: weight must be this rank's slice of the class weights, of shape [{call.classes}], "
+                f"or the weights of all {int(classes)} classes, of shape [{int(classes)}], but got weight tensor "
+                f"of shape: {shape}"
+            )
+    else:
+        torch._assert_async(
+            ~bad[rank],
+            f"{caller}: weight must be this rank's slice of the class weights, of shape [{call.classes}], or the "
+            f"weights of all classes of all ranks (V,), but got weight tensor of shape: {shape}",
+        )
+    _group.check_peers(bad, caller, _group.REJECTED)
 
 
 def _exchange(group: Group, row: torch.Tensor) -> torch.Tensor:

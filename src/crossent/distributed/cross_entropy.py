@@ -19,7 +19,7 @@ from crossent._results import CrossEntropyStats, pack
 from crossent.distributed import _consensus
 from crossent.distributed._group import resolve
 from crossent.ops._layout import class_dim
-from crossent.ops.cross_entropy import CrossEntropyCall, CrossEntropyFunction
+from crossent.ops.cross_entropy import CrossEntropyCall, CrossEntropyFunction, Shard
 
 __all__ = ["vocab_parallel_cross_entropy"]
 
@@ -62,7 +62,7 @@ def vocab_parallel_cross_entropy(
     (:func:`crossent.distributed.count_targets`) to normalize across micro-batches and ranks.
 
     Communication: the forward makes three collectives on ``process_group``: an all-reduce MAX of a
-    fixed-size agreement table (21 int64 values per rank, whatever the input), an all-reduce MAX of
+    fixed-size agreement table (22 int64 values per rank, whatever the input), an all-reduce MAX of
     ``N * d1..dK`` values and one all-reduce SUM of 2 to 5 values per position (3 for probabilities),
     both in float32 (float64 for float64 inputs). The backward makes none, and is first-order:
     ``create_graph=True`` raises ``RuntimeError`` (as crossent's other losses do).
@@ -99,7 +99,12 @@ def vocab_parallel_cross_entropy(
         input: this rank's logits ``(N, V_r, d1..dK)`` (or ``(V_r,)``), float.
         target: global class ids ``(N, d1..dK)`` (int64, or uint8 for 2-dim inputs), identical on every
             rank; or this rank's slice of the class probabilities, same shape as ``input``.
-        weight: this rank's slice of the class weights ``(V_r,)``.
+        weight: the class weights, this rank's slice ``(V_r,)`` or all ``V`` of them ``(V,)``, told apart by
+            length once the agreement exchange gives ``V`` (where ``V_r == V``, one rank holding every
+            class, the two are the same vector). A full vector is cut at this rank's offset on its
+            device (no host read); with probability targets its gradient holds this rank's classes'
+            terms only (sum it over the ranks for the whole). A weight of any other shape raises
+            ``RuntimeError`` naming both lengths on its rank, ``PeerError`` on the others.
         ignore_index: class-index targets equal to it contribute nothing (probabilities need it < 0).
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         label_smoothing: ``eps`` in ``[0, 1]``, spread over all ``V`` classes.
@@ -139,9 +144,13 @@ def vocab_parallel_cross_entropy(
         shape = tuple(input.shape[:1] + input.shape[2:]) if input.dim() > 1 else ()
         dtypes = loss_dtypes(input, call, target, weight)
         classes = input.shape[class_dim(input)]
-        return _consensus.Call(CALLER, call, classes, shape, dtypes, target, normalizer), call
+        weight_shape = weight_shape_of(weight)
+        return _consensus.Call(
+            CALLER, call, classes, shape, dtypes, target, normalizer, weight_shape=weight_shape
+        ), call
 
     shard, call = _consensus.agree_on(group, group.device_for(input), CALLER, validate)
+    weight = own_slice(weight, shard, input.shape[class_dim(input)])
     return pack(CrossEntropyFunction.apply(input, target, weight, normalizer, call, shard), call.probability, False)
 
 
@@ -159,6 +168,9 @@ def check_cross_entropy(
 ) -> CrossEntropyCall:
     """Validate one rank's arguments; raises what ``torch.nn.functional.cross_entropy`` raises for the same shard.
 
+    A class weight of another shape than the shard's ``(V_r,)`` is left to the agreement table, which
+    knows ``V`` (it may be the full vector).
+
     ``device``: where ``target`` and ``weight`` must be (default: ``input``'s device; the linear loss
     passes meta logits and the hidden states' device).
     """
@@ -170,9 +182,33 @@ def check_cross_entropy(
     _checks.check_float(label_smoothing, _FN, "label_smoothing", 6)
     _checks.check_normalizer(normalizer, mode, caller)
     same_device(x.device if device is None else device, target=t, weight=w)
-    index, eps, _ = _checks.cross_entropy_arguments(x, t, w, index, label_smoothing, mode, shard=True)
+    index, eps, _ = _checks.cross_entropy_arguments(
+        x, t, _slice_stand_in(w, x), index, label_smoothing, mode, shard=True
+    )
     probability = x.shape == t.shape
     return CrossEntropyCall(mode, index, eps, probability, options=options or LogitOptions())
+
+
+def _slice_stand_in(weight: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """A class weight of another shape than this rank's slice ``(V_r,)`` may be all ``V`` weights, which only
+    the agreement table tells (``_consensus``): the shard's checks see a meta slice of its dtype instead."""
+    if weight is None or x.dim() == 0 or tuple(weight.shape) == (x.shape[class_dim(x)],):
+        return weight
+    stand_in = torch.empty(x.shape[class_dim(x)], dtype=weight.dtype, device="meta")
+    return stand_in.requires_grad_(weight.requires_grad)
+
+
+def weight_shape_of(weight: torch.Tensor | None) -> tuple[int, ...] | None:
+    """The class weight's shape, for the agreement table (None without a weight)."""
+    return None if weight is None else tuple(weight.shape)
+
+
+def own_slice(weight: torch.Tensor | None, shard: Shard, classes: int) -> torch.Tensor | None:
+    """This rank's slice ``(V_r,)`` of a class weight that holds all ``V`` classes (the ranks checked it is
+    one or the other). Gathered at the shard's offset on the device: no host read, differentiable."""
+    if weight is None or weight.shape[0] == classes:
+        return weight
+    return weight.index_select(0, torch.arange(classes, device=weight.device) + shard.offset.to(weight.device))
 
 
 def same_device(device: torch.device, **others: torch.Tensor | None) -> None:

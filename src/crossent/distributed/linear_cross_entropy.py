@@ -22,7 +22,7 @@ from crossent._reduction import output
 from crossent._results import CrossEntropyStats, pack
 from crossent.distributed import _consensus, _group
 from crossent.distributed._group import Group, resolve
-from crossent.distributed.cross_entropy import check_cross_entropy, loss_dtypes, same_device
+from crossent.distributed.cross_entropy import check_cross_entropy, loss_dtypes, own_slice, same_device, weight_shape_of
 from crossent.fused._chunks import Projection
 from crossent.fused._function import Wanted, as_inputs, fused_pass
 from crossent.fused._options import FusedOptions, plan
@@ -68,7 +68,7 @@ def vocab_parallel_linear_cross_entropy(
     r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` when each rank holds a slice of the classes.
 
     Rank ``r`` holds the classifier rows of classes ``[o_r, o_r + V_r)`` (ranks in order, widths free):
-    ``linear_weight (V_r, H)``, ``linear_bias (V_r,)`` and class ``weight (V_r,)``; ``input`` and
+    ``linear_weight (V_r, H)``, ``linear_bias (V_r,)`` and class ``weight (V_r,)`` (or the full ``(V,)``); ``input`` and
     class-index targets are the same on every rank. Every rank returns the loss, and the gradients of
     its shard, of ``crossent.cross_entropy(input @ W.T + b, target, ...)`` on the whole classifier::
 
@@ -108,7 +108,8 @@ def vocab_parallel_linear_cross_entropy(
         target: global class ids ``(*)`` (int64 or uint8), identical on every rank; or this rank's slice
             of the class probabilities ``(*, V_r)``.
         linear_bias: this rank's bias slice ``(V_r,)``.
-        weight: this rank's slice of the class weights ``(V_r,)``.
+        weight: the class weights, this rank's slice ``(V_r,)`` or all of them ``(V,)``, as in
+            :func:`vocab_parallel_cross_entropy`.
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         ignore_index: class ids equal to it contribute nothing; None means -100 (as in torch's
             ``linear_cross_entropy``). Must be None or negative for probabilities.
@@ -168,11 +169,22 @@ def vocab_parallel_linear_cross_entropy(
         opts = plan(call, h, linear_weight, classes, others, chunk_size=chunk_size, drop_ignored=False)
         input_grad = grad_mode and input.requires_grad
         mine = _consensus.Call(
-            CALLER, call, classes, shape, dtypes, t, normalizer, reduce_input_grad, input_grad, shift
+            CALLER,
+            call,
+            classes,
+            shape,
+            dtypes,
+            t,
+            normalizer,
+            reduce_input_grad,
+            input_grad,
+            shift,
+            weight_shape_of(weight),
         )
         return mine, (h, t, opts)
 
     shard, (h, t, opts) = _consensus.agree_on(group, group.device_for(input), CALLER, validate)
+    weight = own_slice(weight, shard, linear_weight.shape[0])
     t = t.unsqueeze(-1)[shift:]  # the engine's (N, 1) ids or (N, V_r, 1) probabilities
     valid = causal_positions(h.shape[0], input.shape[-2], shift, h.device) if shift else None
     args = (h, linear_weight, linear_bias, t, weight, normalizer, opts, group, shard, reduce_input_grad, valid)

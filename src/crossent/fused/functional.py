@@ -12,6 +12,7 @@ from crossent._reduction import Reduction
 from crossent._reduction import resolve as resolve_reduction
 from crossent._results import CrossEntropyStats, pack
 from crossent._seam import public_op
+from crossent.functional import dtensor_entry
 from crossent.fused._function import LinearCrossEntropyFunction
 from crossent.fused._options import plan
 from crossent.ops.cross_entropy import CrossEntropyCall
@@ -162,7 +163,8 @@ def linear_cross_entropy(
         workspace_bytes: budget for the chunk workspace, in bytes.
         impl: ``'auto'`` | ``'torch'`` (there is no native or Triton kernel for the fused loss yet).
         process_group: vocab parallelism: ``linear_weight`` ``(V_r, H)``, ``linear_bias``, ``weight``
-            (and probability targets) hold this rank's contiguous slice of the classes; ``input`` and
+            (and probability targets) hold this rank's contiguous slice of the classes (``weight`` may
+            also be all ``V`` of them); ``input`` and
             class ids are the same on every rank (``crossent.distributed.vocab_parallel_linear_cross_entropy``).
         normalizer: return ``sum_n l_n / normalizer`` (for ``'mean'`` and ``'sum'``; a number or a
             one-element tensor, never read on the host), e.g. ``crossent.distributed.count_targets``.
@@ -176,6 +178,13 @@ def linear_cross_entropy(
             ``-(1 - p)**focal_gamma log p`` where cross-entropy has ``-log p``.
         _logits_dtype: set by crossent's autocast policy (float32 under ``torch.autocast``): the dtype the
             loss takes the logits in, while the matmuls run in ``input``'s dtype.
+
+    DTensor: a ``torch.distributed.tensor.DTensor`` classifier sharded on the vocabulary (``Shard(0)``
+    of ``(V, H)``) on one mesh dimension, with hidden states replicated (a DTensor or a plain tensor),
+    gives the vocab-parallel loss of the local rows over that mesh dimension's process group (as
+    ``process_group=`` above), returned as a DTensor replicated on the mesh; gradients reach the
+    DTensor arguments with their placements (the hidden states' as ``Partial`` when
+    ``reduce_input_grad=False``). Replicated DTensors are computed locally. See ``docs/guide/dtensor.md``.
 
     Shape:
         ==================================  ======================================  =====================
@@ -197,6 +206,32 @@ def linear_cross_entropy(
         >>> crossent.linear_cross_entropy(hidden, W, labels, shift=1, reduction="none")  # t predicts t + 1
         tensor([[0.4076, 0.8620, 0.0000]])
     """
+    if (entry := dtensor_entry(input, linear_weight)) is not None:  # the loss of a DTensor classifier's shards
+        return entry.linear_cross_entropy(
+            linear_cross_entropy,
+            input,
+            linear_weight,
+            target,
+            linear_bias=linear_bias,
+            weight=weight,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            options=options,
+            chunk_size=chunk_size,
+            workspace_bytes=workspace_bytes,
+            impl=impl,
+            process_group=process_group,
+            normalizer=normalizer,
+            reduce_input_grad=reduce_input_grad,
+            softcap=softcap,
+            temperature=temperature,
+            z_loss=z_loss,
+            return_stats=return_stats,
+            shift=shift,
+            focal_gamma=focal_gamma,
+            _logits_dtype=_logits_dtype,
+        )
     options_ = _checks.logit_options("linear_cross_entropy", softcap, temperature, z_loss, return_stats)
     if focal_gamma != 0.0:
         _checks.focal_arguments("linear_cross_entropy", input, target, focal_gamma, "focal_gamma")
