@@ -63,7 +63,7 @@ class Environment:
     triton_importable: bool
     triton_reason: str | None  # why crossent.triton does not import
     triton_interpret: str | None  # the TRITON_INTERPRET environment variable
-    auto: dict[str, dict[str, str]]  # device -> op -> what impl="auto" resolves to, and why
+    auto: dict[str, dict[str, str]]  # device -> op -> the backend impl="auto" resolves to (backend_label), and why
 
 
 def cpu_model() -> str:
@@ -87,6 +87,19 @@ def cpu_model() -> str:
     return name
 
 
+def backend_label(choice: str) -> str:
+    """What ``_dispatch.explain`` says, in words for a reader: every backend is crossent's own.
+
+    ``"torch (why)"`` is crossent's PyTorch path (its blocked engine on torch tensor ops, not torch's
+    own loss), ``"native (avx512)"`` its C kernels, ``"triton"`` its Triton kernels.
+    """
+    backend, _, rest = choice.partition(" ")
+    if backend == "torch":
+        return f"crossent (PyTorch ops): {rest[1:-1]}" if rest.startswith("(") else "crossent (PyTorch ops)"
+    label = {"native": "crossent native", "triton": "crossent Triton"}
+    return f"{label.get(backend, backend)} {rest}".rstrip()
+
+
 def report() -> Environment:
     devices = _devices()
     triton_reason = _dispatch.triton_status()
@@ -103,7 +116,10 @@ def report() -> Environment:
         triton_importable=triton_reason is None,
         triton_reason=triton_reason,
         triton_interpret=os.environ.get("TRITON_INTERPRET"),
-        auto={str(device): _dispatch.explain(device) for device, _ in devices},
+        auto={
+            str(device): {op: backend_label(choice) for op, choice in _dispatch.explain(device).items()}
+            for device, _ in devices
+        },
     )
 
 
