@@ -94,3 +94,16 @@ def test_docstrings_render_as_markdown_on_the_site(monkeypatch: pytest.MonkeyPat
         "Sum.\n\nShape:\n    |   |   |\n    |---|---|\n    | input | ``(N, C)`` |\n\nExamples:\n    >>> 1 + 1\n    2\n"
     )
     assert rendered("See :func:`crossent.nll_loss`.") == "See `crossent.nll_loss`."
+
+
+def test_readme_opens_with_the_name_a_paragraph_and_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    assert readme.startswith("# crossent\n\n")
+    first_block = re.search(r"^```(\w+)\n(.*?)^```$", readme, flags=re.S | re.M)
+    assert first_block is not None and first_block.group(1) == "bash"
+    commands = [line.split("#")[0].strip() for line in first_block.group(2).splitlines()]
+    assert commands == ["make demo", "make test"]
+    before = readme[: first_block.start()].split("\n\n")
+    assert len(before) == 3, "the name and one paragraph come first"  # heading, paragraph, the fence's blank
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Example:
         >>> from crossent.cli import main
-        >>> main(["explain", "--reduction", "sum"])  # doctest: +SKIP
-        0
+        >>> main(["explain", "--no-such-option"])  # a usage error: usage on stderr, exit code 2
+        2
     """
     parser = build_parser()
     try:

@@ -63,7 +63,7 @@ class Environment:
     triton_importable: bool
     triton_reason: str | None  # why crossent.triton does not import
     triton_interpret: str | None  # the TRITON_INTERPRET environment variable
-    auto: dict[str, dict[str, str]]  # device -> op -> the backend impl="auto" resolves to (backend_label), and why
+    auto: dict[str, dict[str, str]]  # device -> op -> the impl= that "auto" resolves to, and why
 
 
 def cpu_model() -> str:
@@ -116,10 +116,7 @@ def report() -> Environment:
         triton_importable=triton_reason is None,
         triton_reason=triton_reason,
         triton_interpret=os.environ.get("TRITON_INTERPRET"),
-        auto={
-            str(device): {op: backend_label(choice) for op, choice in _dispatch.explain(device).items()}
-            for device, _ in devices
-        },
+        auto={str(device): _dispatch.explain(device) for device, _ in devices},
     )
 
 
@@ -144,6 +141,6 @@ def run(args: argparse.Namespace) -> int:
         markup=False,
     )
     names = list(info.auto)
-    rows = [[op, *(info.auto[name][op] for name in names)] for op in _dispatch.OPS]
+    rows = [[op, *(backend_label(info.auto[name][op]) for name in names)] for op in _dispatch.OPS]
     out.print(_console.table('impl="auto" resolves to', ["op", *names], rows, numeric_from=len(names) + 1))
     return 0
