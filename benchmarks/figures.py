@@ -87,7 +87,9 @@ def summary_table(rows: Sequence[Row], ops: Sequence[str] | None = None) -> list
         reference, ours = case[0], _crossent(case)
         if ours is None or ours is reference:
             continue
-        speedup = f"**{ratio(ours.full_speedup)}**" if ours.full_speedup is not None else "–"
+        speedup = ratio(ours.full_speedup)
+        if ours.full_speedup is not None and ours.full_speedup >= 1:
+            speedup = f"**{speedup}**"  # faster than the baseline
         lines.append(
             f"| `{reference.op}` | {reference.shape} | {reference.dtype} | {reference.impl} "
             f"| {milliseconds(reference.full_ms)} | {milliseconds(ours.full_ms)} | {speedup} "
@@ -179,6 +181,7 @@ def speedup_plot(rows: Sequence[Row], environment: Environment, path: Path) -> N
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     shapes: dict[str, set[str]] = {}
     for row in rows:
@@ -191,14 +194,27 @@ def speedup_plot(rows: Sequence[Row], environment: Environment, path: Path) -> N
             bars.append((f"{ours.op}{shape} {ours.dtype}", ours.full_speedup))
     figure, axes = plt.subplots(figsize=(8, 0.35 * len(bars) + 1.6))
     labels, values = [label for label, _ in bars], [value for _, value in bars]
-    axes.barh(labels, values, color=["tab:green" if value >= 1 else "tab:red" for value in values])
+    colors = ["tab:green" if value >= 1 else "tab:red" for value in values]
+    axes.barh(labels, [value - 1.0 for value in values], left=1.0, color=colors)  # each bar from 1 to its ratio
     axes.axvline(1.0, color="black", linewidth=0.8)
     axes.set_xscale("log")
+    low, high = min([*values, 1.0]) / 1.6, max([*values, 1.0]) * 1.6
+    axes.set_xlim(low, high)
+    axes.xaxis.set_major_locator(FixedLocator([2.0**k for k in range(-12, 13) if low <= 2.0**k <= high]))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.invert_yaxis()
-    axes.set_xlabel("forward + backward speedup over torch (log scale; right of 1 is faster)")
+    axes.set_xlabel("forward + backward speedup over torch (log scale; right of 1x is faster)")
     axes.set_title(f"{environment.machine}, torch {environment.torch}, {environment.timestamp[:10]}", fontsize=9)
     for index, value in enumerate(values):
-        axes.text(value, index, f" {value:.2f}x", va="center", fontsize=8)
+        axes.text(
+            value,
+            index,
+            f" {value:.2f}x " if value >= 1 else f"{value:.2f}x ",
+            va="center",
+            fontsize=8,
+            ha="left" if value >= 1 else "right",
+        )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, metadata={"Software": None})
