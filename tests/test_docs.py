@@ -107,3 +107,21 @@ def test_readme_opens_with_the_name_a_paragraph_and_the_two_commands() -> None:
     before = readme[: first_block.start()].split("\n\n")
     assert len(before) == 3, "the name and one paragraph come first"  # heading, paragraph, the fence's blank
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _nav_pages(entries: object) -> list[str]:
+    if isinstance(entries, str):
+        return [entries]
+    if isinstance(entries, list):
+        return [page for entry in entries for page in _nav_pages(entry)]
+    if isinstance(entries, dict):
+        return [page for value in entries.values() for page in _nav_pages(value)]
+    return []
+
+
+def test_every_page_is_in_the_site_navigation() -> None:
+    yaml = pytest.importorskip("yaml")
+    nav = _nav_pages(yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"])
+    pages = {str(path.relative_to(ROOT / "docs")) for path in (ROOT / "docs").glob("**/*.md")}
+    assert pages - set(nav) == set(), "add these pages to mkdocs.yml's nav"
+    assert set(nav) - pages == set()
