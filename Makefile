@@ -1,11 +1,11 @@
 # Every target sets up .venv on first use: torch==2.13.0 first (the local CPU wheel), then crossent with its
-# extras, then its native CPU kernels (gcc).
+# extras, then its native CPU kernels (gcc). `make test` also builds the docs site strictly (`make docs`).
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
-EXTRAS  ?= test,cli,triton,dev
+EXTRAS  ?= test,cli,triton,dev,docs
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck bench
+.PHONY: setup demo test lint typecheck docs bench
 
 $(STAMP): pyproject.toml $(wildcard src/crossent/native/csrc/*)
 	python3 -m venv $(VENV)
@@ -21,12 +21,17 @@ demo: $(STAMP)
 	$(VENV)/bin/crossent demo
 
 test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff check src tests benchmarks examples tools
 	$(PY) -m mypy
 	TRITON_INTERPRET=1 $(PY) -m pytest -q -n 2
+	$(MAKE) docs
+
+# The documentation site, into site/; any warning (a broken link, a missing page, a bad docstring) fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff check src tests benchmarks examples tools
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

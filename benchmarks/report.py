@@ -6,6 +6,7 @@ import csv
 import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Group, RenderableType
@@ -36,6 +37,39 @@ def write_csv(rows: Sequence[Row], environment: Environment, path: Path) -> None
         writer.writeheader()
         for row in rows:
             writer.writerow({**dataclasses.asdict(row), **dataclasses.asdict(environment)})
+
+
+def read_csv(path: Path) -> tuple[list[Row], Environment]:
+    """The rows and environment of one run, as :func:`write_csv` wrote them (numbers parsed back).
+
+    ValueError when the file has no rows, or rows of more than one run (different machine, versions,
+    commit or start time).
+    """
+    with open(path, newline="") as file:
+        records = list(csv.DictReader(file))
+    if not records:
+        raise ValueError(f"{path}: no benchmark rows")
+    environments = {_parse(Environment, record) for record in records}
+    if len(environments) != 1:
+        raise ValueError(f"{path}: rows of {len(environments)} runs; give the CSV of one run")
+    return [_parse(Row, record) for record in records], environments.pop()
+
+
+def _parse(cls: type, record: dict[str, str]) -> Any:
+    """``cls`` (a dataclass) from a CSV record: each field converted by its annotation; empty is None."""
+    values: dict[str, object] = {}
+    for field in dataclasses.fields(cls):
+        text = record[field.name]
+        kind = str(field.type)
+        if text == "" and "None" in kind:
+            values[field.name] = None
+        elif kind.startswith("float"):
+            values[field.name] = float(text)
+        elif kind.startswith("int"):
+            values[field.name] = int(text)
+        else:
+            values[field.name] = text
+    return cls(**values)
 
 
 def results_table(rows: Sequence[Row], environment: Environment) -> RenderableType:

@@ -48,7 +48,7 @@ SHAPE_SETS: dict[str, tuple[Shape, ...]] = {
     "lce": (LinearShape(2048, 512, 32768, 0.1),),
     "lce-big-vocab": (LinearShape(2048, 512, 128256, 0.1),),
     # Small classification problems, where per-call overhead (argument checks, dispatch, allocation)
-    # is most of the time: 3x3 (the size of the README's numpy worked example), an MNIST-sized head,
+    # is most of the time: 3x3 (the size of a worked example), an MNIST-sized head,
     # CIFAR-100, ImageNet. A call takes microseconds to milliseconds, so a timed sample batches many.
     "small": (LogitsShape(3, 3), LogitsShape(128, 10), LogitsShape(1024, 100), LogitsShape(4096, 1000)),
     # Seconds end to end, for tests and CI; odd sizes so that no chunk or vector width divides them.

@@ -573,7 +573,7 @@ def binary_cross_entropy_with_logits(
         >>> import torch, crossent
         >>> x = torch.tensor([[2.0, -1.0]]); y = torch.tensor([[1.0, 0.0]])
         >>> crossent.binary_cross_entropy_with_logits(x, y, pos_weight=torch.tensor([3.0, 1.0]))
-        tensor(0.3539)
+        tensor(0.3470)
     """
     reduction = resolve_reduction(reduction, size_average, reduce)
     weight, pos_weight = _checks.binary_cross_entropy_with_logits_arguments(input, target, weight, pos_weight)

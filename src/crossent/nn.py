@@ -1,21 +1,28 @@
 """Loss modules with torch.nn's constructor signatures: settings and buffers, one functional call.
 
-A ``state_dict`` saved from the torch module loads into the crossent module and back: ``weight`` and
-``pos_weight`` are buffers under the same names.
+``crossent.nn`` holds the loss modules and nothing else (``import crossent.nn as nn`` gives the losses,
+not torch.nn's layers). A ``state_dict`` saved from the torch module loads into the crossent module and
+back: ``weight`` and ``pos_weight`` are buffers under the same names.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+import typing as _typing
 
-from crossent import _checks
-from crossent import functional as F
-from crossent._reduction import KLReduction, Reduction, legacy_reduction
-from crossent._results import CrossEntropyStats
+from torch import is_tensor as _is_tensor
+from torch.nn import Module as _Module
+
+from crossent import _checks, _reduction
+from crossent import functional as _F
+from crossent import sigmoid_focal as _sigmoid_focal
+from crossent import softmax_focal as _softmax_focal
 from crossent.fused.modules import LinearCrossEntropyLoss, LinearDistillationLoss
-from crossent.sigmoid_focal import sigmoid_focal_loss
-from crossent.softmax_focal import focal_loss, poly1_cross_entropy
+
+if _typing.TYPE_CHECKING:
+    from torch import Tensor
+
+    from crossent._reduction import KLReduction, Reduction
+    from crossent._results import CrossEntropyStats
 
 __all__ = [
     "BCELoss",
@@ -33,7 +40,7 @@ __all__ = [
 ]
 
 
-class _Loss(torch.nn.Module):
+class _Loss(_Module):
     """Holds ``reduction``; legacy ``size_average`` / ``reduce`` are mapped once, here."""
 
     reduction: Reduction
@@ -43,7 +50,7 @@ class _Loss(torch.nn.Module):
     ) -> None:
         super().__init__()
         if size_average is not None or reduce is not None:
-            self.reduction = legacy_reduction(size_average, reduce)
+            self.reduction = _reduction.legacy_reduction(size_average, reduce)
         else:
             self.reduction = reduction
 
@@ -65,7 +72,14 @@ class _WeightedLoss(_Loss):
 
 
 class NLLLoss(_WeightedLoss):
-    """Module form of :func:`crossent.nll_loss`."""
+    """Module form of :func:`crossent.nll_loss`.
+
+    Example:
+        >>> import torch, crossent
+        >>> loss = crossent.nn.NLLLoss()
+        >>> loss(torch.tensor([[1.0, 2.0], [1.0, 3.0]]).log_softmax(1), torch.tensor([0, 1]))
+        tensor(0.7201)
+    """
 
     __constants__ = ["ignore_index", "reduction"]
     ignore_index: int
@@ -82,7 +96,7 @@ class NLLLoss(_WeightedLoss):
         self.ignore_index = ignore_index
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return F.nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction)
+        return _F.nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction)
 
 
 class CrossEntropyLoss(_WeightedLoss):
@@ -125,7 +139,7 @@ class CrossEntropyLoss(_WeightedLoss):
         self.softcap, self.temperature, self.z_loss, self.return_stats = softcap, temperature, z_loss, return_stats
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor | tuple[Tensor, CrossEntropyStats]:
-        return F.cross_entropy(  # type: ignore[call-overload]
+        return _F.cross_entropy(  # type: ignore[call-overload]
             input,
             target,
             weight=self.weight,
@@ -162,14 +176,14 @@ class FocalLoss(_WeightedLoss):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(weight, None, None, reduction)
-        if isinstance(alpha, Tensor):
+        if _is_tensor(alpha):
             self.register_buffer("alpha", alpha)
         else:
             self.alpha = alpha
         self.gamma, self.ignore_index, self.label_smoothing = gamma, ignore_index, label_smoothing
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return focal_loss(
+        return _softmax_focal.focal_loss(
             input,
             target,
             gamma=self.gamma,
@@ -205,7 +219,7 @@ class Poly1CrossEntropyLoss(_WeightedLoss):
         self.epsilon, self.ignore_index, self.label_smoothing = epsilon, ignore_index, label_smoothing
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return poly1_cross_entropy(
+        return _softmax_focal.poly1_cross_entropy(
             input,
             target,
             epsilon=self.epsilon,
@@ -217,16 +231,30 @@ class Poly1CrossEntropyLoss(_WeightedLoss):
 
 
 class BCELoss(_WeightedLoss):
-    """Module form of :func:`crossent.binary_cross_entropy`."""
+    """Module form of :func:`crossent.binary_cross_entropy`.
+
+    Example:
+        >>> import torch, crossent
+        >>> loss = crossent.nn.BCELoss(reduction="sum")
+        >>> loss(torch.tensor([0.9, 0.2]), torch.tensor([1.0, 0.0]))
+        tensor(0.3285)
+    """
 
     __constants__ = ["reduction"]
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
+        return _F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
 
 
 class BCEWithLogitsLoss(_Loss):
-    """Module form of :func:`crossent.binary_cross_entropy_with_logits`; ``pos_weight`` is a buffer."""
+    """Module form of :func:`crossent.binary_cross_entropy_with_logits`; ``pos_weight`` is a buffer.
+
+    Example:
+        >>> import torch, crossent
+        >>> loss = crossent.nn.BCEWithLogitsLoss(pos_weight=torch.tensor([3.0, 1.0]))
+        >>> loss(torch.tensor([[2.0, -1.0]]), torch.tensor([[1.0, 0.0]]))
+        tensor(0.3470)
+    """
 
     weight: Tensor | None
     pos_weight: Tensor | None
@@ -244,12 +272,12 @@ class BCEWithLogitsLoss(_Loss):
         self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(
+        return _F.binary_cross_entropy_with_logits(
             input, target, self.weight, pos_weight=self.pos_weight, reduction=self.reduction
         )
 
 
-class SigmoidFocalLoss(torch.nn.Module):
+class SigmoidFocalLoss(_Module):
     """Module form of :func:`crossent.sigmoid_focal_loss`; ``pos_weight`` is a buffer.
 
     ::
@@ -290,7 +318,7 @@ class SigmoidFocalLoss(torch.nn.Module):
         self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return sigmoid_focal_loss(
+        return _sigmoid_focal.sigmoid_focal_loss(
             input, target, gamma=self.gamma, alpha=self.alpha, pos_weight=self.pos_weight, reduction=self.reduction
         )
 
@@ -299,7 +327,14 @@ class SigmoidFocalLoss(torch.nn.Module):
 
 
 class KLDivLoss(_Loss):
-    """Module form of :func:`crossent.kl_div`."""
+    """Module form of :func:`crossent.kl_div`.
+
+    Example:
+        >>> import torch, crossent
+        >>> loss = crossent.nn.KLDivLoss(reduction="batchmean")
+        >>> loss(torch.tensor([[0.5, 0.2, 0.3]]).log(), torch.tensor([[1.0, 0.0, 0.0]]))  # log 2
+        tensor(0.6931)
+    """
 
     __constants__ = ["reduction"]
     log_target: bool
@@ -315,10 +350,10 @@ class KLDivLoss(_Loss):
         self.log_target = log_target
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+        return _F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
 
 
-class _AlongDim(torch.nn.Module):
+class _AlongDim(_Module):
     """A normalisation along ``dim`` (``None``: torch's deprecated implicit choice, with its warning)."""
 
     __constants__ = ["dim"]
@@ -333,14 +368,29 @@ class _AlongDim(torch.nn.Module):
 
 
 class LogSoftmax(_AlongDim):
-    """Module form of :func:`crossent.log_softmax`."""
+    """Module form of :func:`crossent.log_softmax`.
+
+    Example:
+        >>> import torch, crossent
+        >>> crossent.nn.LogSoftmax(dim=1)(torch.tensor([[1.0, 2.0]]))
+        tensor([[-1.3133, -0.3133]])
+    """
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.log_softmax(input, self.dim, _stacklevel=5)
+        return _F.log_softmax(input, self.dim, _stacklevel=5)
 
 
 class Softmax(_AlongDim):
-    """Module form of :func:`crossent.softmax`."""
+    """Module form of :func:`crossent.softmax`.
+
+    Example:
+        >>> import torch, crossent
+        >>> crossent.nn.Softmax(dim=1)(torch.tensor([[1.0, 2.0]]))
+        tensor([[0.2689, 0.7311]])
+    """
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.softmax(input, self.dim, _stacklevel=5)
+        return _F.softmax(input, self.dim, _stacklevel=5)
+
+
+del annotations  # the __future__ import's name: crossent.nn lists its losses only

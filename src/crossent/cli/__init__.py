@@ -26,7 +26,11 @@ _COMMAND_MODULES = {
     "env": "env",
 }
 
-_EXTRA_MODULES = ("rich", "matplotlib")
+
+def _needed_extras(args: object) -> list[str]:
+    """The ``cli`` extra's modules this command needs: rich always, matplotlib only when it draws."""
+    draws = getattr(args, "command", None) == "demo" or getattr(args, "plot", None) is not None
+    return ["rich", "matplotlib"] if draws else ["rich"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,15 +41,15 @@ def main(argv: list[str] | None = None) -> int:
 
     Example:
         >>> from crossent.cli import main
-        >>> main(["explain", "--reduction", "sum"])  # doctest: +SKIP
-        0
+        >>> main(["explain", "--no-such-option"])  # a usage error: usage on stderr, exit code 2
+        2
     """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse has printed usage (code 2) or --help (code 0)
         return exit_.code if isinstance(exit_.code, int) else USAGE_ERROR
-    missing = [name for name in _EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    missing = [name for name in _needed_extras(args) if importlib.util.find_spec(name) is None]
     if missing:
         print(
             f"crossent {args.command}: needs {' and '.join(missing)}: pip install crossent[cli]",

@@ -63,7 +63,7 @@ class Environment:
     triton_importable: bool
     triton_reason: str | None  # why crossent.triton does not import
     triton_interpret: str | None  # the TRITON_INTERPRET environment variable
-    auto: dict[str, dict[str, str]]  # device -> op -> what impl="auto" resolves to, and why
+    auto: dict[str, dict[str, str]]  # device -> op -> the impl= that "auto" resolves to, and why
 
 
 def cpu_model() -> str:
@@ -85,6 +85,19 @@ def cpu_model() -> str:
     if "cpu family" in fields and "model" in fields:
         name += f" (family {fields['cpu family']}, model {fields['model']})"
     return name
+
+
+def backend_label(choice: str) -> str:
+    """What ``_dispatch.explain`` says, in words for a reader: every backend is crossent's own.
+
+    ``"torch (why)"`` is crossent's PyTorch path (its blocked engine on torch tensor ops, not torch's
+    own loss), ``"native (avx512)"`` its C kernels, ``"triton"`` its Triton kernels.
+    """
+    backend, _, rest = choice.partition(" ")
+    if backend == "torch":
+        return f"crossent (PyTorch ops): {rest[1:-1]}" if rest.startswith("(") else "crossent (PyTorch ops)"
+    label = {"native": "crossent native", "triton": "crossent Triton"}
+    return f"{label.get(backend, backend)} {rest}".rstrip()
 
 
 def report() -> Environment:
@@ -128,6 +141,6 @@ def run(args: argparse.Namespace) -> int:
         markup=False,
     )
     names = list(info.auto)
-    rows = [[op, *(info.auto[name][op] for name in names)] for op in _dispatch.OPS]
+    rows = [[op, *(backend_label(info.auto[name][op]) for name in names)] for op in _dispatch.OPS]
     out.print(_console.table('impl="auto" resolves to', ["op", *names], rows, numeric_from=len(names) + 1))
     return 0

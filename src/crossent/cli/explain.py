@@ -33,7 +33,7 @@ from crossent.cli._errors import CLIError
 from crossent.cli._inputs import json_or_file
 from crossent.cli._parser import EXPLAIN_GAMMA
 
-# The worked examples explained when no input is given: the tutorials' cross-entropy and binary cross-entropy.
+# The worked examples explained when no input is given: a small cross-entropy and binary cross-entropy.
 EXAMPLE_LOGITS = [[1.0, 2.0], [1.0, 3.0], [1.0, 3.0]]
 EXAMPLE_TARGETS = [0, 1, 1]
 EXAMPLE_BINARY_LOGITS = [[0.8], [-1.2], [0.1]]
@@ -344,7 +344,7 @@ def explain(problem: Problem) -> tuple[Explanation, torch.Tensor, torch.Tensor]:
 
 
 def problem_from_args(args: argparse.Namespace) -> Problem:
-    """The ``explain`` options as a Problem, with the tutorial's example where no input is given."""
+    """The ``explain`` options as a Problem, with the worked example where no input is given."""
     binary = args.binary
     focal = getattr(args, "loss", "cross_entropy") == "focal"
     if getattr(args, "gamma", None) is not None and not focal:
@@ -359,7 +359,7 @@ def problem_from_args(args: argparse.Namespace) -> Problem:
         raise CLIError("--pos-weight applies to logits (BCEWithLogitsLoss), not --binary probabilities")
     if binary is not None and (args.ignore_index is not None or args.label_smoothing):
         raise CLIError("--ignore-index and --label-smoothing apply to cross-entropy, not --binary")
-    # the tutorials' example for whatever is not given
+    # the worked example for whatever is not given
     example_input, example_targets = {
         None: (EXAMPLE_LOGITS, EXAMPLE_TARGETS),
         "logits": (EXAMPLE_BINARY_LOGITS, EXAMPLE_BINARY_TARGETS),

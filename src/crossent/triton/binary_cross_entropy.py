@@ -259,8 +259,14 @@ def binary_cross_entropy_with_logits(
         - output: () for 'mean'/'sum', else the input's shape
 
     Example:
-        >>> x = torch.randn(4, 3, device="cuda", requires_grad=True)
-        >>> binary_cross_entropy_with_logits(x, torch.rand(4, 3, device="cuda"), None, "mean", None).backward()
+        >>> import torch
+        >>> from crossent.triton import binary_cross_entropy_with_logits
+        >>> device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU tensors: TRITON_INTERPRET=1
+        >>> x = torch.tensor([[2.0, -1.0]], device=device, requires_grad=True)
+        >>> loss = binary_cross_entropy_with_logits(x, torch.tensor([[1.0, 0.0]], device=device), None, "mean", None)
+        >>> round(loss.item(), 4)
+        0.2201
+        >>> loss.backward()
     """
     _refuse_weight_grad("binary_cross_entropy_with_logits", weight, pos_weight)
     return bce_with_logits_op(input, target, weight, pos_weight, reduction)
@@ -278,8 +284,14 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None, r
         - output: () for 'mean'/'sum', else the input's shape
 
     Example:
-        >>> p = torch.rand(4, 3, device="cuda", requires_grad=True)
-        >>> binary_cross_entropy(p, torch.rand(4, 3, device="cuda"), None, "sum").backward()
+        >>> import torch
+        >>> from crossent.triton import binary_cross_entropy
+        >>> device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU tensors: TRITON_INTERPRET=1
+        >>> p = torch.tensor([0.9, 0.2], device=device, requires_grad=True)
+        >>> loss = binary_cross_entropy(p, torch.tensor([1.0, 0.0], device=device), None, "sum")
+        >>> round(loss.item(), 4)
+        0.3285
+        >>> loss.backward()
     """
     _refuse_weight_grad("binary_cross_entropy", weight)
     return bce_op(input, target, weight, reduction)

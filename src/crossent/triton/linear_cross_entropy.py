@@ -48,9 +48,18 @@ def linear_cross_entropy_chunk(
         - returns: (loss, lse), both with the positions' shape, float32 (float64 for float64 logits)
 
     Example:
-        >>> logits = hidden[:4096] @ lm_head.T
-        >>> loss, lse = linear_cross_entropy_chunk(logits, y[:4096], None, -100, 0.0,
-        ...                                        grad_scale=1 / total_weight, grad_out=logits)
+        >>> import torch
+        >>> from crossent.triton import linear_cross_entropy_chunk
+        >>> device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU tensors: TRITON_INTERPRET=1
+        >>> hidden, head = torch.ones(3, 1, device=device), torch.tensor([[1.0], [2.0]], device=device)
+        >>> logits = hidden @ head.T  # one chunk of rows: [[1, 2], [1, 2], [1, 2]]
+        >>> target = torch.tensor([0, 1, 1], device=device)
+        >>> scale = torch.tensor(1 / 3, device=device)  # 'mean' over the 3 rows of the whole batch
+        >>> loss, lse = linear_cross_entropy_chunk(logits, target, None, -100, 0.0, grad_scale=scale, grad_out=logits)
+        >>> [round(v, 4) for v in loss.tolist()]
+        [1.3133, 0.3133, 0.3133]
+        >>> [round(v, 4) for v in logits[0].tolist()]  # the chunk's logits now hold d loss / d logits
+        [-0.2437, 0.2437]
     """
     if grad_out is not None and grad_scale is None:
         raise ValueError("linear_cross_entropy_chunk: grad_out needs grad_scale")

@@ -225,7 +225,11 @@ def log_softmax(input: Tensor, dim: int) -> Tensor:
         - output: same shape and dtype as the input
 
     Example:
-        >>> y = log_softmax(torch.randn(2, 5, device="cuda"), 1)
+        >>> import torch
+        >>> from crossent.triton import log_softmax
+        >>> device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU tensors: TRITON_INTERPRET=1
+        >>> log_softmax(torch.tensor([[1.0, 2.0]], device=device), 1).cpu()
+        tensor([[-1.3133, -0.3133]])
     """
     return log_softmax_op(input, dim % max(input.dim(), 1))
 
@@ -241,6 +245,10 @@ def softmax(input: Tensor, dim: int) -> Tensor:
         - output: same shape and dtype as the input
 
     Example:
-        >>> p = softmax(torch.randn(2, 5, device="cuda"), -1)
+        >>> import torch
+        >>> from crossent.triton import softmax
+        >>> device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU tensors: TRITON_INTERPRET=1
+        >>> softmax(torch.tensor([[1.0, 2.0]], device=device), -1).cpu()
+        tensor([[0.2689, 0.7311]])
     """
     return softmax_op(input, dim % max(input.dim(), 1))

@@ -153,8 +153,14 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None, ignore_index:
         - output: () for 'mean'/'sum', else the target's shape
 
     Example:
-        >>> z = torch.randn(3, 5, device="cuda").log_softmax(1).requires_grad_()
-        >>> nll_loss(z, torch.tensor([1, 0, 4], device="cuda"), None, -100, "mean").backward()
+        >>> import torch
+        >>> from crossent.triton import nll_loss
+        >>> device = "cuda" if torch.cuda.is_available() else "cpu"  # CPU tensors: TRITON_INTERPRET=1
+        >>> z = torch.tensor([[1.0, 2.0], [1.0, 3.0]], device=device).log_softmax(1).requires_grad_()
+        >>> loss = nll_loss(z, torch.tensor([0, 1], device=device), None, -100, "mean")
+        >>> round(loss.item(), 4)
+        0.7201
+        >>> loss.backward()
     """
     z, rows_target, out_shape = _as_rows(input, target)
     loss = nll_loss_op(z, rows_target, weight, ignore_index, reduction)[0]
