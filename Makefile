@@ -2,7 +2,7 @@
 # extras, then its native CPU kernels (gcc).
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
-EXTRAS  ?= test,cli,triton,dev
+EXTRAS  ?= test,cli,triton,dev,transformers
 STAMP   := $(VENV)/.installed
 
 .PHONY: setup demo test lint typecheck bench
