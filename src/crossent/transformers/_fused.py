@@ -22,9 +22,8 @@ from typing import Any
 import torch
 
 import crossent
-from crossent.transformers.losses import causal_lm_loss, reduction_of
+from crossent.transformers.losses import HALF_DTYPES, causal_lm_loss, reduction_of
 
-_HALF = (torch.float16, torch.bfloat16)
 _MISSING = object()
 
 
@@ -137,7 +136,7 @@ def fused_loss(
         target, shift = torch.full_like(labels, ignore_index), 0
     reduction, normalizer = reduction_of(num_items_in_batch, hidden.device)
     # a float32 loss of half-precision hidden states, as transformers' upcast gives (autocast sets its own)
-    upcast = hidden.dtype in _HALF and not torch.is_autocast_enabled(hidden.device.type)
+    upcast = hidden.dtype in HALF_DTYPES and not torch.is_autocast_enabled(hidden.device.type)
     return crossent.linear_cross_entropy(
         hidden,
         weight,

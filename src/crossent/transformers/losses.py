@@ -13,7 +13,7 @@ from crossent._reduction import Reduction
 
 __all__ = ["causal_lm_loss", "compute_loss_func"]
 
-_HALF = (torch.float16, torch.bfloat16)
+HALF_DTYPES = (torch.float16, torch.bfloat16)  # the dtypes transformers upcasts to a float32 loss
 
 
 def causal_lm_loss(
@@ -78,7 +78,7 @@ def causal_lm_loss(
         ignore_index=ignore_index,
         reduction=reduction,
         normalizer=normalizer,
-        _loss_dtype=torch.float32 if logits.dtype in _HALF else None,
+        _loss_dtype=torch.float32 if logits.dtype in HALF_DTYPES else None,
     )
 
 
