@@ -2,7 +2,7 @@
 # extras, then its native CPU kernels (gcc). `make test` also builds the docs site strictly (`make docs`).
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
-EXTRAS  ?= test,cli,triton,dev,docs
+EXTRAS  ?= test,cli,triton,dev,docs,transformers
 STAMP   := $(VENV)/.installed
 
 .PHONY: setup demo test lint typecheck docs bench

@@ -84,6 +84,7 @@ def cross_entropy(
     z_loss: float = 0.0,
     return_stats: Literal[False] = False,
     _modulation: tuple[float, float] = (0.0, 0.0),
+    _loss_dtype: torch.dtype | None = None,
 ) -> torch.Tensor: ...
 
 
@@ -107,6 +108,7 @@ def cross_entropy(
     z_loss: float = 0.0,
     return_stats: Literal[True],
     _modulation: tuple[float, float] = (0.0, 0.0),
+    _loss_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, CrossEntropyStats]: ...
 
 
@@ -130,6 +132,7 @@ def cross_entropy(
     z_loss: float = 0.0,
     return_stats: bool = False,
     _modulation: tuple[float, float] = (0.0, 0.0),
+    _loss_dtype: torch.dtype | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, CrossEntropyStats]:
     r"""Cross-entropy between logits and class indices or class probabilities.
 
@@ -191,6 +194,9 @@ def cross_entropy(
         return_stats: return ``(loss, stats)`` with the log-sum-exp, entropy, z-loss and accuracy.
         _modulation: ``(gamma, epsilon)`` of :func:`crossent.focal_loss` and
             :func:`crossent.poly1_cross_entropy`, which set it.
+        _loss_dtype: the dtype of the returned loss when it is not ``input``'s (the loss is accumulated in
+            float32 for half inputs either way); ``crossent.transformers`` sets float32 for half logits,
+            the dtype transformers' loss returns. A call with it runs on the native or torch backend.
 
     DTensor: when ``input`` is a ``torch.distributed.tensor.DTensor`` sharded on the class dimension
     (``Shard(1)``, ``Shard(0)`` for ``(C,)``) on one mesh dimension, the loss is the vocab-parallel
@@ -293,6 +299,8 @@ def cross_entropy(
         options=options.names,
     )
     backend = _dispatch.resolve("cross_entropy", impl, input.device, spec)
+    if backend == "triton" and _loss_dtype is not None:
+        backend = "torch"  # the Triton kernels return the loss in the logits' dtype
     if backend != "native" and not probability:
         _checks.class_targets(target, spec.classes, ignore_index)
     if backend == "triton":
@@ -302,7 +310,15 @@ def cross_entropy(
         acc = accumulation_dtype(total.dtype)
         return (total.to(acc) / divisor(normalizer, acc)).to(total.dtype)
     call = CrossEntropyCall(
-        reduction, ignore_index, eps, probability, inplace_backward, gradient_expected, backend == "native", options
+        reduction,
+        ignore_index,
+        eps,
+        probability,
+        inplace_backward,
+        gradient_expected,
+        backend == "native",
+        options,
+        _loss_dtype,
     )
     return pack(CrossEntropyFunction.apply(input, target, weight, normalizer, call, None), probability, False)
 

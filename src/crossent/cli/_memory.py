@@ -36,7 +36,7 @@ class _StorageTracker(TorchDispatchMode):
         # an output on an input's storage (a view, an in-place result) allocated nothing
         inputs = {_address(value) for value in tree_flatten((args, kwargs))[0] if isinstance(value, torch.Tensor)}
         for value in tree_flatten(out)[0]:
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor) and value.device.type != "meta":  # meta tensors hold no memory
                 storage = value.untyped_storage()
                 ref = StorageWeakRef(storage)
                 if ref.cdata not in self._live and ref.cdata not in inputs:

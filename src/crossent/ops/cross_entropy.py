@@ -40,6 +40,7 @@ class CrossEntropyCall:
     gradient_expected: bool = False  # grad mode on and the logits require grad: the forward forms it
     native: bool = False  # rows (N, C) on the native kernels (``crossent.native``), not the block walk
     options: LogitOptions = LogitOptions()  # softcap, temperature, z-loss and the statistics of ``return_stats``
+    loss_dtype: torch.dtype | None = None  # the loss's dtype, when not the logits' (nor the targets')
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,15 @@ def make_kind(
         dtypes = (x_dtype, target.dtype, *((weight.dtype,) if weight is not None else ()))
         acc = accumulation_dtype(*dtypes)
         probability = _engine.Probability.build(target, weight, call.label_smoothing, acc, num_classes, call.options)
-        return probability, result_dtype(*dtypes)
+        return probability, call.loss_dtype or result_dtype(*dtypes)
     offset = shard.offset if shard is not None else None
     acc = accumulation_dtype(x_dtype)
     kind = _engine.ClassIndex.build(
         target, weight, call.ignore_index, call.label_smoothing, classes, acc, offset, num_classes, call.options, valid
     )
-    return (kind if weight_sum is None else dataclasses.replace(kind, weight_sum=weight_sum)), x_dtype
+    return (
+        kind if weight_sum is None else dataclasses.replace(kind, weight_sum=weight_sum)
+    ), call.loss_dtype or x_dtype
 
 
 def _blocks(n: int, c: int, s: int, device: torch.device) -> list[_engine.Block]:
@@ -354,7 +357,7 @@ def _native_forward(
         scalars = save_scalars(ctx, div, None)
         ctx.save_for_backward(x, target, weight, stats, *scalars, precomputed)
         loss = reduce(stats[0], mode, div)
-        return (loss.reshape(output_shape(x)) if mode == "none" else loss).to(x.dtype)
+        return (loss.reshape(output_shape(x)) if mode == "none" else loss).to(call.loss_dtype or x.dtype)
     kind = _native_kind(x, target, weight, call)
     side_div = side_divisor(kind, mode, normalizer)
     scalars = save_scalars(ctx, div, side_div)
@@ -362,7 +365,15 @@ def _native_forward(
     correct = stats[5].unsqueeze(1) > 0 if opts.extras and not call.probability else None
     per_row = None if opts.modulated else stats[0].unsqueeze(1)  # the engine's loss of the kernel's statistics
     results = outputs(
-        kind, _native_statistics(stats, kind, x2), mode, div, side_div, output_shape(x), x.dtype, per_row, correct
+        kind,
+        _native_statistics(stats, kind, x2),
+        mode,
+        div,
+        side_div,
+        output_shape(x),
+        call.loss_dtype or x.dtype,
+        per_row,
+        correct,
     )
     mark_outputs(ctx, results)
     return results if len(results) > 1 else results[0]
