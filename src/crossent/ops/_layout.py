@@ -18,7 +18,7 @@ import torch
 Block = tuple[slice, slice]
 
 # a block's working set: its values in float32, their exponentials, and the gradient written from them
-_WORKING_SET_BYTES_PER_ELEMENT = 12
+WORKING_SET_BYTES_PER_ELEMENT = 12
 _DEFAULT_CACHE_BYTES = 2 << 20
 # on accelerators nothing is reused between ops from a cache: blocks only bound the temporaries
 _ACCELERATOR_BLOCK = 1 << 26
@@ -58,14 +58,17 @@ def cache_bytes_per_core(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")
 BLOCK_ELEMENTS: int | None = None
 
 
-_CPU_BLOCK = min(max(cache_bytes_per_core() // _WORKING_SET_BYTES_PER_ELEMENT, 1 << 16), 1 << 22)
+_CACHE_BYTES = cache_bytes_per_core()
 
 
-def block_elements(device: torch.device) -> int:
-    """Values per block: on CPUs, a block's working set fits the cache of one core."""
+def block_elements(device: torch.device, working_set: int = WORKING_SET_BYTES_PER_ELEMENT) -> int:
+    """Values per block: on CPUs, a block's working set (``working_set`` bytes per value) fits the cache
+    of one core."""
     if BLOCK_ELEMENTS is not None:
         return BLOCK_ELEMENTS
-    return _CPU_BLOCK if device.type == "cpu" else _ACCELERATOR_BLOCK
+    if device.type != "cpu":
+        return _ACCELERATOR_BLOCK
+    return min(max(_CACHE_BYTES // working_set, 1 << 16), 1 << 22)
 
 
 def class_dim(x: torch.Tensor) -> int:
@@ -90,9 +93,11 @@ def output_shape(x: torch.Tensor) -> tuple[int, ...]:
     return () if x.dim() == 1 else (x.shape[0], *x.shape[2:])
 
 
-def blocks(n: int, c: int, s: int, device: torch.device) -> Iterator[Block]:
+def blocks(
+    n: int, c: int, s: int, device: torch.device, working_set: int = WORKING_SET_BYTES_PER_ELEMENT
+) -> Iterator[Block]:
     """Row-major blocks over ``(N, S)`` covering about ``block_elements`` values of ``(N, C, S)`` each."""
-    positions = max(block_elements(device) // max(c, 1), 1)
+    positions = max(block_elements(device, working_set) // max(c, 1), 1)
     if s >= positions:
         for n0 in range(n):
             for s0 in range(0, s, positions):

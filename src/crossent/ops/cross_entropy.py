@@ -25,7 +25,16 @@ from crossent import _engine
 from crossent._engine import Kind, LogitOptions, Side, Statistics
 from crossent._reduction import Reduction, divisor, output, reduce, upstream
 from crossent.ops._autograd import first_order, hand_over, reuse, save_scalars, saved_scalars
-from crossent.ops._layout import accumulation_dtype, as_ncs, as_rows, blocks, class_dim, output_shape, result_dtype
+from crossent.ops._layout import (
+    WORKING_SET_BYTES_PER_ELEMENT,
+    accumulation_dtype,
+    as_ncs,
+    as_rows,
+    blocks,
+    class_dim,
+    output_shape,
+    result_dtype,
+)
 
 
 @dataclass(frozen=True)
@@ -83,11 +92,16 @@ def make_kind(
     ), call.loss_dtype or x_dtype
 
 
-def _blocks(n: int, c: int, s: int, device: torch.device) -> list[_engine.Block]:
+# a per-class focal or poly-1 loss's block also holds log p, p, 1 - p, (1 - p)^gamma, f and the slopes
+_PER_CLASS_WORKING_SET = WORKING_SET_BYTES_PER_ELEMENT + 9 * 4
+
+
+def _blocks(n: int, c: int, s: int, device: torch.device, kind: Kind) -> list[_engine.Block]:
     """The blocks of ``(N, C, S)`` logits; ``ALL`` when one block covers them."""
     if c == 0:
         return []
-    walk: list[_engine.Block] = list(blocks(n, c, s, device))
+    working_set = _PER_CLASS_WORKING_SET if kind.per_class else WORKING_SET_BYTES_PER_ELEMENT
+    walk: list[_engine.Block] = list(blocks(n, c, s, device, working_set))
     return [_engine.ALL] if len(walk) == 1 else walk
 
 
@@ -222,7 +236,7 @@ class CrossEntropyFunction(torch.autograd.Function):
         grad3 = as_ncs(grad) if grad is not None else None
 
         def blocks() -> Iterator[tuple[_engine.Block, torch.Tensor, torch.Tensor | None]]:
-            for block in _blocks(n, c, s, x.device):
+            for block in _blocks(n, c, s, x.device, kind):
                 xb = _block(x3, block).to(acc)
                 direct = grad3 is not None and grad3.dtype == acc
                 # the gradient lands in its buffer, or in the block's own float32 copy of half logits
@@ -288,7 +302,7 @@ class CrossEntropyFunction(torch.autograd.Function):
         direct = gx3 is not None and gx3.dtype == kind.acc and grad_x.is_contiguous()  # type: ignore[union-attr]
 
         def blocks() -> Iterator[tuple[_engine.Block, torch.Tensor, torch.Tensor | None]]:
-            for block in _blocks(n, c, s, x.device):
+            for block in _blocks(n, c, s, x.device, kind):
                 yield block, _block(x3, block).to(kind.acc), _block(gx3, block) if direct else None  # type: ignore[arg-type]
 
         def put(block: _engine.Block, g: torch.Tensor) -> None:
