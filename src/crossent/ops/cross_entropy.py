@@ -352,7 +352,8 @@ def _native_forward(
     positions = (lambda: torch.tensor(float(n))) if call.probability else None
     mode, div = output(call.reduction, normalizer, torch.float32, positions)
     opts = call.options
-    # a focal or poly-1 loss scales each row's gradient by h(log p_y), known after the kernel's pass
+    # a focal or poly-1 loss scales each row's gradient by h(log p_y), known after the kernel's pass: the
+    # backward forms it
     want_grad = call.gradient_expected and not call.inplace_backward and not opts.modulated
     # the gradient for an upstream gradient of 1; a class-index 'mean' divides by the total target
     # weight, which the kernel finds first (and the z-loss by the count of kept rows)
@@ -413,8 +414,6 @@ def _native_statistics(stats: torch.Tensor, kind: Kind, x2: torch.Tensor) -> Sta
 
 def _native_backward(ctx: Any, grads: tuple[torch.Tensor | None, ...]) -> tuple[torch.Tensor | None, ...]:
     """The backward on the native kernels: a rescale of the forward's gradient, or one pass per row."""
-    from crossent.native import kernels
-
     x, target, weight, stats, saved_divisor, saved_side_div, precomputed = ctx.saved_tensors
     if not side_gradients(grads) and grads[0] is not None:
         handed = hand_over(ctx, [precomputed], _factor(ctx, x, grads[0]))
@@ -426,15 +425,39 @@ def _native_backward(ctx: Any, grads: tuple[torch.Tensor | None, ...]) -> tuple[
             "backward through this graph a second time needs inplace_backward=False"
         )
     call: CrossEntropyCall = ctx.call
-    opts = call.options
     div, side_div = saved_scalars(ctx, (saved_divisor, saved_side_div))
     x2 = as_rows(x, class_dim(x))
+    coef, side = upstreams(call.options, torch.float32, grads, ctx.mode, div, side_div, (x2.shape[0], 1), x.device)
+    if call.inplace_backward and x.is_contiguous():
+        _native_gradient(call, x2, target, weight, stats, coef, side, x2)
+        ctx.overwrote_logits = True
+        return x, None, None, None, None, None
+    reused = reuse(ctx, precomputed)  # a gradient the forward could not form: into the forward's buffer
+    out = None if reused is None else reused.view(x2.shape)
+    grad = _native_gradient(call, x2, target, weight, stats, coef, side, out)
+    return grad.view(x.shape), None, None, None, None, None
+
+
+def _native_gradient(
+    call: CrossEntropyCall,
+    x2: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    stats: torch.Tensor,
+    coef: torch.Tensor,
+    side: Side | None,
+    out: torch.Tensor | None,
+) -> torch.Tensor:
+    """One pass of the native backward kernel over the rows ``x2``: ``d output / d x`` for ``coef`` and the
+    side terms' factors, into ``out`` (which may be ``x2``; None: a new buffer)."""
+    from crossent.native import kernels
+
+    opts = call.options
     n = x2.shape[0]
     index, prob = _native_targets(target, n, call)
-    coef, side = upstreams(opts, torch.float32, grads, ctx.mode, div, side_div, (n, 1), x.device)
     lse_coef, ent_coef = None, None
     if side is not None or opts.modulated:
-        kind = _native_kind(x, target, weight, call)
+        kind = _native_kind(x2, prob if prob is not None else index, weight, call)  # type: ignore[arg-type]
         row_stats = _native_statistics(stats, kind, x2)
         if side is not None:
             lse_coef, ent_coef = _engine.side_coefficients(row_stats, side, opts, kind.counted)
@@ -444,14 +467,7 @@ def _native_backward(ctx: Any, grads: tuple[torch.Tensor | None, ...]) -> tuple[
     coef = coef if coef.dim() == 0 else coef.reshape(n)
     args = (index, prob, weight, stats[1], stats[2], stats[3] if prob is not None else None, coef)
     extra = (opts.softcap or 0.0, opts.temperature, lse_coef, ent_coef, stats[4] if ent_coef is not None else None)
-    if call.inplace_backward and x.is_contiguous():
-        kernels.cross_entropy_rows_backward_into(x2, x2, *args, call.ignore_index, call.label_smoothing, *extra)
-        ctx.overwrote_logits = True
-        return x, None, None, None, None, None
-    reused = reuse(ctx, precomputed)  # a gradient the forward could not form: into the forward's buffer
-    if reused is not None:
-        out = reused.view(x2.shape)
-        kernels.cross_entropy_rows_backward_into(out, x2, *args, call.ignore_index, call.label_smoothing, *extra)
-        return reused, None, None, None, None, None
-    grad = kernels.cross_entropy_rows_backward(x2, *args, call.ignore_index, call.label_smoothing, *extra)
-    return grad.view(x.shape), None, None, None, None, None
+    if out is None:
+        return kernels.cross_entropy_rows_backward(x2, *args, call.ignore_index, call.label_smoothing, *extra)
+    kernels.cross_entropy_rows_backward_into(out, x2, *args, call.ignore_index, call.label_smoothing, *extra)
+    return out
