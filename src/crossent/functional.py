@@ -256,8 +256,9 @@ def cross_entropy(
     if process_group is not None:
         if inplace_backward or impl == "triton" or options.modulated:
             raise ValueError(
-                "cross_entropy(process_group=...) takes neither inplace_backward, impl='triton' nor a focal or "
-                "poly-1 loss (use linear_cross_entropy(process_group=..., focal_gamma=...))"
+                "the vocab-parallel cross_entropy (process_group=..., or a DTensor sharded on the classes) takes "
+                "neither inplace_backward, impl='triton' nor a focal or poly-1 loss (use "
+                "linear_cross_entropy(process_group=..., focal_gamma=...))"
             )
         from crossent.distributed import vocab_parallel_cross_entropy
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import crossent
 from crossent.distributed import (
     count_targets,
     vocab_parallel_cross_entropy,
@@ -114,3 +115,12 @@ def test_a_per_class_focal_loss_is_refused_on_shards_by_name(group: dist.Process
         vocab_parallel_linear_cross_entropy(
             h, w, target, process_group=group, focal_gamma=2.0, label_smoothing=0.0 if probability else 0.1
         )
+
+
+@pytest.mark.parametrize(
+    "options", [{"inplace_backward": True}, {"impl": "triton"}, {"_modulation": (2.0, 0.0)}], ids=str
+)
+def test_what_the_vocab_parallel_cross_entropy_refuses_is_named(group: dist.ProcessGroup, options: dict) -> None:
+    x, target = torch.randn(4, 5, requires_grad=True), torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="the vocab-parallel cross_entropy .* takes neither inplace_backward"):
+        crossent.cross_entropy(x * 1.0, target, process_group=group, **options)
