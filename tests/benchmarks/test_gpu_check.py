@@ -133,3 +133,19 @@ def test_results_csv_and_plot(tmp_path: Path) -> None:
     assert path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = gpu_check.summary(rows)
     assert "| cross_entropy | 16384x128256 | torch | 8.00 | 4.00 | 3.00 | 1.50 | - | ok |" in table
+
+
+def test_the_gpu_cases_run_in_the_harness_on_tiny_shapes() -> None:
+    """The same ops and subjects, on the CPU at tiny shapes: a peer that does not import says so."""
+    from benchmarks.runner import Case, Settings, _run_case
+
+    settings = Settings(torch.device("cpu"), rounds=1, warmup=0, compiled=False, memory=False, seed=0)
+    ops = gpu_check.gpu_ops()
+    for shape in (LogitsShape(67, 101), LinearShape(53, 24, 211, 0.0)):
+        rows = _run_case(Case(ops[type(shape)], shape, torch.float32), settings)
+        by_impl = {row.impl: row for row in rows}
+        assert by_impl["crossent"].status == "ok" and by_impl["crossent"].full_ms is not None
+        assert by_impl["crossent"].grad_error is not None and by_impl["crossent"].grad_error < 1e-4
+        for peer in ("liger-kernel", "cut-cross-entropy"):
+            if peer in by_impl and by_impl[peer].status != "ok":
+                assert by_impl[peer].status.startswith(("not available", "error")), by_impl[peer].status
