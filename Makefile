@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 EXTRAS  ?= test,cli,triton,dev,docs,transformers
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck docs bench
+.PHONY: setup demo test lint typecheck docs bench gpu-check
 
 $(STAMP): pyproject.toml $(wildcard src/crossent/native/csrc/*)
 	python3 -m venv $(VENV)
@@ -38,3 +38,10 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# The GPU validation (needs a CUDA GPU, under 8 minutes; not part of `make test`): the Triton tests
+# compiled on the GPU, then a benchmark against torch eager, torch.compile, Liger-Kernel and Cut
+# Cross-Entropy (installed here, on a GPU machine only) into benchmarks/results/gpu-check-*.csv and .png.
+# Without a CUDA GPU it says so in one line and exits 0.
+gpu-check: $(STAMP)
+	$(PY) -m benchmarks.gpu_check

@@ -55,9 +55,14 @@ class CallSpec:
     options: tuple[str, ...] = ()  # the language-model options in use (``LogitOptions.names``)
 
 
-@functools.lru_cache(maxsize=1)
+@torch.compiler.assume_constant_result
 def triton_status() -> str | None:
-    """None when ``crossent.triton`` imports, else the reason it does not."""
+    """None when ``crossent.triton`` imports, else the reason it does not (a constant to the compiler)."""
+    return _triton_import_status()
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_import_status() -> str | None:
     try:
         importlib.import_module("crossent.triton")
     except Exception as exc:  # ImportError, or a broken Triton install raising anything else
@@ -73,8 +78,9 @@ def _triton_reason(op: Op, device: torch.device, spec: CallSpec) -> str | None:
     interpret = os.environ.get("TRITON_INTERPRET") == "1"
     if device.type != "cuda" and not (interpret and device.type == "cpu"):
         return f"triton needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), got {device.type}"
-    reason: str | None = importlib.import_module("crossent.triton").unsupported_reason(op, spec)
-    return reason
+    from crossent.triton._support import unsupported_reason  # importable: ``triton_status`` said so
+
+    return unsupported_reason(op, spec)
 
 
 def _native_reason(op: Op, device: torch.device, spec: CallSpec, *, warn: bool) -> str | None:

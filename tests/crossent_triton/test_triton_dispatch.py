@@ -39,7 +39,9 @@ def test_public_api_runs_the_triton_kernels_when_asked() -> None:
         ("nll_loss", {"dtype": torch.bfloat16, "ndim": 4}, None),
         ("log_softmax", {"dtype": torch.int64}, "float16, bfloat16, float32 or float64"),
         ("cross_entropy", {"weight_requires_grad": True}, "do not differentiate the weight"),
-        ("linear_cross_entropy", {}, "no Triton kernel for linear_cross_entropy"),
+        ("linear_cross_entropy", {"dtype": torch.bfloat16, "probability": True, "label_smoothing": 0.1}, None),
+        ("linear_cross_entropy", {"options": ("focal_gamma",)}, "do not take focal_gamma"),
+        ("linear_cross_entropy", {"probability": True, "target_requires_grad": True}, "probability targets"),
         ("entropy", {}, "no Triton kernel for entropy"),
     ],
 )
@@ -61,9 +63,7 @@ def test_every_dispatched_op_has_an_answer() -> None:
     from crossent import _dispatch
 
     for op in _dispatch.OPS:
-        # the fused loss runs its chunks on the PyTorch path and says so
-        expected_none = op != "linear_cross_entropy"
-        assert (ct.unsupported_reason(op, _dispatch.CallSpec()) is None) == expected_none, op
+        assert ct.unsupported_reason(op, _dispatch.CallSpec()) is None, op
 
 
 def _samples() -> list[tuple[object, tuple[object, ...]]]:
@@ -75,6 +75,7 @@ def _samples() -> list[tuple[object, tuple[object, ...]]]:
     bce = importlib.import_module("crossent.triton.binary_cross_entropy")
     ce = importlib.import_module("crossent.triton.cross_entropy")
     kl_div = importlib.import_module("crossent.triton.kl_div")
+    lce = importlib.import_module("crossent.triton.linear_cross_entropy")
     log_softmax = importlib.import_module("crossent.triton.log_softmax")
     nll_loss = importlib.import_module("crossent.triton.nll_loss")
 
@@ -94,10 +95,12 @@ def _samples() -> list[tuple[object, tuple[object, ...]]]:
         (bce.bce_with_logits_op, (x, p, None, None, "mean")),
         (bce.bce_op, (p.requires_grad_(), p.detach(), None, "none")),
         (kl_div.kl_div_op, (z, p, "batchmean", False)),
+        (lce.chunk_op, (x3.detach().clone(), t.unsqueeze(-1).clamp(min=-1), None, 0.1, half)),
+        (lce.chunk_op, (x3.detach().clone(), p.detach().unsqueeze(-1), p.detach()[0], 0.0, None)),
     ]
 
 
-@pytest.mark.parametrize("index", range(11))
+@pytest.mark.parametrize("index", range(13))
 def test_custom_ops_pass_opcheck(index: int) -> None:
     op, args = _samples()[index]
     torch.library.opcheck(op, args)

@@ -3,7 +3,10 @@
 One pass walks the rows a chunk at a time: ``logits = h_c @ W.T + b`` into a reused workspace, the
 chunk's statistics from the cross-entropy engine (``crossent._engine``), then (when gradients are
 wanted) the logits gradient ``G_c`` in place of the logits, ``dH_c = G_c @ W``, ``dW += G_c.T @ h_c``
-and ``db += sum_rows G_c``. No tensor with one value per (row, class) outlives its chunk.
+and ``db += sum_rows G_c``. No tensor with one value per (row, class) outlives its chunk. On the
+Triton path (``FusedOptions.backend``) the same walk hands each chunk's logits, in their own dtype,
+to one kernel pass (``crossent.triton.linear_cross_entropy.walk_chunks``) that forms the loss and
+writes ``G_c`` over them; the matmuls and the gradient plumbing are the same.
 
 A chunk holds whole rows, so its statistics are final when the classes are not sharded: then
 ``'mean'`` and ``'sum'`` form the gradients in the forward's pass, for an upstream gradient of 1,
@@ -23,9 +26,10 @@ import torch
 from crossent import _engine
 from crossent._engine import Kind, Side, Statistics
 from crossent._reduction import output
-from crossent.fused._chunks import Projection, RowChunk, row_chunks
+from crossent.fused._chunks import Projection, RowChunk, add_weight_grad, row_chunks
 from crossent.fused._options import FusedOptions
 from crossent.ops._autograd import first_order, hand_over, save_scalars, saved_scalars
+from crossent.ops._layout import accumulation_dtype
 from crossent.ops.cross_entropy import make_kind, mark_outputs, outputs, side_divisor, side_gradients, upstreams
 
 
@@ -47,6 +51,7 @@ class PassResult(NamedTuple):
     bias: torch.Tensor | None  # (V,), opts.grad_dtype
     target: torch.Tensor | None  # (N, C, S) probabilities' gradient
     class_weight: torch.Tensor | None  # (C,), accumulation dtype
+    loss: torch.Tensor | None = None  # (N, S): each position's loss, when a kernel formed it (Triton)
 
 
 def kept_rows(kind: Kind, opts: FusedOptions) -> torch.Tensor | None:
@@ -91,6 +96,8 @@ def fused_pass(
     logits_grad = grads and (wanted.input or wanted.weight or wanted.bias)
     # the target gradients read the logits again after the statistics: keep them intact
     overwrite = not (result.target is not None or result.class_weight is not None)
+    triton = opts.backend == "triton"  # the dispatcher sends no side terms nor target gradients there
+    assert not triton or (side is None and overwrite)
     rows_max = min(opts.chunk_rows, max(n, 1))
     workspace = h.new_empty(rows_max, v)
     chunk: list[tuple[RowChunk, torch.Tensor]] = []  # the chunk being walked: its rows and hidden states
@@ -100,7 +107,8 @@ def fused_pass(
             hidden = rows.take(h)
             r = hidden.shape[0]
             chunk[:] = [(rows, hidden)]
-            xb = proj.logits(hidden, workspace[:r]).view(r, c, s).to(acc)
+            logits = proj.logits(hidden, workspace[:r]).view(r, c, s)
+            xb = logits if triton else logits.to(acc)  # the kernel reads the logits in their own dtype
             yield (rows.rows, slice(None)), xb, xb if overwrite else None
 
     def put(block: _engine.Block, grad: torch.Tensor) -> None:
@@ -110,9 +118,9 @@ def fused_pass(
             rows.put(result.input, proj.input_grad(g))
         if result.weight is not None:
             # dW accumulates across chunks in grad_dtype (float32 for half inputs): bf16 sums diverge
-            result.weight.addmm_(g.t().to(result.weight.dtype), hidden.to(result.weight.dtype))
+            add_weight_grad(result.weight, g, hidden)
         if result.bias is not None:
-            result.bias.add_(g.sum(0))
+            result.bias.add_(g.sum(0, dtype=accumulation_dtype(g.dtype)))
 
     def put_target(block: _engine.Block, gt: torch.Tensor, gw: torch.Tensor) -> None:
         if result.target is not None:
@@ -120,6 +128,11 @@ def fused_pass(
         if result.class_weight is not None:
             result.class_weight.add_(gw)
 
+    if triton:
+        from crossent.triton.linear_cross_entropy import walk_chunks
+
+        chunk_stats, loss = walk_chunks(kind, blocks(), coef=coef, grad=put if logits_grad else None)
+        return result._replace(stats=chunk_stats if stats is None else None, loss=loss)
     walked = _engine.walk(
         kind,
         blocks(),
@@ -170,7 +183,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         ctx.save_for_backward(
             *inputs, *_engine.for_backward(stats, kind.options), *(precomputed if coef is not None else ())
         )
-        results = outputs(kind, stats, mode, div, side_div, tuple(stats.shift.shape), out_dtype)
+        results = outputs(kind, stats, mode, div, side_div, tuple(stats.shift.shape), out_dtype, result.loss)
         mark_outputs(ctx, results)
         return results if len(results) > 1 else results[0]
 

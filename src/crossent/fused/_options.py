@@ -2,9 +2,10 @@
 
 A chunk is a group of rows whose logits exist at the same time. Its workspace is the chunk's logits
 plus, when the gradient is computed in a wider dtype than the logits, that gradient and its copy in
-the weight's dtype for the input-gradient matmul. The row count is chosen so that this stays within
-the budget: ``chunk_size`` rows or ``workspace_bytes`` when the caller gives one, else
-``default_workspace_bytes``.
+the weight's dtype for the input-gradient matmul. On the Triton path the kernel writes the gradient
+over the logits in their own dtype, so the workspace is the logits alone. The row count is chosen so
+that this stays within the budget: ``chunk_size`` rows or ``workspace_bytes`` when the caller gives
+one, else ``default_workspace_bytes``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from crossent._dispatch import Backend
+from crossent.fused._chunks import adds_directly
 from crossent.ops._layout import accumulation_dtype
 from crossent.ops.cross_entropy import CrossEntropyCall
 
@@ -42,6 +45,7 @@ class FusedOptions:
     grad_dtype: torch.dtype  # dtype the weight and bias gradients accumulate in
     logits_dtype: torch.dtype  # dtype the loss takes the logits in (and returns, for class indices)
     drop_ignored: bool  # select the rows with a kept target before any matmul (eager mode only)
+    backend: Backend = "torch"  # what computes each chunk's cross-entropy: crossent's torch path or Triton
 
 
 def workspace_row_bytes(
@@ -85,17 +89,25 @@ def plan(
     acc_dtype: torch.dtype | None = None,
     logits_dtype: torch.dtype | None = None,
     drop_ignored: bool,
+    backend: Backend = "torch",
 ) -> FusedOptions:
     """The options of a fused call on flat ``h (N, H)`` and ``w (C * S, H)``: its chunk size above all.
 
     ``loss_dtypes`` are those the loss accumulates from besides the logits (probability targets, class
-    weights); ``acc_dtype`` overrides the weight gradient's accumulation dtype.
+    weights); ``acc_dtype`` overrides the weight gradient's accumulation dtype; ``backend`` is what
+    computes each chunk's cross-entropy (``_dispatch.resolve``'s choice).
     """
     grad_dtype = acc_dtype if acc_dtype is not None else accumulation_dtype(w.dtype)
     acc = accumulation_dtype(h.dtype, *loss_dtypes)
-    temporaries = int(call.options.softcap is not None) + int(call.options.extras)
-    row_bytes = workspace_row_bytes(w.shape[0], h.dtype, acc if call.gradient_expected else None, temporaries)
+    if backend == "triton":
+        # the gradient overwrites the logits; the weight gradient's matmul copies it to its dtype first
+        # unless the GPU adds half-precision products into it directly
+        copied = call.gradient_expected and not adds_directly(h.dtype, grad_dtype, h.device)
+        row_bytes = w.shape[0] * (h.dtype.itemsize + (grad_dtype.itemsize if copied else 0))
+    else:
+        temporaries = int(call.options.softcap is not None) + int(call.options.extras)
+        row_bytes = workspace_row_bytes(w.shape[0], h.dtype, acc if call.gradient_expected else None, temporaries)
     default = default_workspace_bytes(w.numel() * grad_dtype.itemsize)
     rows = chunk_rows(h.shape[0], row_bytes, chunk_size, workspace_bytes, default)
     logits = logits_dtype if logits_dtype is not None else h.dtype
-    return FusedOptions(call, num_classes, rows, grad_dtype, logits, drop_ignored)
+    return FusedOptions(call, num_classes, rows, grad_dtype, logits, drop_ignored, backend)

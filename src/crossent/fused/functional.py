@@ -144,7 +144,8 @@ def linear_cross_entropy(
     exponentials); the backward multiplies them by the upstream gradient in place. For ``'none'`` the forward saves only
     the inputs and those scalars, and the backward recomputes each chunk's logits. Under
     ``torch.no_grad()``, or when nothing requires grad, only the loss is computed. float16/bfloat16
-    gradients are formed and the weight and bias gradients accumulated in float32, then rounded once.
+    gradients are formed and the weight and bias gradients accumulated in float32, then rounded once
+    (on the Triton path the logits gradient is rounded to the logits' dtype, as it overwrites them).
 
     Args:
         input: hidden states ``(*, H)``; leading dims are flattened (torch itself takes 1 or 2 dims).
@@ -161,7 +162,10 @@ def linear_cross_entropy(
             ``acc_dtype`` the dtype the weight and bias gradients accumulate in.
         chunk_size: rows per chunk (exclusive with ``workspace_bytes``).
         workspace_bytes: budget for the chunk workspace, in bytes.
-        impl: ``'auto'`` | ``'torch'`` (there is no native or Triton kernel for the fused loss yet).
+        impl: ``'auto'`` | ``'torch'`` | ``'triton'``: each chunk's cross-entropy on crossent's PyTorch
+            path, or on the Triton chunk kernel (``'auto'`` on CUDA tensors, when it takes the call:
+            ``crossent.triton.unsupported_reason``), which writes the logits gradient over the chunk's
+            logits in their dtype. The matmuls are torch's (cuBLAS) either way. There is no native kernel.
         process_group: vocab parallelism: ``linear_weight`` ``(V_r, H)``, ``linear_bias``, ``weight``
             (and probability targets) hold this rank's contiguous slice of the classes (``weight`` may
             also be all ``V`` of them); ``input`` and
@@ -279,8 +283,19 @@ def linear_cross_entropy(
     ignore, eps, weight = _checks.cross_entropy_arguments(
         logits, target, weight, -100 if ignore_index is None else ignore_index, label_smoothing, reduction
     )
-    spec = _dispatch.spec_of(input, options=options_.names)
-    _dispatch.resolve("linear_cross_entropy", impl, input.device, spec)
+    spec = _dispatch.spec_of(
+        input,
+        options=options_.names,
+        probability=shapes.probabilities,
+        weight=weight is not None,
+        weight_requires_grad=weight is not None and weight.requires_grad,
+        target_requires_grad=shapes.probabilities and target.requires_grad,
+        label_smoothing=eps,
+        reduction=reduction,
+        classes=c,
+        inner=s,
+    )
+    backend = _dispatch.resolve("linear_cross_entropy", impl, input.device, spec)
 
     grad_tensors = [input, linear_weight, linear_bias] + ([target, weight] if shapes.probabilities else [])
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in grad_tensors)
@@ -301,6 +316,7 @@ def linear_cross_entropy(
         logits_dtype=_logits_dtype,
         # without classes every row is ignored, yet smoothing makes each loss nan: keep them
         drop_ignored=not shapes.probabilities and c > 0 and not torch.compiler.is_compiling(),
+        backend=backend,
     )
     b = linear_bias.reshape(c * s) if linear_bias is not None else None
     t = target.reshape(n, c, s) if shapes.probabilities else target.reshape(n, s)[shift:]

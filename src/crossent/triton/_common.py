@@ -119,8 +119,9 @@ class RowSplit:
 def split_rows(rows: int, cols: int, tune: Tuning, values_per_col: int = 1) -> RowSplit:
     """Choose the row layout: fused single block when it fits, else streamed, split when rows are few.
 
-    ``values_per_col`` is how many values a column keeps on chip (2 for probability targets: the
-    logit and the target coefficient), which divides the widest row that fits.
+    ``values_per_col`` is how many values a column keeps on chip (2 for probability targets, and for
+    label smoothing with class weights: the logit and the target coefficient), which divides the
+    widest row that fits.
     """
     if cols <= tune.fused_max_cols // values_per_col:
         return RowSplit(max(triton.next_power_of_2(max(cols, 1)), 16), True, 1, cols)

@@ -368,7 +368,7 @@ def row_statistics(
     eps = torch.full((1,), max(opts.label_smoothing, 0.0), dtype=acc, device=device)
     if scale is None:
         scale = torch.ones((), dtype=acc, device=device)
-    lay = split_rows(rows, C, tuning(device), _values_per_col(opts, acc))
+    lay = split_rows(rows, C, tuning(device), _values_per_col(opts, acc, weight is not None))
     target_3d = target if opts.prob else None
     index_target = target if not opts.prob else loss_rows
     flags = dict(PROB=opts.prob, HAS_WEIGHT=weight is not None, SMOOTH=opts.smooth, ACC=tl_dtype(acc))
@@ -425,7 +425,7 @@ def gradient_from_statistics(
     rows = N * S
     acc = stats.dtype
     eps = torch.full((1,), max(opts.label_smoothing, 0.0), dtype=acc, device=x.device)
-    lay = split_rows(rows, C, tuning(x.device), _values_per_col(opts, acc))
+    lay = split_rows(rows, C, tuning(x.device), _values_per_col(opts, acc, weight is not None))
     # The gradient kernel streams (read x, write dx: nothing to keep on chip); segments keep
     # few-row calls parallel.
     block = min(lay.block, tuning(x.device).stream_block)
@@ -452,9 +452,11 @@ def gradient_from_statistics(
     )  # fmt: skip
 
 
-def _values_per_col(opts: CrossEntropyOptions, acc: torch.dtype) -> int:
-    """Registers' worth of values a column keeps on chip: logit (+ target coefficient), x2 for float64."""
-    return (2 if opts.prob else 1) * (2 if acc == torch.float64 else 1)
+def _values_per_col(opts: CrossEntropyOptions, acc: torch.dtype, weighted: bool) -> int:
+    """Registers' worth of values a column keeps on chip: logit (+ target coefficient, for probability
+    targets and for label smoothing with class weights), x2 for float64."""
+    coefficients = opts.prob or (opts.smooth and weighted)
+    return (2 if coefficients else 1) * (2 if acc == torch.float64 else 1)
 
 
 def _warps(block: int, single_block: bool) -> int:

@@ -2,8 +2,9 @@
 
 Everything of the PyTorch path (weight, ignore_index, label smoothing with weights, probability
 targets, every reduction, K-dim and unbatched inputs, inplace_backward) is supported, except what
-``unsupported_reason`` names. The fused linear loss has no Triton path yet: its chunk kernel
-(``linear_cross_entropy_chunk``) is a building block, not a dispatched op.
+``unsupported_reason`` names. The fused linear loss runs each chunk's cross-entropy on the chunk
+kernel (``linear_cross_entropy_chunk``) with the same exceptions, and none of its gradients for
+probability targets.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from crossent._dispatch import OPS, CallSpec, Op
 from crossent.triton._common import FLOAT_DTYPES
 
-SUPPORTED_OPS: tuple[Op, ...] = tuple(op for op in OPS if op != "linear_cross_entropy")
+SUPPORTED_OPS: tuple[Op, ...] = OPS
 
 
 def unsupported_reason(op: Op, spec: CallSpec) -> str | None:
@@ -24,8 +25,11 @@ def unsupported_reason(op: Op, spec: CallSpec) -> str | None:
         "cross_entropy",
         "binary_cross_entropy",
         "binary_cross_entropy_with_logits",
+        "linear_cross_entropy",
     ):
         return "the Triton kernels do not differentiate the weight"
+    if spec.target_requires_grad and op == "linear_cross_entropy":
+        return "the fused Triton loss does not differentiate probability targets"
     if spec.options:
         return f"the Triton kernels do not take {', '.join(spec.options)}"
     return None

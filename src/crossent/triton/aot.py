@@ -126,6 +126,10 @@ def _exercise() -> None:
         ct.log_softmax(x64, 1).sum().backward()
         logits = torch.zeros(4, C, dtype=bf16)
         ct.linear_cross_entropy_chunk(logits, y, None, -100, 0.0, torch.ones(()), logits)
+        # the fused loss's 'none' backward: one scale per row, with class weights and label smoothing
+        ct.linear_cross_entropy_chunk(logits, y, w, -1, 0.1, torch.ones(4), logits)
+        ct.linear_cross_entropy_chunk(logits, y, w, -1, 0.1, torch.ones(()), logits)
+        ct.linear_cross_entropy_chunk(logits, y, None, -1, 0.0, torch.ones(4), logits)
     z = torch.zeros(2, 300, 3, requires_grad=True)
     ct.nll_loss(z, torch.zeros(2, 3, dtype=i64), None, -100, "mean").backward()
     ct.cross_entropy(z.double(), torch.zeros(2, 3, dtype=i64), None, -100, "mean", 0.0, False).backward()
