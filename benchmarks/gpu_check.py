@@ -41,7 +41,7 @@ from .environment import Environment, collect_environment
 from .ops import OPS, Loss, Op, Subject, Unavailable
 from .paths import RESULTS_DIR, ROOT
 from .report import CSV_COLUMNS, environment_line
-from .runner import Case, Row, Settings, _run_case
+from .runner import Case, Row, Settings, run_case
 from .shapes import LinearShape, LogitsShape, Shape
 
 NO_GPU = "gpu-check: no CUDA GPU here (torch sees none); nothing to check, GPU figures not measured."
@@ -157,7 +157,7 @@ def benchmark(budget_s: float, started: float, rounds: int = 5) -> list[Measured
             continue
         print(f"gpu-check: {case.label}", flush=True)
         floor = copy_floor_ms(logits_bytes(shape))
-        measured += [Measured(row, floor) for row in _run_case(case, settings)]
+        measured += [Measured(row, floor) for row in run_case(case, settings)]
         torch.cuda.empty_cache()
     return measured
 

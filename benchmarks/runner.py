@@ -148,7 +148,7 @@ def run(
     for index, case in enumerate(cases):
         if progress is not None:
             progress(index, len(cases), case.label)
-        rows += _run_case(case, settings)
+        rows += run_case(case, settings)
     return rows
 
 
@@ -166,7 +166,7 @@ class _Outcome:
     peak_mib: dict[Mode, float] = field(default_factory=dict)
 
 
-def _run_case(case: Case, settings: Settings) -> list[Row]:
+def run_case(case: Case, settings: Settings) -> list[Row]:
     op = case.op
     if settings.compiled:
         torch._dynamo.reset()  # each case compiles afresh, far from the recompilation limit

@@ -137,12 +137,12 @@ def test_results_csv_and_plot(tmp_path: Path) -> None:
 
 def test_the_gpu_cases_run_in_the_harness_on_tiny_shapes() -> None:
     """The same ops and subjects, on the CPU at tiny shapes: a peer that does not import says so."""
-    from benchmarks.runner import Case, Settings, _run_case
+    from benchmarks.runner import Case, Settings, run_case
 
     settings = Settings(torch.device("cpu"), rounds=1, warmup=0, compiled=False, memory=False, seed=0)
     ops = gpu_check.gpu_ops()
     for shape in (LogitsShape(67, 101), LinearShape(53, 24, 211, 0.0)):
-        rows = _run_case(Case(ops[type(shape)], shape, torch.float32), settings)
+        rows = run_case(Case(ops[type(shape)], shape, torch.float32), settings)
         by_impl = {row.impl: row for row in rows}
         assert by_impl["crossent"].status == "ok" and by_impl["crossent"].full_ms is not None
         assert by_impl["crossent"].grad_error is not None and by_impl["crossent"].grad_error < 1e-4
