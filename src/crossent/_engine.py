@@ -633,7 +633,7 @@ class ClassIndex:
         """``d output / d z`` for the block (into ``out`` if given), from the block's ``stats`` and ``scales``;
         ``exps = exp(xb - k)`` and ``slopes`` (``absorb``'s) when the caller has them already."""
         if slopes is None:
-            slopes = _class_slopes(self, xb, stats, exps, self.weight)  # read before ``out`` may overwrite xb
+            slopes = _class_slopes(self, xb, stats, self.weight)  # read before ``out`` may overwrite xb
         grad = _scaled_exps(xb, stats.shift, scales.p, scales.shifted, out, exps)
         grad.scatter_add_(1, _at(self.local, block).unsqueeze(1), scales.target.unsqueeze(1))
         if scales.smooth is not None:
@@ -646,18 +646,15 @@ class ClassIndex:
 
 
 def _class_slopes(
-    kind: ClassIndex | Probability,
-    xb: torch.Tensor,
-    stats: Statistics,
-    exps: torch.Tensor | None,
-    factors: torch.Tensor | None,
+    kind: ClassIndex | Probability, xb: torch.Tensor, stats: Statistics, factors: torch.Tensor | None
 ) -> torch.Tensor | None:
-    """``factors_c h(log p_c)`` for every class of the block (a per-class focal or poly-1 loss; else None);
-    ``factors``: ``(C,)`` or the block's shape (None: 1)."""
+    """``factors_c h(log p_c)`` for every class of the block, from its final statistics (a per-class focal
+    or poly-1 loss in a backward: ``absorb`` forms them in a forward; else None); ``factors``: ``(C,)`` or
+    the block's shape (None: 1)."""
     if not kind.per_class:
         return None
-    shifted = exps.log() if exps is not None else xb - stats.shift.unsqueeze(1)
-    slopes = kind.options.modulation(shifted.sub_(stats.sum_exp.log().unsqueeze(1)))[1]
+    log_p = (xb - stats.shift.unsqueeze(1)).sub_(stats.sum_exp.log().unsqueeze(1))
+    slopes = kind.options.modulation(log_p)[1]
     if factors is None:
         return slopes
     return slopes.mul_(factors.view(1, -1, 1) if factors.dim() == 1 else factors)
@@ -805,7 +802,7 @@ class Probability:
         # d/dz_c l = g (p_c B - w_c q_c),  p = exp(z - k) / S  (a focal or poly-1 loss: p_c G - w_c q_c h_c)
         _, wq = self._weighted(block)
         if slopes is None:
-            slopes = _class_slopes(self, xb, stats, exps, wq)  # read before ``out`` may overwrite xb
+            slopes = _class_slopes(self, xb, stats, wq)  # read before ``out`` may overwrite xb
         grad = _scaled_exps(xb, stats.shift, scales.p, scales.shifted, out, exps)
         return grad.addcmul_(wq if slopes is None else slopes, scales.coef.unsqueeze(1), value=-1)
 
