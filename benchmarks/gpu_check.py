@@ -23,7 +23,6 @@ test suite's (0 when it passed). Without a CUDA GPU it prints one line and exits
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import importlib
 import importlib.util
@@ -40,7 +39,7 @@ import torch
 from .environment import Environment, collect_environment
 from .ops import OPS, Loss, Op, Subject, Unavailable
 from .paths import RESULTS_DIR, ROOT
-from .report import CSV_COLUMNS, environment_line
+from .report import environment_line, write_csv
 from .runner import Case, Row, Settings, run_case
 from .shapes import LinearShape, LogitsShape, Shape
 
@@ -55,7 +54,6 @@ SHAPES: tuple[Shape, ...] = (
     LogitsShape(16384, 32768),
     LinearShape(8192, 4096, 32768, 0.0),
 )
-COLUMNS: tuple[str, ...] = (*CSV_COLUMNS, "floor_ms", "full_floor_ratio", "forward_floor_ratio")
 
 
 @dataclass(frozen=True)
@@ -164,20 +162,15 @@ def benchmark(budget_s: float, started: float, rounds: int = 5) -> list[Measured
 
 def write_results(measured: Sequence[Measured], environment: Environment, path: Path) -> None:
     """The harness's CSV columns, plus the floor and each time over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
-        writer.writeheader()
-        for m in measured:
-            writer.writerow(
-                {
-                    **dataclasses.asdict(m.row),
-                    **dataclasses.asdict(environment),
-                    "floor_ms": m.floor_ms,
-                    "full_floor_ratio": m.floor_ratio(m.row.full_ms),
-                    "forward_floor_ratio": m.floor_ratio(m.row.forward_ms),
-                }
-            )
+    floors: list[dict[str, object]] = [
+        {
+            "floor_ms": m.floor_ms,
+            "full_floor_ratio": m.floor_ratio(m.row.full_ms),
+            "forward_floor_ratio": m.floor_ratio(m.row.forward_ms),
+        }
+        for m in measured
+    ]
+    write_csv([m.row for m in measured], environment, path, floors)
 
 
 def plot(measured: Sequence[Measured], environment: Environment, path: Path) -> None:

@@ -30,13 +30,21 @@ def default_csv_path(environment: Environment) -> Path:
     return RESULTS_DIR / f"{stamp}.csv"
 
 
-def write_csv(rows: Sequence[Row], environment: Environment, path: Path) -> None:
+def write_csv(
+    rows: Sequence[Row],
+    environment: Environment,
+    path: Path,
+    extra: Sequence[dict[str, object]] | None = None,
+) -> None:
+    """The rows and the run's environment, one line a row; ``extra``: more columns, one dict per row."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    columns = (*CSV_COLUMNS, *(extra[0] if extra else ()))
     with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
-        for row in rows:
-            writer.writerow({**dataclasses.asdict(row), **dataclasses.asdict(environment)})
+        for i, row in enumerate(rows):
+            more = extra[i] if extra else {}
+            writer.writerow({**dataclasses.asdict(row), **dataclasses.asdict(environment), **more})
 
 
 def read_csv(path: Path) -> tuple[list[Row], Environment]:
