@@ -53,6 +53,7 @@ class CallSpec:
     target_requires_grad: bool = False
     repeating: bool = True  # weights broadcast only over leading dims (they repeat every numel elements)
     options: tuple[str, ...] = ()  # the language-model options in use (``LogitOptions.names``)
+    loss_dtype: torch.dtype | None = None  # the loss's dtype, when asked for one other than the input's
 
 
 @torch.compiler.assume_constant_result

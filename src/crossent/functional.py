@@ -298,10 +298,9 @@ def cross_entropy(
         same_dtype=not probability or all(t.dtype == input.dtype for t in (target, weight) if t is not None),
         target_requires_grad=probability and target.requires_grad,
         options=options.names,
+        loss_dtype=_loss_dtype,
     )
     backend = _dispatch.resolve("cross_entropy", impl, input.device, spec)
-    if backend == "triton" and _loss_dtype is not None:
-        backend = "torch"  # the Triton kernels return the loss in the logits' dtype
     if backend != "native" and not probability:
         _checks.class_targets(target, spec.classes, ignore_index)
     if backend == "triton":

@@ -43,6 +43,8 @@ def test_public_api_runs_the_triton_kernels_when_asked() -> None:
         ("linear_cross_entropy", {"options": ("focal_gamma",)}, "do not take focal_gamma"),
         ("linear_cross_entropy", {"probability": True, "target_requires_grad": True}, "probability targets"),
         ("entropy", {}, "no Triton kernel for entropy"),
+        ("cross_entropy", {"dtype": torch.bfloat16, "loss_dtype": torch.float32}, "loss in the input's dtype"),
+        ("cross_entropy", {"dtype": torch.bfloat16, "loss_dtype": torch.bfloat16}, None),
     ],
 )
 def test_unsupported_reason(op: str, options: dict[str, object], reason: str | None) -> None:

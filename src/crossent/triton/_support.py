@@ -32,4 +32,6 @@ def unsupported_reason(op: Op, spec: CallSpec) -> str | None:
         return "the fused Triton loss does not differentiate probability targets"
     if spec.options:
         return f"the Triton kernels do not take {', '.join(spec.options)}"
+    if spec.loss_dtype not in (None, spec.dtype):
+        return f"the Triton kernels return the loss in the input's dtype ({spec.dtype}), not {spec.loss_dtype}"
     return None
